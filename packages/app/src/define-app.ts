@@ -1,0 +1,74 @@
+/** Resources a worker asks for; the scheduler places it where they are free. */
+export interface ResourceRequests {
+  /** CPU cores, fractions allowed (`0.5`). */
+  cpu?: number;
+  /** Memory limit in MiB; the V8 heap follows it. */
+  memoryMb?: number;
+  /** Number of GPUs. */
+  gpu?: number;
+  /** Acceptable GPU models, any of them (`["A100 40G", "RTX 4090"]`). */
+  gpuConstraints?: string[];
+}
+
+/** A volume the app reads: the latest revision (default) or a pinned one. */
+export type VolumeRef = { name: string; useLatest?: true } | { name: string; revision: string };
+
+/** How molt decides that a new worker may take traffic. */
+export interface ReadinessConfig {
+  /** Path requested with GET; any 2xx means ready. Default `/`. */
+  path?: string;
+  /** How long a new worker has to become ready. Default 30000. */
+  timeoutMs?: number;
+}
+
+/** How rolling updates replace workers. */
+export interface RolloutConfig {
+  /** New workers started at once during a rolling update. Default 1. */
+  maxSurge?: number;
+  /** Ready workers the update may take away below the current count. Default 0. */
+  maxUnavailable?: number;
+  /** How long a draining worker keeps open streams before they are cut. Default 30000. */
+  drainTimeoutMs?: number;
+  /** Time between SIGTERM and SIGKILL. Default 5000. */
+  stopGraceMs?: number;
+}
+
+/** An app's configuration, as written in `molt.config.ts`. */
+export interface AppConfig {
+  /** App name: lower-case letters, digits and dashes. */
+  name: string;
+  /** Entry module, relative to the config file. Default `index.ts`. */
+  entry?: string;
+  /** Number of workers. Default 1. */
+  workers?: number;
+  readiness?: ReadinessConfig;
+  /** Environment variables given to every worker. */
+  env?: Record<string, string>;
+  resources?: ResourceRequests;
+  volumes?: VolumeRef[];
+  /** `false` makes the app immutable: updates are refused. Default `true`. */
+  updatable?: boolean;
+  /** `true` lets anyone call the app's routes without a token. Default `false`. */
+  public?: boolean;
+  rollout?: RolloutConfig;
+}
+
+/** What an app's entry module default-exports: the web-standard `fetch` shape. */
+export interface AppModule {
+  fetch(request: Request): Response | Promise<Response>;
+  /** Optional WebSocket/upgrade handler, given the raw Node request and socket. */
+  upgrade?(request: unknown, socket: unknown, head: Uint8Array): void;
+}
+
+/**
+ * Declares an app. Returns the config unchanged; molt validates it when it builds.
+ *
+ * @example
+ * ```ts
+ * import { defineApp } from '@molt/app';
+ * export default defineApp({ name: 'get-start', entry: 'app.ts', readiness: { path: '/hello' } });
+ * ```
+ */
+export function defineApp<const T extends AppConfig>(config: T): T {
+  return config;
+}

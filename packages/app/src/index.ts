@@ -1,0 +1,15 @@
+/**
+ * What a molt app imports. This package has no dependencies; inside a worker the
+ * runtime's own copy serves these imports, so there is one copy of its state per worker.
+ */
+export { defineApp } from './define-app.js';
+export type {
+  AppConfig,
+  AppModule,
+  ResourceRequests,
+  VolumeRef,
+  ReadinessConfig,
+  RolloutConfig,
+} from './define-app.js';
+export { runtime } from './runtime-api.js';
+export type { RuntimeInfo } from './runtime-api.js';

@@ -1,0 +1,68 @@
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { sha256 } from '../ids.js';
+
+/**
+ * Content-addressed files (sha256), stored read-only at `<root>/sha256/ab/<hash>`.
+ * Releases and volume revisions are trees of these blobs.
+ */
+export class BlobStore {
+  constructor(readonly root: string) {
+    mkdirSync(join(root, 'sha256'), { recursive: true });
+    mkdirSync(join(root, 'staging'), { recursive: true });
+  }
+
+  /** Where the blob with this hash lives (whether or not it exists). */
+  path(hash: string): string {
+    return join(this.root, 'sha256', hash.slice(0, 2), hash);
+  }
+
+  has(hash: string): boolean {
+    return existsSync(this.path(hash));
+  }
+
+  /** The hashes among `hashes` that the store lacks, each once. */
+  missing(hashes: Iterable<string>): string[] {
+    return [...new Set(hashes)].filter((h) => !this.has(h));
+  }
+
+  /** A fresh staging directory on the same file system, so that commits are renames. */
+  stagingDir(): string {
+    return mkdtempSync(join(this.root, 'staging', 'up-'));
+  }
+
+  /** Moves a verified file (its sha256 is `hash`) into the store. */
+  commitFile(src: string, hash: string): void {
+    const dest = this.path(hash);
+    if (existsSync(dest)) {
+      rmSync(src, { force: true });
+      return;
+    }
+    mkdirSync(join(this.root, 'sha256', hash.slice(0, 2)), { recursive: true });
+    chmodSync(src, 0o444);
+    renameSync(src, dest);
+  }
+
+  /** Stores bytes and returns their hash. */
+  putBytes(data: string | Uint8Array): string {
+    const hash = sha256(data);
+    if (!this.has(hash)) {
+      const dir = this.stagingDir();
+      const tmp = join(dir, 'blob');
+      writeFileSync(tmp, data);
+      this.commitFile(tmp, hash);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    return hash;
+  }
+
+  /** Copies a local file whose hash is known into the store. */
+  putFile(src: string, hash: string): void {
+    if (this.has(hash)) return;
+    const dir = this.stagingDir();
+    const tmp = join(dir, 'blob');
+    copyFileSync(src, tmp);
+    this.commitFile(tmp, hash);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

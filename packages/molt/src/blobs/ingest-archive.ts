@@ -1,0 +1,137 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Parser, type ReadEntry } from 'tar';
+import { MoltError } from '../errors.js';
+import type { BlobStore } from './blob-store.js';
+import { assertSafeTree, encodeTree, treeHash, unsafePathReason, type Tree } from './tree.js';
+
+/** The tar entry that carries the tree; every other entry is a file of that tree. */
+export const TREE_ENTRY = 'MOLT-TREE.json';
+
+export interface IngestLimits {
+  /** Most bytes the upload body may have. */
+  maxBytes: number;
+  /** Most entries a tree may have. */
+  maxFiles: number;
+}
+
+export interface IngestResult {
+  tree: Tree;
+  hash: string;
+  /** Blobs this upload added to the store. */
+  added: number;
+  /** Bytes of file content the upload carried. */
+  receivedBytes: number;
+}
+
+/**
+ * Reads an upload (a tar holding `MOLT-TREE.json` and the files whose blobs the server lacks),
+ * checks it, and only then commits the new blobs and the tree to the store. Anything unsafe —
+ * a `..` or absolute path, a link, a device, a FIFO, an entry over the size limit, a file whose
+ * content does not match its hash, a blob the tree needs but nobody sent — is refused with the
+ * entry named, and nothing is stored.
+ */
+export async function ingestArchive(body: Readable, blobs: BlobStore, limits: IngestLimits): Promise<IngestResult> {
+  const staging = blobs.stagingDir();
+  const staged = new Map<string, string>(); // hash -> staged file
+  let treeJson = '';
+  let treeSeen = false;
+  let receivedBytes = 0;
+  let failure: MoltError | undefined;
+  const writes: Promise<void>[] = [];
+  let counter = 0;
+
+  const fail = (err: MoltError): void => {
+    failure ??= err;
+  };
+
+  const parser = new Parser({
+    strict: true,
+    onReadEntry: (entry: ReadEntry) => {
+      const path = entry.path.replace(/^\.\//, '');
+      if (failure) return entry.resume();
+      if (entry.type === 'Directory') return entry.resume();
+      const reason = unsafePathReason(path.replace(/\/$/, ''));
+      if (reason) {
+        fail(new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `archive entry ${JSON.stringify(entry.path)} ${reason}; upload only paths inside the tree`));
+        return entry.resume();
+      }
+      if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
+        const kind = entry.type === 'SymbolicLink' || entry.type === 'Link' ? `a link to ${JSON.stringify(entry.linkpath)}` : `of type ${entry.type}`;
+        fail(new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `archive entry ${JSON.stringify(entry.path)} is ${kind}; archives may hold regular files only (links are declared in ${TREE_ENTRY})`));
+        return entry.resume();
+      }
+      if (path === TREE_ENTRY) {
+        treeSeen = true;
+        entry.on('data', (chunk: Buffer) => {
+          treeJson += chunk.toString('utf8');
+        });
+        return;
+      }
+      const file = join(staging, `f${counter++}`);
+      const hash = createHash('sha256');
+      entry.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        receivedBytes += chunk.length;
+      });
+      writes.push(
+        pipeline(entry, createWriteStream(file)).then(() => {
+          staged.set(hash.digest('hex'), file);
+        }),
+      );
+    },
+  });
+
+  let bodyBytes = 0;
+  try {
+    await new Promise<void>((resolvePromise, reject) => {
+      body.on('data', (chunk: Buffer) => {
+        bodyBytes += chunk.length;
+        if (bodyBytes > limits.maxBytes) {
+          body.destroy();
+          reject(new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `upload is over the limit of ${limits.maxBytes} bytes; raise --max-upload-bytes on the server or upload less`));
+          return;
+        }
+        if (!parser.write(chunk)) body.pause();
+      });
+      parser.on('drain', () => body.resume());
+      body.on('end', () => parser.end());
+      body.on('error', reject);
+      parser.on('error', (err: Error) =>
+        reject(new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `upload is not a valid tar archive: ${err.message}`, { cause: err })),
+      );
+      parser.on('end', resolvePromise);
+    });
+    await Promise.all(writes);
+    if (failure) throw failure;
+    if (!treeSeen) throw new MoltError('MOLT_ERR_BAD_REQUEST', `upload has no ${TREE_ENTRY}; use \`molt\` to upload, it writes one`);
+    let tree: unknown;
+    try {
+      tree = JSON.parse(treeJson);
+    } catch (err) {
+      throw new MoltError('MOLT_ERR_BAD_REQUEST', `${TREE_ENTRY} is not valid JSON: ${(err as Error).message}`);
+    }
+    assertSafeTree(tree);
+    if (tree.entries.length > limits.maxFiles) {
+      throw new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `tree has ${tree.entries.length} entries, over the limit of ${limits.maxFiles}; raise the server's file limit or upload fewer files`);
+    }
+    for (const entry of tree.entries) {
+      if (entry.type === 'file' && !staged.has(entry.hash) && !blobs.has(entry.hash)) {
+        throw new MoltError('MOLT_ERR_MISSING_BLOB', `file ${entry.path} (sha256 ${entry.hash.slice(0, 12)}…) was neither uploaded nor stored; upload it with the archive`);
+      }
+    }
+    let added = 0;
+    for (const [hash, file] of staged) {
+      if (!blobs.has(hash)) added++;
+      blobs.commitFile(file, hash);
+    }
+    const hash = treeHash(tree);
+    blobs.putBytes(encodeTree(tree));
+    return { tree, hash, added, receivedBytes };
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,126 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { join, posix, relative, sep } from 'node:path';
+import { MoltError } from '../errors.js';
+
+/** One entry of a tree: a regular file (by content hash) or a symbolic link inside the tree. */
+export type TreeEntry =
+  | { path: string; type: 'file'; hash: string; size: number; executable?: boolean }
+  | { path: string; type: 'symlink'; target: string };
+
+/** A content-addressed tree of files: what releases and volume revisions are. */
+export interface Tree {
+  entries: TreeEntry[];
+}
+
+/** The canonical bytes of a tree; its sha256 is the tree's id. */
+export function encodeTree(tree: Tree): string {
+  const entries = [...tree.entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return JSON.stringify({ entries });
+}
+
+export function treeHash(tree: Tree): string {
+  return createHash('sha256').update(encodeTree(tree)).digest('hex');
+}
+
+export function treeSize(tree: Tree): number {
+  return tree.entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0);
+}
+
+export function hashFile(path: string): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path)
+      .on('data', (chunk) => h.update(chunk))
+      .on('error', reject)
+      .on('end', () => resolvePromise(h.digest('hex')));
+  });
+}
+
+/**
+ * Checks that a path stays inside its tree: relative, forward slashes, no `..`, no empty
+ * or `.` segments. Returns the reason it is unsafe, or undefined.
+ */
+export function unsafePathReason(path: string): string | undefined {
+  if (path.length === 0) return 'is empty';
+  if (path.startsWith('/') || /^[A-Za-z]:/.test(path)) return 'is absolute';
+  if (path.includes('\\')) return 'contains a backslash';
+  if (path.includes('\0')) return 'contains a NUL byte';
+  const parts = path.split('/');
+  if (parts.includes('..')) return 'contains ".."';
+  if (parts.some((p, i) => (p === '' && i !== parts.length - 1) || p === '.')) return 'has an empty or "." segment';
+  return undefined;
+}
+
+/** Where a symlink at `path` pointing at `target` lands, or undefined when it leaves the tree. */
+export function symlinkTargetInside(path: string, target: string): string | undefined {
+  if (target.startsWith('/')) return undefined;
+  const joined = posix.normalize(posix.join(posix.dirname(path), target));
+  if (joined === '..' || joined.startsWith('../') || joined.startsWith('/')) return undefined;
+  return joined;
+}
+
+/** Validates every entry of a tree that came from outside; throws MOLT_ERR_UNSAFE_ARCHIVE naming the first bad one. */
+export function assertSafeTree(tree: unknown): asserts tree is Tree {
+  const t = tree as Tree;
+  if (!t || !Array.isArray(t.entries)) throw new MoltError('MOLT_ERR_BAD_REQUEST', 'tree must be { entries: [...] }');
+  const seen = new Set<string>();
+  for (const e of t.entries) {
+    const reason = typeof e?.path === 'string' ? unsafePathReason(e.path) : 'is not a string';
+    if (reason) throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${JSON.stringify(e?.path)} ${reason}; only relative paths inside the tree are accepted`);
+    if (seen.has(e.path)) throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${e.path} appears twice`);
+    seen.add(e.path);
+    if (e.type === 'file') {
+      if (typeof e.hash !== 'string' || !/^[0-9a-f]{64}$/.test(e.hash) || typeof e.size !== 'number' || e.size < 0) {
+        throw new MoltError('MOLT_ERR_BAD_REQUEST', `tree entry ${e.path} needs a sha256 hash and a size`);
+      }
+    } else if (e.type === 'symlink') {
+      if (typeof e.target !== 'string' || symlinkTargetInside(e.path, e.target) === undefined) {
+        throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `link ${e.path} -> ${String(e.target)} points outside the tree; links must stay inside it`);
+      }
+    } else {
+      throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${e.path} has type ${JSON.stringify((e as { type?: unknown }).type)}; only files and links inside the tree are accepted`);
+    }
+  }
+}
+
+export interface ScannedTree {
+  tree: Tree;
+  /** Absolute path of one local file for each content hash. */
+  files: Map<string, string>;
+}
+
+/**
+ * Reads a local directory into a tree. Links that leave the directory, devices, FIFOs and
+ * sockets are refused with the path named. `skip` is given each relative path.
+ */
+export async function scanTree(root: string, skip: (rel: string) => boolean = () => false): Promise<ScannedTree> {
+  const entries: TreeEntry[] = [];
+  const files = new Map<string, string>();
+  const walk = async (dir: string): Promise<void> => {
+    for (const name of readdirSync(dir).sort()) {
+      const abs = join(dir, name);
+      const rel = relative(root, abs).split(sep).join('/');
+      if (skip(rel)) continue;
+      const st = lstatSync(abs);
+      if (st.isDirectory()) await walk(abs);
+      else if (st.isSymbolicLink()) {
+        const target = readlinkSync(abs);
+        if (symlinkTargetInside(rel, target) === undefined) {
+          throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `${abs} is a link to ${target}, outside ${root}; replace it with the file itself`);
+        }
+        entries.push({ path: rel, type: 'symlink', target });
+      } else if (st.isFile()) {
+        const hash = await hashFile(abs);
+        files.set(hash, abs);
+        const entry: TreeEntry = { path: rel, type: 'file', hash, size: st.size };
+        if (st.mode & 0o111) entry.executable = true;
+        entries.push(entry);
+      } else {
+        throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `${abs} is a device, FIFO or socket; only regular files and links can be uploaded`);
+      }
+    }
+  };
+  await walk(root);
+  return { tree: { entries }, files };
+}

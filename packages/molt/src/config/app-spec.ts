@@ -1,0 +1,17 @@
+import type { AppConfig, ResourceRequests, VolumeRef } from '@molt/app';
+
+/** The validated, defaulted form of an app's config that the server stores with each revision. */
+export interface AppSpec {
+  name: string;
+  entry: string;
+  workers: number;
+  readiness: { path: string; timeoutMs: number };
+  env: Record<string, string>;
+  resources: ResourceRequests;
+  volumes: VolumeRef[];
+  updatable: boolean;
+  public: boolean;
+  rollout: { maxSurge: number; maxUnavailable: number; drainTimeoutMs: number; stopGraceMs: number };
+}
+
+export type { AppConfig };

@@ -1,0 +1,20 @@
+/**
+ * Module loader hooks registered in every worker. `@molt/app` resolves to the runtime's own
+ * copy, whatever copy the app bundled, so there is one copy of its state and types per worker.
+ */
+interface ResolveContext {
+  parentURL?: string;
+  conditions: string[];
+}
+type NextResolve = (specifier: string, context: ResolveContext) => Promise<{ url: string }>;
+
+let moltAppUrl = '';
+
+export function initialize(data: { moltAppUrl: string }): void {
+  moltAppUrl = data.moltAppUrl;
+}
+
+export async function resolve(specifier: string, context: ResolveContext, next: NextResolve): Promise<{ url: string; shortCircuit?: boolean }> {
+  if (specifier === '@molt/app') return { url: moltAppUrl, shortCircuit: true };
+  return next(specifier, context);
+}

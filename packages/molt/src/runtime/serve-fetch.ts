@@ -1,0 +1,102 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import type { AppModule } from '@molt/app';
+
+/** The one indirection between the socket and the app: a hot upgrade swaps `app`. */
+export interface AppSlot {
+  app: AppModule;
+}
+
+/** Builds a web `Request` from a Node request; the body streams, it is never read whole. */
+export function toRequest(req: IncomingMessage, signal: AbortSignal): Request {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue;
+    headers.append(name, raw[i + 1]!);
+  }
+  const url = `http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`;
+  const method = req.method ?? 'GET';
+  const init: RequestInit & { duplex?: 'half' } = { method, headers, signal };
+  if (method !== 'GET' && method !== 'HEAD') {
+    init.body = Readable.toWeb(req) as ReadableStream<Uint8Array>;
+    init.duplex = 'half';
+  }
+  return new Request(url, init);
+}
+
+/**
+ * Writes a web `Response` to a Node response. Each chunk is written as the app produces it,
+ * so server-sent events flow one by one; writing waits for `drain` when the client is slow.
+ */
+export async function writeResponse(res: ServerResponse, response: Response): Promise<void> {
+  const headers: string[] = [];
+  response.headers.forEach((value, name) => {
+    if (name === 'set-cookie') return;
+    headers.push(name, value);
+  });
+  for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', cookie);
+  res.writeHead(response.status, response.statusText || undefined, headers);
+  const body = response.body;
+  if (!body) {
+    res.end();
+    return;
+  }
+  const reader = body.getReader();
+  const onClose = () => void reader.cancel().catch(() => {});
+  res.once('close', onClose);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (res.destroyed) break;
+      if (!res.write(value)) {
+        await new Promise<void>((resolvePromise) => {
+          const go = () => {
+            res.off('drain', go);
+            res.off('close', go);
+            resolvePromise();
+          };
+          res.on('drain', go);
+          res.on('close', go);
+        });
+      }
+    }
+    res.end();
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
+/** The request handler of a worker: every request goes through `slot.app.fetch`. */
+export function fetchHandler(slot: AppSlot, onError: (err: unknown) => void, isDraining: () => boolean = () => false) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    // A draining worker tells keep-alive clients to reconnect elsewhere.
+    if (isDraining()) res.shouldKeepAlive = false;
+    const abort = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    let request: Request;
+    try {
+      request = toRequest(req, abort.signal);
+    } catch (err) {
+      res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'MOLT_ERR_BAD_REQUEST', message: String(err) } }));
+      return;
+    }
+    Promise.resolve()
+      .then(() => slot.app.fetch(request))
+      .then((response) => {
+        if (!(response instanceof Response)) throw new TypeError(`fetch() returned ${typeof response}, not a Response`);
+        return writeResponse(res, response);
+      })
+      .catch((err) => {
+        onError(err);
+        if (!res.headersSent) {
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: { code: 'MOLT_ERR_APP', message: 'the app threw while handling this request; see `molt app logs`' } }));
+        } else res.destroy(err instanceof Error ? err : new Error(String(err)));
+      });
+  };
+}

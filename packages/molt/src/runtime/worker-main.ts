@@ -1,0 +1,86 @@
+/**
+ * The entry of every worker process. It loads the app's release, owns the listening socket,
+ * calls the app's `fetch` through one slot, and talks to the server on the IPC channel.
+ *
+ * Environment: MOLT_RELEASE_DIR, MOLT_ENTRY, MOLT_PORT (0 = any), MOLT_HOST, MOLT_WORKER_ID.
+ */
+import { createServer } from 'node:http';
+import { register } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { MOLT_APP_ENTRY } from '../config/load-config.js';
+import type { ServerToWorker, WorkerToServer } from './control-messages.js';
+import { type AppSlot, fetchHandler } from './serve-fetch.js';
+import type { AppModule } from '@molt/app';
+
+const send = (msg: WorkerToServer): void => {
+  if (process.send && process.connected) process.send(msg);
+};
+
+register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href } });
+
+const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
+const entry = process.env.MOLT_ENTRY ?? 'index.js';
+
+async function loadApp(): Promise<AppModule> {
+  const mod = (await import(pathToFileURL(join(releaseDir, entry)).href)) as { default?: AppModule };
+  const app = mod.default;
+  if (!app || typeof app.fetch !== 'function') {
+    throw new TypeError(`${entry} must default-export an object with fetch(request), e.g. export default { fetch: (req) => new Response('ok') }`);
+  }
+  return app;
+}
+
+let app: AppModule;
+try {
+  app = await loadApp();
+} catch (err) {
+  console.error(`molt: failed to load ${entry}:`, err);
+  send({ type: 'load-failed', error: err instanceof Error ? err.message : String(err) });
+  process.exit(1);
+}
+
+const slot: AppSlot = { app };
+let draining = false;
+const server = createServer(
+  fetchHandler(slot, (err) => console.error('molt: request failed:', err), () => draining),
+);
+// Longer than the gateway's idle timeout, so the gateway closes idle sockets first and
+// never writes into one the worker is closing (nodejs/node#47130).
+server.keepAliveTimeout = 65_000;
+server.headersTimeout = 66_000;
+server.requestTimeout = 0;
+server.on('upgrade', (req, socket, head) => {
+  if (slot.app.upgrade) slot.app.upgrade(req, socket, head);
+  else socket.end('HTTP/1.1 426 Upgrade Required\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+});
+
+function drain(): void {
+  if (draining) return;
+  draining = true;
+  server.close();
+  server.closeIdleConnections();
+}
+
+async function shutdown(): Promise<void> {
+  drain();
+  // In-flight requests finish; the server's SIGKILL after its grace period bounds this.
+  await new Promise<void>((resolvePromise) => server.close(() => resolvePromise()));
+  process.exit(0);
+}
+
+process.on('SIGTERM', () => void shutdown());
+process.on('SIGINT', () => void shutdown());
+process.on('message', (msg: ServerToWorker) => {
+  if (msg.type === 'drain') drain();
+});
+// The server owns this worker: when its channel closes (the server exited), stop too.
+process.on('disconnect', () => void shutdown());
+
+const port = Number(process.env.MOLT_PORT ?? 0);
+server.listen(port, process.env.MOLT_HOST ?? '127.0.0.1', () => {
+  const address = server.address();
+  const actual = typeof address === 'object' && address ? address.port : port;
+  send({ type: 'listening', port: actual });
+  if (!process.send) console.log(`molt: ${entry} listening on http://${process.env.MOLT_HOST ?? '127.0.0.1'}:${actual}`);
+});

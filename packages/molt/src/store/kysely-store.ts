@@ -1,0 +1,218 @@
+import { type Kysely, Migrator, type Selectable } from 'kysely';
+import type { Store } from './store.js';
+import { type Database, migrations } from './schema.js';
+import type { AppRow, EventRow, ReleaseRow, RevisionRow, RolloutRow, TokenRow, WorkerRow } from './types.js';
+
+type Row<T extends keyof Database> = Selectable<Database[T]>;
+
+const toApp = (r: Row<'apps'>): AppRow => ({ ...r, immutable: !!r.immutable, paused: !!r.paused, currentRevision: Number(r.currentRevision) });
+const toRelease = (r: Row<'releases'>): ReleaseRow => ({ ...r, manifest: JSON.parse(r.manifest), size: Number(r.size), files: Number(r.files) });
+const toRevision = (r: Row<'revisions'>): RevisionRow => ({ ...r, revision: Number(r.revision), spec: JSON.parse(r.spec), status: r.status as RevisionRow['status'] });
+const toWorker = (r: Row<'workers'>): WorkerRow => ({ ...r, revision: Number(r.revision) }) as WorkerRow;
+const toRollout = (r: Row<'rollouts'>): RolloutRow => ({ ...r, fromRevision: Number(r.fromRevision), toRevision: Number(r.toRevision) }) as RolloutRow;
+const toEvent = (r: Row<'events'>): EventRow => ({ ...r, id: Number(r.id) }) as EventRow;
+
+function boolPatch<T extends Record<string, unknown>>(patch: T): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(patch)) out[k] = typeof v === 'boolean' ? (v ? 1 : 0) : v;
+  return out;
+}
+
+/** The Store over any kysely dialect; the dialect folders only build the `Kysely` instance. */
+export class KyselyStore implements Store {
+  constructor(
+    private readonly db: Kysely<Database>,
+    readonly dialect: 'sqlite' | 'postgres',
+  ) {}
+
+  async migrate(): Promise<void> {
+    const all = migrations(this.dialect);
+    const migrator = new Migrator({ db: this.db, provider: { getMigrations: async () => all } });
+    const { error } = await migrator.migrateToLatest();
+    if (error) throw error;
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  async createNamespace(name: string): Promise<boolean> {
+    const res = await this.db
+      .insertInto('namespaces')
+      .values({ name, createdAt: new Date().toISOString() })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .executeTakeFirst();
+    return Number(res.numInsertedOrUpdatedRows ?? 0) > 0;
+  }
+
+  listNamespaces() {
+    return this.db.selectFrom('namespaces').selectAll().orderBy('name').execute();
+  }
+
+  getNamespace(name: string) {
+    return this.db.selectFrom('namespaces').selectAll().where('name', '=', name).executeTakeFirst();
+  }
+
+  async insertToken(token: TokenRow): Promise<void> {
+    await this.db.insertInto('tokens').values(token).execute();
+  }
+
+  async tokenByHash(hash: string): Promise<TokenRow | undefined> {
+    return (await this.db.selectFrom('tokens').selectAll().where('hash', '=', hash).executeTakeFirst()) as TokenRow | undefined;
+  }
+
+  async listTokens(namespace?: string): Promise<TokenRow[]> {
+    let q = this.db.selectFrom('tokens').selectAll().orderBy('createdAt');
+    if (namespace) q = q.where('namespace', '=', namespace);
+    return (await q.execute()) as TokenRow[];
+  }
+
+  async revokeToken(id: string, at: string): Promise<boolean> {
+    const res = await this.db.updateTable('tokens').set({ revokedAt: at }).where('id', '=', id).where('revokedAt', 'is', null).executeTakeFirst();
+    return Number(res.numUpdatedRows) > 0;
+  }
+
+  async insertRelease(release: ReleaseRow): Promise<void> {
+    await this.db
+      .insertInto('releases')
+      .values({ ...release, manifest: JSON.stringify(release.manifest) })
+      .onConflict((oc) => oc.columns(['namespace', 'id']).doNothing())
+      .execute();
+  }
+
+  async getRelease(namespace: string, id: string): Promise<ReleaseRow | undefined> {
+    const r = await this.db.selectFrom('releases').selectAll().where('namespace', '=', namespace).where('id', '=', id).executeTakeFirst();
+    return r && toRelease(r);
+  }
+
+  async listReleases(namespace: string, app?: string): Promise<ReleaseRow[]> {
+    let q = this.db.selectFrom('releases').selectAll().where('namespace', '=', namespace).orderBy('createdAt', 'desc');
+    if (app) q = q.where('app', '=', app);
+    return (await q.execute()).map(toRelease);
+  }
+
+  async insertApp(app: AppRow): Promise<void> {
+    await this.db.insertInto('apps').values(boolPatch(app) as Database['apps']).execute();
+  }
+
+  async getApp(namespace: string, name: string): Promise<AppRow | undefined> {
+    const r = await this.db.selectFrom('apps').selectAll().where('namespace', '=', namespace).where('name', '=', name).executeTakeFirst();
+    return r && toApp(r);
+  }
+
+  async listApps(namespace?: string): Promise<AppRow[]> {
+    let q = this.db.selectFrom('apps').selectAll().orderBy('namespace').orderBy('name');
+    if (namespace) q = q.where('namespace', '=', namespace);
+    return (await q.execute()).map(toApp);
+  }
+
+  async updateApp(namespace: string, name: string, patch: Partial<Omit<AppRow, 'namespace' | 'name'>>): Promise<void> {
+    await this.db
+      .updateTable('apps')
+      .set({ ...boolPatch(patch), updatedAt: new Date().toISOString() })
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .execute();
+  }
+
+  async claimRollout(namespace: string, name: string, rolloutId: string): Promise<boolean> {
+    // One conditional UPDATE: atomic in both dialects, so two control planes cannot both win.
+    const res = await this.db
+      .updateTable('apps')
+      .set({ rolloutId, updatedAt: new Date().toISOString() })
+      .where('namespace', '=', namespace)
+      .where('name', '=', name)
+      .where('rolloutId', 'is', null)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) > 0;
+  }
+
+  async deleteApp(namespace: string, name: string): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      for (const table of ['revisions', 'workers', 'rollouts', 'events'] as const) {
+        await trx.deleteFrom(table).where('namespace', '=', namespace).where('app', '=', name).execute();
+      }
+      await trx.deleteFrom('apps').where('namespace', '=', namespace).where('name', '=', name).execute();
+    });
+  }
+
+  async insertRevision(rev: RevisionRow): Promise<void> {
+    await this.db.insertInto('revisions').values({ ...rev, spec: JSON.stringify(rev.spec) }).execute();
+  }
+
+  async getRevision(namespace: string, app: string, revision: number): Promise<RevisionRow | undefined> {
+    const r = await this.db
+      .selectFrom('revisions')
+      .selectAll()
+      .where('namespace', '=', namespace)
+      .where('app', '=', app)
+      .where('revision', '=', revision)
+      .executeTakeFirst();
+    return r && toRevision(r);
+  }
+
+  async listRevisions(namespace: string, app: string): Promise<RevisionRow[]> {
+    const rows = await this.db.selectFrom('revisions').selectAll().where('namespace', '=', namespace).where('app', '=', app).orderBy('revision').execute();
+    return rows.map(toRevision);
+  }
+
+  async setRevisionStatus(namespace: string, app: string, revision: number, status: RevisionRow['status'], reason: string | null = null): Promise<void> {
+    await this.db
+      .updateTable('revisions')
+      .set({ status, reason })
+      .where('namespace', '=', namespace)
+      .where('app', '=', app)
+      .where('revision', '=', revision)
+      .execute();
+  }
+
+  async insertWorker(worker: WorkerRow): Promise<void> {
+    await this.db.insertInto('workers').values(worker).execute();
+  }
+
+  async updateWorker(id: string, patch: Partial<Omit<WorkerRow, 'id'>>): Promise<void> {
+    await this.db.updateTable('workers').set(patch).where('id', '=', id).execute();
+  }
+
+  async listWorkers(namespace: string, app: string, all = false): Promise<WorkerRow[]> {
+    let q = this.db.selectFrom('workers').selectAll().where('namespace', '=', namespace).where('app', '=', app).orderBy('createdAt').orderBy('id');
+    if (!all) q = q.where('status', 'not in', ['TERMINATED', 'ERROR']);
+    return (await q.execute()).map(toWorker);
+  }
+
+  async listLiveWorkers(): Promise<WorkerRow[]> {
+    const rows = await this.db.selectFrom('workers').selectAll().where('status', 'not in', ['TERMINATED', 'ERROR']).execute();
+    return rows.map(toWorker);
+  }
+
+  async insertRollout(rollout: RolloutRow): Promise<void> {
+    await this.db.insertInto('rollouts').values(rollout).execute();
+  }
+
+  async updateRollout(id: string, patch: Partial<Omit<RolloutRow, 'id'>>): Promise<void> {
+    await this.db.updateTable('rollouts').set(patch).where('id', '=', id).execute();
+  }
+
+  async getRollout(id: string): Promise<RolloutRow | undefined> {
+    const r = await this.db.selectFrom('rollouts').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toRollout(r);
+  }
+
+  async listRunningRollouts(): Promise<RolloutRow[]> {
+    return (await this.db.selectFrom('rollouts').selectAll().where('phase', '=', 'running').execute()).map(toRollout);
+  }
+
+  async appendEvent(event: Omit<EventRow, 'id'>): Promise<EventRow> {
+    const row = await this.db.insertInto('events').values(event as Database['events']).returning('id').executeTakeFirstOrThrow();
+    return { ...event, id: Number(row.id) };
+  }
+
+  async listEvents(filter: { namespace?: string; app?: string; rolloutId?: string; afterId?: number; limit?: number }): Promise<EventRow[]> {
+    let q = this.db.selectFrom('events').selectAll().orderBy('id').limit(filter.limit ?? 1000);
+    if (filter.namespace) q = q.where('namespace', '=', filter.namespace);
+    if (filter.app) q = q.where('app', '=', filter.app);
+    if (filter.rolloutId) q = q.where('rolloutId', '=', filter.rolloutId);
+    if (filter.afterId !== undefined) q = q.where('id', '>', filter.afterId);
+    return (await q.execute()).map(toEvent);
+  }
+}

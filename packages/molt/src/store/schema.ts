@@ -1,0 +1,166 @@
+import { type Kysely, type Migration, sql } from 'kysely';
+
+/** Table shapes as stored: JSON as text and booleans as 0/1, the same in SQLite and PostgreSQL. */
+export interface Database {
+  namespaces: { name: string; createdAt: string };
+  tokens: { id: string; name: string; namespace: string; role: string; hash: string; createdAt: string; revokedAt: string | null };
+  releases: { id: string; namespace: string; app: string; manifest: string; files: number; size: number; createdAt: string };
+  apps: {
+    namespace: string;
+    name: string;
+    id: string;
+    currentRevision: number;
+    immutable: number;
+    paused: number;
+    rolloutId: string | null;
+    createdAt: string;
+    updatedAt: string;
+  };
+  revisions: {
+    namespace: string;
+    app: string;
+    revision: number;
+    releaseId: string;
+    spec: string;
+    status: string;
+    reason: string | null;
+    cause: string;
+    createdAt: string;
+  };
+  workers: {
+    id: string;
+    namespace: string;
+    app: string;
+    revision: number;
+    status: string;
+    detailStatus: string | null;
+    detail: string | null;
+    pid: number | null;
+    port: number | null;
+    createdAt: string;
+    deletedAt: string | null;
+  };
+  rollouts: {
+    id: string;
+    namespace: string;
+    app: string;
+    fromRevision: number;
+    toRevision: number;
+    strategy: string;
+    phase: string;
+    reason: string | null;
+    createdAt: string;
+    finishedAt: string | null;
+  };
+  events: {
+    id: number;
+    ts: string;
+    namespace: string;
+    app: string | null;
+    rolloutId: string | null;
+    workerId: string | null;
+    level: string;
+    type: string;
+    message: string;
+  };
+}
+
+/** Migrations, in order. A migration is never edited once released; add the next one. */
+export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migration> {
+  const autoId = dialect === 'sqlite' ? sql`integer primary key autoincrement` : sql`bigserial primary key`;
+  return {
+    '0001-core': {
+      async up(db: Kysely<any>) {
+        await db.schema.createTable('namespaces').addColumn('name', 'text', (c) => c.primaryKey()).addColumn('createdAt', 'text', (c) => c.notNull()).execute();
+        await db.schema
+          .createTable('tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull().unique())
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addColumn('revokedAt', 'text')
+          .execute();
+        await db.schema
+          .createTable('releases')
+          .addColumn('id', 'text', (c) => c.notNull())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('app', 'text', (c) => c.notNull())
+          .addColumn('manifest', 'text', (c) => c.notNull())
+          .addColumn('files', 'integer', (c) => c.notNull())
+          .addColumn('size', 'bigint', (c) => c.notNull())
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('releases_pk', ['namespace', 'id'])
+          .execute();
+        await db.schema
+          .createTable('apps')
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('id', 'text', (c) => c.notNull().unique())
+          .addColumn('currentRevision', 'integer', (c) => c.notNull())
+          .addColumn('immutable', 'integer', (c) => c.notNull())
+          .addColumn('paused', 'integer', (c) => c.notNull())
+          .addColumn('rolloutId', 'text')
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addColumn('updatedAt', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('apps_pk', ['namespace', 'name'])
+          .execute();
+        await db.schema
+          .createTable('revisions')
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('app', 'text', (c) => c.notNull())
+          .addColumn('revision', 'integer', (c) => c.notNull())
+          .addColumn('releaseId', 'text', (c) => c.notNull())
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('reason', 'text')
+          .addColumn('cause', 'text', (c) => c.notNull())
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('revisions_pk', ['namespace', 'app', 'revision'])
+          .execute();
+        await db.schema
+          .createTable('workers')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('app', 'text', (c) => c.notNull())
+          .addColumn('revision', 'integer', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('detailStatus', 'text')
+          .addColumn('detail', 'text')
+          .addColumn('pid', 'integer')
+          .addColumn('port', 'integer')
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addColumn('deletedAt', 'text')
+          .execute();
+        await db.schema.createIndex('workers_app').on('workers').columns(['namespace', 'app']).execute();
+        await db.schema
+          .createTable('rollouts')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('app', 'text', (c) => c.notNull())
+          .addColumn('fromRevision', 'integer', (c) => c.notNull())
+          .addColumn('toRevision', 'integer', (c) => c.notNull())
+          .addColumn('strategy', 'text', (c) => c.notNull())
+          .addColumn('phase', 'text', (c) => c.notNull())
+          .addColumn('reason', 'text')
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addColumn('finishedAt', 'text')
+          .execute();
+        await db.schema
+          .createTable('events')
+          .addColumn('id', autoId)
+          .addColumn('ts', 'text', (c) => c.notNull())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('app', 'text')
+          .addColumn('rolloutId', 'text')
+          .addColumn('workerId', 'text')
+          .addColumn('level', 'text', (c) => c.notNull())
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('message', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('events_app').on('events').columns(['namespace', 'app', 'id']).execute();
+      },
+    },
+  };
+}

@@ -1,0 +1,96 @@
+import type {
+  AppRow,
+  EventRow,
+  NamespaceRow,
+  ReleaseRow,
+  RevisionRow,
+  RevisionStatus,
+  RolloutRow,
+  TokenRow,
+  WorkerRow,
+} from './types.js';
+
+/**
+ * Everything the server knows, behind one interface. SQLite (`store/sqlite`) is the embedded
+ * default; PostgreSQL (`store/postgres`) serves several control-plane replicas. Both run the
+ * same queries through kysely and pass the same test suite.
+ */
+export interface Store {
+  /** Which dialect serves this store (`sqlite` or `postgres`). */
+  readonly dialect: string;
+  /** Creates or upgrades the schema. */
+  migrate(): Promise<void>;
+  /** Closes connections. */
+  close(): Promise<void>;
+
+  /** Creates a namespace; false if it already existed. */
+  createNamespace(name: string): Promise<boolean>;
+  /** All namespaces, by name. */
+  listNamespaces(): Promise<NamespaceRow[]>;
+  /** One namespace, or undefined. */
+  getNamespace(name: string): Promise<NamespaceRow | undefined>;
+
+  /** Stores a token (its hash only). */
+  insertToken(token: TokenRow): Promise<void>;
+  /** Looks a token up by the sha256 of its secret. */
+  tokenByHash(hash: string): Promise<TokenRow | undefined>;
+  /** Tokens of one namespace, or all when undefined. */
+  listTokens(namespace?: string): Promise<TokenRow[]>;
+  /** Marks a token revoked; false if unknown or already revoked. */
+  revokeToken(id: string, at: string): Promise<boolean>;
+
+  /** Records a release (idempotent per namespace and id). */
+  insertRelease(release: ReleaseRow): Promise<void>;
+  /** One release of a namespace. */
+  getRelease(namespace: string, id: string): Promise<ReleaseRow | undefined>;
+  /** Releases of a namespace, newest first, optionally of one app. */
+  listReleases(namespace: string, app?: string): Promise<ReleaseRow[]>;
+
+  /** Creates an app; throws if the name is taken. */
+  insertApp(app: AppRow): Promise<void>;
+  /** One app. */
+  getApp(namespace: string, name: string): Promise<AppRow | undefined>;
+  /** Apps of a namespace, or of all namespaces. */
+  listApps(namespace?: string): Promise<AppRow[]>;
+  /** Changes fields of an app. */
+  updateApp(namespace: string, name: string, patch: Partial<Omit<AppRow, 'namespace' | 'name'>>): Promise<void>;
+  /**
+   * Takes the app's rollout lock: sets `rolloutId` only if no rollout holds it.
+   * Returns false when another rollout is in progress.
+   */
+  claimRollout(namespace: string, name: string, rolloutId: string): Promise<boolean>;
+  /** Deletes an app with its revisions, workers, rollouts and events. */
+  deleteApp(namespace: string, name: string): Promise<void>;
+
+  /** Records a new revision; its number must be the next one. */
+  insertRevision(rev: RevisionRow): Promise<void>;
+  /** One revision. */
+  getRevision(namespace: string, app: string, revision: number): Promise<RevisionRow | undefined>;
+  /** All revisions of an app, oldest first. */
+  listRevisions(namespace: string, app: string): Promise<RevisionRow[]>;
+  /** Sets a revision's status and reason. */
+  setRevisionStatus(namespace: string, app: string, revision: number, status: RevisionStatus, reason?: string | null): Promise<void>;
+
+  /** Records a worker. */
+  insertWorker(worker: WorkerRow): Promise<void>;
+  /** Changes fields of a worker. */
+  updateWorker(id: string, patch: Partial<Omit<WorkerRow, 'id'>>): Promise<void>;
+  /** Workers of an app; only live ones unless `all`. */
+  listWorkers(namespace: string, app: string, all?: boolean): Promise<WorkerRow[]>;
+  /** Every worker not TERMINATED or ERROR, across apps (for recovery at start). */
+  listLiveWorkers(): Promise<WorkerRow[]>;
+
+  /** Records a rollout. */
+  insertRollout(rollout: RolloutRow): Promise<void>;
+  /** Changes fields of a rollout. */
+  updateRollout(id: string, patch: Partial<Omit<RolloutRow, 'id'>>): Promise<void>;
+  /** One rollout. */
+  getRollout(id: string): Promise<RolloutRow | undefined>;
+  /** Rollouts still marked running (for recovery at start). */
+  listRunningRollouts(): Promise<RolloutRow[]>;
+
+  /** Appends an event and returns it with its id. */
+  appendEvent(event: Omit<EventRow, 'id'>): Promise<EventRow>;
+  /** Events after `afterId`, filtered by app and/or rollout, oldest first. */
+  listEvents(filter: { namespace?: string; app?: string; rolloutId?: string; afterId?: number; limit?: number }): Promise<EventRow[]>;
+}

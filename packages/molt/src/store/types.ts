@@ -1,0 +1,117 @@
+import type { AppSpec } from '../config/app-spec.js';
+import type { DetailStatus, WorkerStatus } from '../control-plane/worker-status.js';
+
+export type Role = 'admin' | 'deployer' | 'invoker';
+
+export interface NamespaceRow {
+  name: string;
+  createdAt: string;
+}
+
+export interface TokenRow {
+  id: string;
+  name: string;
+  /** The namespace the token acts in; `*` for the server's admin token. */
+  namespace: string;
+  role: Role;
+  hash: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export interface ReleaseManifest {
+  /** App name the release was built from. */
+  app: string;
+  /** Version from the app's package.json, or 0.0.0. */
+  version: string;
+  /** Node version the release was built with. */
+  node: string;
+  /** Hash of the dependency lockfile and production dependency tree. */
+  dependencyHash: string;
+  /** Hash of the app config that the release was built with. */
+  configHash: string;
+  /** Entry module, relative to the release root. */
+  entry: string;
+  /** Every app module: its path, content hash and the app modules it imports. */
+  modules: { path: string; hash: string; imports: string[] }[];
+}
+
+export interface ReleaseRow {
+  id: string;
+  namespace: string;
+  app: string;
+  manifest: ReleaseManifest;
+  files: number;
+  size: number;
+  createdAt: string;
+}
+
+export interface AppRow {
+  namespace: string;
+  name: string;
+  id: string;
+  /** Revision that serves traffic; 0 before the first successful deploy. */
+  currentRevision: number;
+  immutable: boolean;
+  paused: boolean;
+  /** The rollout in progress, if any; one at a time per app. */
+  rolloutId: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type RevisionStatus = 'pending' | 'deploying' | 'active' | 'superseded' | 'failed';
+
+export interface RevisionRow {
+  namespace: string;
+  app: string;
+  revision: number;
+  releaseId: string;
+  spec: AppSpec;
+  status: RevisionStatus;
+  reason: string | null;
+  /** What caused it: `create`, `update`, `rollback`. */
+  cause: string;
+  createdAt: string;
+}
+
+export interface WorkerRow {
+  id: string;
+  namespace: string;
+  app: string;
+  revision: number;
+  status: WorkerStatus;
+  detailStatus: DetailStatus | null;
+  detail: string | null;
+  pid: number | null;
+  port: number | null;
+  createdAt: string;
+  deletedAt: string | null;
+}
+
+export type RolloutPhase = 'running' | 'succeeded' | 'failed';
+
+export interface RolloutRow {
+  id: string;
+  namespace: string;
+  app: string;
+  fromRevision: number;
+  toRevision: number;
+  strategy: 'rolling';
+  phase: RolloutPhase;
+  reason: string | null;
+  createdAt: string;
+  finishedAt: string | null;
+}
+
+export interface EventRow {
+  id: number;
+  ts: string;
+  namespace: string;
+  app: string | null;
+  rolloutId: string | null;
+  workerId: string | null;
+  level: 'info' | 'warn' | 'error';
+  type: string;
+  message: string;
+}
