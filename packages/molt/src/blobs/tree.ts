@@ -79,7 +79,8 @@ export function assertSafeTree(tree: unknown): asserts tree is Tree {
         throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `link ${e.path} -> ${String(e.target)} points outside the tree; links must stay inside it`);
       }
     } else {
-      throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${e.path} has type ${JSON.stringify((e as { type?: unknown }).type)}; only files and links inside the tree are accepted`);
+      const other = e as { path: string };
+      throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${other.path} has type ${JSON.stringify((e as { type?: unknown }).type)}; only files and links inside the tree are accepted`);
     }
   }
 }

@@ -12,7 +12,7 @@ const toWorker = (r: Row<'workers'>): WorkerRow => ({ ...r, revision: Number(r.r
 const toRollout = (r: Row<'rollouts'>): RolloutRow => ({ ...r, fromRevision: Number(r.fromRevision), toRevision: Number(r.toRevision) }) as RolloutRow;
 const toEvent = (r: Row<'events'>): EventRow => ({ ...r, id: Number(r.id) }) as EventRow;
 
-function boolPatch<T extends Record<string, unknown>>(patch: T): Record<string, unknown> {
+function boolPatch(patch: object): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(patch)) out[k] = typeof v === 'boolean' ? (v ? 1 : 0) : v;
   return out;

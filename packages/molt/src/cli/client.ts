@@ -1,0 +1,80 @@
+import { Readable } from 'node:stream';
+import { MoltError, type ErrorCode } from '../errors.js';
+import { currentProfile } from './profile.js';
+
+/** An API error as the CLI shows it: the server's code and message. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A thin client of the molt HTTP API. */
+export class Client {
+  constructor(
+    readonly server: string,
+    private readonly token: string | undefined,
+  ) {}
+
+  static fromProfile(): Client {
+    const p = currentProfile();
+    if (!p.server) {
+      throw new MoltError('MOLT_ERR_UNAUTHENTICATED', 'no server configured; run `molt login --server URL --token TOKEN` or set MOLT_SERVER and MOLT_TOKEN');
+    }
+    return new Client(p.server.replace(/\/$/, ''), p.token);
+  }
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.token ? { authorization: `Bearer ${this.token}` } : {}), ...extra };
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.send(method, path, body === undefined ? undefined : JSON.stringify(body), body === undefined ? {} : { 'content-type': 'application/json' });
+    return (await res.json()) as T;
+  }
+
+  /** Uploads a stream (a tar) and returns the JSON answer. */
+  async upload<T>(path: string, stream: Readable): Promise<T> {
+    const res = await this.send('POST', path, Readable.toWeb(stream) as ReadableStream, { 'content-type': 'application/x-tar' });
+    return (await res.json()) as T;
+  }
+
+  /** Calls `onItem` for each line of an NDJSON stream until it ends. */
+  async stream<T>(path: string, onItem: (item: T) => void): Promise<void> {
+    const res = await this.send('GET', path);
+    let rest = '';
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      const lines = (rest + decoder.decode(chunk, { stream: true })).split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) if (line.trim()) onItem(JSON.parse(line) as T);
+    }
+  }
+
+  private async send(method: string, path: string, body?: BodyInit, headers: Record<string, string> = {}): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.server}${path}`, { method, headers: this.headers(headers), body, duplex: 'half' } as RequestInit);
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      throw new ApiError(0, 'MOLT_ERR_UNREACHABLE', `cannot reach the molt server at ${this.server} (${cause?.code ?? (err as Error).message}); is \`molt server\` running?`);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let code: ErrorCode | string = 'MOLT_ERR_HTTP';
+      let message = text || res.statusText;
+      try {
+        const parsed = JSON.parse(text) as { error?: { code: string; message: string } };
+        if (parsed.error) ({ code, message } = parsed.error);
+      } catch {
+        // not JSON: keep the text
+      }
+      throw new ApiError(res.status, code, message);
+    }
+    return res;
+  }
+}

@@ -1,0 +1,230 @@
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+import type { UpdateResult } from '../../control-plane/app-service.js';
+import type { LogLine } from '../../control-plane/log-hub.js';
+import type { RevisionRow, WorkerRow } from '../../store/types.js';
+import { Client } from '../client.js';
+import { type AppOptions, appTarget, namespaceOf } from '../context.js';
+import { followRollout, pushRelease } from '../deploy.js';
+import { printJson, run, say } from '../output.js';
+import { stamp, table } from '../table.js';
+import { runLocally } from './app-run.js';
+
+type AppCmdOptions = AppOptions & { json?: boolean };
+
+const appOptions = (c: Command) =>
+  c.option('--app <name>', 'app name (default: the app config in the current directory)').option('-n, --namespace <ns>', 'namespace');
+
+/** Follows a rollout to its end; returns the exit code (1 when it failed). */
+async function finish(client: Client, namespace: string, result: UpdateResult): Promise<number> {
+  if (!result.rollout) return 0;
+  const final = await followRollout(client, namespace, result.app, result.rollout.id, say);
+  if (final?.type === 'rollout.succeeded') return 0;
+  say(`update of ${result.app} failed; the previous revision keeps serving. See \`molt app history --app ${result.app}\` and \`molt app logs --app ${result.app}\``);
+  return 1;
+}
+
+function describePlan(r: UpdateResult): string[] {
+  if (r.strategy === 'none') return [`nothing changed: app ${r.app} already runs this release and config`];
+  const lines = r.changes.map((c) => {
+    if (c.field === 'code') return `  code: release ${String(c.from ?? 'none').slice(0, 12)} → ${String(c.to).slice(0, 12)}`;
+    return `  ${c.field}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`;
+  });
+  return ['changes:', ...lines, `strategy: ${r.strategy} (${r.reason})`];
+}
+
+export function appCommands(program: Command): void {
+  const app = program.command('app').description('deploy and manage apps');
+
+  appOptions(app.command('create'))
+    .description('build the app in the current directory, upload it and deploy it')
+    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
+    .option('--dir <dir>', 'app directory', '.')
+    .option('--immutable', 'refuse every later update of this app')
+    .option('--no-wait', 'return once the deploy has started')
+    .action(
+      run(async (opts: AppCmdOptions & { immutable?: boolean; wait: boolean }) => {
+        const client = Client.fromProfile();
+        const namespace = namespaceOf(opts);
+        const { built, release } = await pushRelease(client, namespace, resolve(opts.dir ?? '.'), opts.file, say);
+        const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${namespace}/apps`, { config: built.spec, releaseId: release.id, immutable: opts.immutable === true });
+        say(`app ${result.app} created (revision ${result.revision}${opts.immutable ? ', immutable' : ''})`);
+        if (!opts.wait) return 0;
+        const code = await finish(client, namespace, result);
+        if (code === 0) say(`route: ${client.server}/api/routes/v1/${namespace}/${result.app}/`);
+        return code;
+      }),
+    );
+
+  appOptions(app.command('update'))
+    .description('deploy the current code and config of the app: a new revision, rolled out worker by worker')
+    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
+    .option('--dir <dir>', 'app directory', '.')
+    .option('--dry-run', 'print what would change and how, change nothing')
+    .option('--json', 'print the plan as JSON')
+    .option('--no-wait', 'return once the update has started')
+    .action(
+      run(async (opts: AppCmdOptions & { dryRun?: boolean; wait: boolean }) => {
+        const client = Client.fromProfile();
+        const namespace = namespaceOf(opts);
+        const { built, release } = await pushRelease(client, namespace, resolve(opts.dir ?? '.'), opts.file, say);
+        const name = opts.app ?? built.spec.name;
+        const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${namespace}/apps/${name}/update`, {
+          config: built.spec,
+          releaseId: release.id,
+          dryRun: opts.dryRun === true,
+        });
+        if (opts.json) printJson(result);
+        else for (const line of describePlan(result)) console.log(line);
+        if (opts.dryRun) {
+          if (!opts.json) console.log('dry run: nothing was changed');
+          return 0;
+        }
+        if (result.revision) say(`revision ${result.revision} is rolling out`);
+        return opts.wait ? finish(client, namespace, result) : 0;
+      }),
+    );
+
+  appOptions(app.command('rollback'))
+    .description('go back to an earlier revision (default: the one before the current), worker by worker')
+    .option('--to <revision>', 'revision number from `molt app history`')
+    .option('--no-wait', 'return once the rollback has started')
+    .action(
+      run(async (opts: AppCmdOptions & { to?: string; wait: boolean }) => {
+        const client = Client.fromProfile();
+        const t = await appTarget(opts);
+        const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/rollback`, opts.to ? { to: Number(opts.to) } : {});
+        say(`rolling back ${t.app} as revision ${result.revision}`);
+        return opts.wait ? finish(client, t.namespace, result) : 0;
+      }),
+    );
+
+  appOptions(app.command('get'))
+    .description('show an app')
+    .option('--json', 'print JSON')
+    .action(
+      run(async (opts: AppCmdOptions) => {
+        const t = await appTarget(opts);
+        const { app: a } = await Client.fromProfile().request<{ app: Record<string, any> }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}`);
+        if (opts.json) return printJson(a);
+        console.log(
+          [
+            `name:       ${a.name}`,
+            `namespace:  ${a.namespace}`,
+            `id:         ${a.id}`,
+            `revision:   ${a.currentRevision}${a.rolloutId ? ` (rollout ${a.rolloutId} in progress)` : ''}`,
+            `release:    ${a.release ? String(a.release).slice(0, 12) : '-'}`,
+            `workers:    ${a.workers.running} running of ${a.spec?.workers ?? '?'} wanted`,
+            `status:     ${a.paused ? 'paused' : 'active'}${a.immutable ? ', immutable' : ''}`,
+            `public:     ${a.spec?.public ? 'yes' : 'no (token required)'}`,
+            `route:      ${a.route}`,
+          ].join('\n'),
+        );
+      }),
+    );
+
+  app
+    .command('list')
+    .description('list apps')
+    .option('-n, --namespace <ns>', 'namespace')
+    .option('--json', 'print JSON')
+    .action(
+      run(async (opts: { namespace?: string; json?: boolean }) => {
+        const namespace = namespaceOf(opts);
+        const { apps } = await Client.fromProfile().request<{ apps: Record<string, any>[] }>('GET', `/api/v1/namespaces/${namespace}/apps`);
+        if (opts.json) return printJson(apps);
+        console.log(
+          table(
+            ['NAME', 'REVISION', 'WORKERS', 'STATUS', 'CREATED_AT'],
+            apps.map((a) => [a.name, a.currentRevision, `${a.workers.running}/${a.spec?.workers ?? '?'}`, a.rolloutId ? 'UPDATING' : a.paused ? 'PAUSED' : 'ACTIVE', stamp(a.createdAt)]),
+          ),
+        );
+      }),
+    );
+
+  for (const verb of ['pause', 'resume'] as const) {
+    appOptions(app.command(verb))
+      .description(verb === 'pause' ? 'stop all workers; routes answer 503 until resumed' : 'start the workers of a paused app')
+      .action(
+        run(async (opts: AppCmdOptions) => {
+          const t = await appTarget(opts);
+          await Client.fromProfile().request('POST', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/${verb}`);
+          console.log(`app ${t.app} ${verb === 'pause' ? 'paused' : 'resumed'}`);
+        }),
+      );
+  }
+
+  appOptions(app.command('delete'))
+    .description('stop and delete an app with its history')
+    .action(
+      run(async (opts: AppCmdOptions) => {
+        const t = await appTarget(opts);
+        await Client.fromProfile().request('DELETE', `/api/v1/namespaces/${t.namespace}/apps/${t.app}`);
+        console.log(`app ${t.app} deleted`);
+      }),
+    );
+
+  appOptions(app.command('history'))
+    .description('list the revisions of an app')
+    .option('--json', 'print JSON')
+    .action(
+      run(async (opts: AppCmdOptions) => {
+        const t = await appTarget(opts);
+        const { current, revisions } = await Client.fromProfile().request<{ current: number; revisions: RevisionRow[] }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/history`);
+        if (opts.json) return printJson({ current, revisions });
+        console.log(
+          table(
+            ['REVISION', 'STATUS', 'RELEASE', 'WORKERS', 'CAUSE', 'CREATED_AT', 'REASON'],
+            revisions.map((r) => [`${r.revision}${r.revision === current ? '*' : ''}`, r.status.toUpperCase(), r.releaseId.slice(0, 12), r.spec.workers, r.cause, stamp(r.createdAt), r.reason]),
+          ),
+        );
+      }),
+    );
+
+  appOptions(app.command('logs'))
+    .description("print the app's worker output")
+    .option('-f, --follow', 'keep printing new lines')
+    .option('--worker <id>', 'only this worker')
+    .option('--tail <n>', 'only the last n lines')
+    .action(
+      run(async (opts: AppCmdOptions & { follow?: boolean; worker?: string; tail?: string }) => {
+        const t = await appTarget(opts);
+        const q = new URLSearchParams();
+        if (opts.follow) q.set('follow', '1');
+        if (opts.worker) q.set('worker', opts.worker);
+        if (opts.tail) q.set('tail', opts.tail);
+        await Client.fromProfile().stream<LogLine>(`/api/v1/namespaces/${t.namespace}/apps/${t.app}/logs?${q}`, (l) => {
+          process.stdout.write(`${l.ts} ${l.workerId}${l.stream === 'stdout' ? '' : ` [${l.stream}]`} ${l.line}\n`);
+        });
+      }),
+    );
+
+  app
+    .command('run')
+    .description('run the app in the current directory locally, without a server; restarts on file changes')
+    .option('--dir <dir>', 'app directory', '.')
+    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
+    .option('-p, --port <port>', 'port to listen on', '8080')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--no-watch', 'do not restart on file changes')
+    .action(run(async (opts: { dir: string; file?: string; port: string; host: string; watch: boolean }) => runLocally(opts)));
+
+  const worker = program.command('worker').description('inspect workers');
+  appOptions(worker.command('list'))
+    .description("list an app's workers")
+    .option('-a, --all', 'include terminated workers')
+    .option('--json', 'print JSON')
+    .action(
+      run(async (opts: AppCmdOptions & { all?: boolean }) => {
+        const t = await appTarget(opts);
+        const { workers } = await Client.fromProfile().request<{ workers: WorkerRow[] }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/workers${opts.all ? '?all=1' : ''}`);
+        if (opts.json) return printJson(workers);
+        console.log(
+          table(
+            ['ID', 'STATUS', 'DETAIL_STATUS', 'CREATED_AT', 'DELETED_AT', 'REVISION', 'DETAIL'],
+            workers.map((w) => [w.id, w.status, w.detailStatus, stamp(w.createdAt), stamp(w.deletedAt), w.revision, w.detail]),
+          ),
+        );
+      }),
+    );
+}

@@ -1,0 +1,79 @@
+import type { Command } from 'commander';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../../control-plane/server.js';
+import type { UpdateResult } from '../../control-plane/app-service.js';
+import { ApiError, Client } from '../client.js';
+import { followRollout, pushRelease } from '../deploy.js';
+import { run, say } from '../output.js';
+
+const EXAMPLE_DIR = fileURLToPath(new URL('../../../../../examples/get-start', import.meta.url));
+
+function defaultDataDir(): string {
+  return process.env.MOLT_DATA_DIR ?? join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'molt');
+}
+
+/** Deploys the example app if it is not there yet, and keeps an invoker token for it. */
+async function deployExample(url: string, dataDir: string, exampleDir: string): Promise<string> {
+  const admin = new Client(url, readFileSync(join(dataDir, 'admin-token'), 'utf8').trim());
+  let exists = true;
+  await admin.request('GET', '/api/v1/namespaces/default/apps/get-start').catch((err) => {
+    if (err instanceof ApiError && err.status === 404) exists = false;
+    else throw err;
+  });
+  if (!exists) {
+    const { built, release } = await pushRelease(admin, 'default', exampleDir, undefined, say);
+    const result = await admin.request<UpdateResult>('POST', '/api/v1/namespaces/default/apps', { config: built.spec, releaseId: release.id });
+    const final = await followRollout(admin, 'default', result.app, result.rollout!.id, say);
+    if (final?.type !== 'rollout.succeeded') throw new Error('the example app failed to deploy; see `molt app logs --app get-start`');
+  }
+  const tokenFile = join(dataDir, 'example-token');
+  if (existsSync(tokenFile)) return readFileSync(tokenFile, 'utf8').trim();
+  const { token } = await admin.request<{ token: string }>('POST', '/api/v1/tokens', { namespace: 'default', role: 'invoker', name: 'example invoker' });
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
+export function serverCommand(program: Command): void {
+  program
+    .command('server')
+    .description('run the molt server: API, gateway and workers on one port')
+    .option('--data-dir <dir>', 'where state, blobs and logs live (env MOLT_DATA_DIR)', defaultDataDir())
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on (0 = any free port)', '7070')
+    .option('--store <url>', 'postgres://… to keep state in PostgreSQL (default: SQLite in the data dir)')
+    .option('--max-upload-bytes <n>', 'largest upload accepted', String(512 * 1024 * 1024))
+    .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
+    .action(
+      run(async (opts: { dataDir: string; host: string; port: string; store?: string; maxUploadBytes: string; example?: string | boolean }) => {
+        const dataDir = resolve(opts.dataDir);
+        const server = await startServer({
+          dataDir,
+          host: opts.host,
+          port: Number(opts.port),
+          storeUrl: opts.store,
+          maxUploadBytes: Number(opts.maxUploadBytes),
+        });
+        console.log(`molt server listening on ${server.url} (data in ${dataDir})`);
+        if (server.adminToken) {
+          console.log(`admin token (shown once, also in ${join(dataDir, 'admin-token')}, mode 0600):\n  ${server.adminToken}`);
+          console.log(`log in with:\n  npx molt login --server ${server.url} --token ${server.adminToken}`);
+        } else console.log(`admin token: in ${join(dataDir, 'admin-token')}`);
+        if (opts.example) {
+          const dir = typeof opts.example === 'string' ? resolve(opts.example) : EXAMPLE_DIR;
+          const token = await deployExample(server.url, dataDir, dir);
+          console.log(`\nexample app get-start is running. Call it with:`);
+          console.log(`  curl -H 'Authorization: Bearer ${token}' ${server.url}/api/routes/v1/default/get-start/hello`);
+          console.log(`  curl -N -H 'Authorization: Bearer ${token}' ${server.url}/api/routes/v1/default/get-start/sse`);
+        }
+        await new Promise<void>((r) => {
+          process.once('SIGINT', r);
+          process.once('SIGTERM', r);
+        });
+        say('molt server stopping: draining workers');
+        await server.close();
+      }),
+    );
+}

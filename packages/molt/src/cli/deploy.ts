@@ -1,0 +1,31 @@
+import { buildRelease, type BuiltRelease } from '../release/build-release.js';
+import type { EventRow, ReleaseRow } from '../store/types.js';
+import type { Client } from './client.js';
+import { planUpload, uploadArchive } from './upload.js';
+
+export type Say = (line: string) => void;
+
+/** Builds the app in `dir` and uploads the blobs the server lacks; returns the release. */
+export async function pushRelease(client: Client, namespace: string, dir: string, file: string | undefined, say: Say): Promise<{ built: BuiltRelease; release: ReleaseRow }> {
+  const built = await buildRelease(dir, { file });
+  const files = built.scanned.tree.entries.length;
+  say(`built release ${built.id.slice(0, 12)} of ${built.spec.name}: ${built.manifest.modules.length} module(s), ${files} file(s)`);
+  const plan = await planUpload(client, namespace, built.scanned);
+  say(`uploading ${plan.paths.length} new file(s) (${plan.bytes} B); the server has the rest`);
+  const res = await client.upload<{ release: ReleaseRow }>(`/api/v1/namespaces/${namespace}/releases`, uploadArchive(built.dir, built.scanned, plan));
+  return { built, release: res.release };
+}
+
+function clock(iso: string): string {
+  return iso.slice(11, 19);
+}
+
+/** Prints a rollout's events as they happen; resolves with its final event. */
+export async function followRollout(client: Client, namespace: string, app: string, rolloutId: string, say: Say): Promise<EventRow | undefined> {
+  let final: EventRow | undefined;
+  await client.stream<EventRow>(`/api/v1/namespaces/${namespace}/apps/${app}/events?rollout=${rolloutId}`, (e) => {
+    say(`[${clock(e.ts)}] ${e.message}`);
+    if (e.type === 'rollout.succeeded' || e.type === 'rollout.failed') final = e;
+  });
+  return final;
+}

@@ -1,0 +1,159 @@
+import type { FastifyInstance } from 'fastify';
+import { MoltError } from '../../errors.js';
+import type { EventRow } from '../../store/types.js';
+import { requireRole } from '../auth.js';
+import { type ApiContext, ndjson, principal } from './context.js';
+
+type AppParams = { ns: string; app: string };
+const FINAL_EVENTS = new Set(['rollout.succeeded', 'rollout.failed']);
+
+export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void {
+  const summary = async (ns: string, name: string) => {
+    const app = await apps.get(ns, name);
+    const rev = app.currentRevision ? await cp.store.getRevision(ns, name, app.currentRevision) : undefined;
+    const workers = await cp.store.listWorkers(ns, name);
+    return {
+      ...app,
+      release: rev?.releaseId ?? null,
+      spec: rev?.spec ?? (await cp.store.listRevisions(ns, name)).at(-1)?.spec ?? null,
+      workers: { running: workers.filter((w) => w.status === 'RUNNING').length, total: workers.length },
+      route: `/api/routes/v1/${ns}/${name}/`,
+    };
+  };
+
+  api.get<{ Params: { ns: string } }>('/namespaces/:ns/apps', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    const rows = await cp.store.listApps(req.params.ns);
+    return { apps: await Promise.all(rows.map((a) => summary(a.namespace, a.name))) };
+  });
+
+  api.post<{ Params: { ns: string }; Body: { config: unknown; releaseId: string; immutable?: boolean } }>(
+    '/namespaces/:ns/apps',
+    { schema: { body: { type: 'object', required: ['config', 'releaseId'], properties: { releaseId: { type: 'string' }, immutable: { type: 'boolean' } } } } },
+    async (req, reply) => {
+      requireRole(principal(req), req.params.ns, 'deployer');
+      reply.code(202);
+      return apps.create(req.params.ns, req.body);
+    },
+  );
+
+  api.get<{ Params: AppParams }>('/namespaces/:ns/apps/:app', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    return { app: await summary(req.params.ns, req.params.app) };
+  });
+
+  api.post<{ Params: AppParams; Body: { config?: unknown; releaseId?: string; dryRun?: boolean } }>(
+    '/namespaces/:ns/apps/:app/update',
+    { schema: { body: { type: 'object', properties: { releaseId: { type: 'string' }, dryRun: { type: 'boolean' } } } } },
+    async (req, reply) => {
+      requireRole(principal(req), req.params.ns, 'deployer');
+      const result = await apps.update(req.params.ns, req.params.app, req.body ?? {});
+      if (result.rollout) reply.code(202);
+      return result;
+    },
+  );
+
+  api.post<{ Params: AppParams; Body: { to?: number } }>(
+    '/namespaces/:ns/apps/:app/rollback',
+    { schema: { body: { type: 'object', properties: { to: { type: 'integer', minimum: 1 } } } } },
+    async (req, reply) => {
+      requireRole(principal(req), req.params.ns, 'deployer');
+      reply.code(202);
+      return apps.rollback(req.params.ns, req.params.app, req.body?.to);
+    },
+  );
+
+  api.post<{ Params: AppParams }>('/namespaces/:ns/apps/:app/pause', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    return { app: await apps.pause(req.params.ns, req.params.app) };
+  });
+
+  api.post<{ Params: AppParams }>('/namespaces/:ns/apps/:app/resume', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    return { app: await apps.resume(req.params.ns, req.params.app) };
+  });
+
+  api.delete<{ Params: AppParams }>('/namespaces/:ns/apps/:app', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    await apps.delete(req.params.ns, req.params.app);
+    return { deleted: req.params.app };
+  });
+
+  api.get<{ Params: AppParams }>('/namespaces/:ns/apps/:app/history', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    const app = await apps.get(req.params.ns, req.params.app);
+    const revisions = await cp.store.listRevisions(req.params.ns, req.params.app);
+    return { current: app.currentRevision, revisions };
+  });
+
+  api.get<{ Params: AppParams; Querystring: { all?: string } }>('/namespaces/:ns/apps/:app/workers', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    await apps.get(req.params.ns, req.params.app);
+    const rows = await cp.store.listWorkers(req.params.ns, req.params.app, req.query.all === '1' || req.query.all === 'true');
+    return { workers: rows.map((w) => ({ ...w, detailStatus: cp.supervisor.detailOf(w) })) };
+  });
+
+  api.get<{ Params: AppParams; Querystring: { worker?: string; follow?: string; tail?: string } }>('/namespaces/:ns/apps/:app/logs', async (req, reply) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    const { ns, app } = req.params;
+    await apps.get(ns, app);
+    const out = ndjson(reply);
+    const matches = (workerId: string) => !req.query.worker || workerId === req.query.worker;
+    if (req.query.follow === '1') {
+      const stop = cp.logs.follow(ns, app, (l) => matches(l.workerId) && out.write(l));
+      reply.raw.on('close', stop);
+    }
+    for (const l of cp.logs.read(ns, app, { workerId: req.query.worker, tail: Number(req.query.tail ?? 0) || undefined })) out.write(l);
+    if (req.query.follow !== '1') out.end();
+  });
+
+  /**
+   * The app's events as NDJSON. With `rollout`, the stream ends after that rollout's final event;
+   * with `follow=1`, it stays open. Subscribes before reading stored events so none is missed.
+   */
+  api.get<{ Params: AppParams; Querystring: { rollout?: string; after?: string; follow?: string } }>('/namespaces/:ns/apps/:app/events', async (req, reply) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    const { ns, app } = req.params;
+    await apps.get(ns, app);
+    const { rollout } = req.query;
+    const known = rollout ? await cp.store.getRollout(rollout) : undefined;
+    if (rollout && (!known || known.namespace !== ns || known.app !== app)) throw new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${rollout} of app ${app}`);
+    const out = ndjson(reply);
+    let last = Number(req.query.after ?? 0);
+    let backlogDone = false;
+    const queued: EventRow[] = [];
+    const emit = (e: EventRow): boolean => {
+      if (e.id <= last) return false;
+      last = e.id;
+      out.write(e);
+      return rollout !== undefined && e.rolloutId === rollout && FINAL_EVENTS.has(e.type);
+    };
+    const follow = req.query.follow === '1' || rollout !== undefined;
+    let unsubscribe = () => {};
+    if (follow) {
+      unsubscribe = cp.events.subscribe((e) => {
+        if (e.namespace !== ns || e.app !== app || (rollout && e.rolloutId !== rollout)) return;
+        if (!backlogDone) queued.push(e);
+        else if (emit(e)) finish();
+      });
+      reply.raw.on('close', () => unsubscribe());
+    }
+    const finish = () => {
+      unsubscribe();
+      out.end();
+    };
+    const stored = await cp.store.listEvents({ namespace: ns, app, rolloutId: rollout, afterId: last, limit: 10_000 });
+    let done = false;
+    for (const e of [...stored, ...queued]) done = emit(e) || done;
+    backlogDone = true;
+    if (rollout && !done && (await cp.store.getRollout(rollout))?.phase !== 'running') done = true;
+    if (done || !follow) finish();
+  });
+
+  api.get<{ Params: { ns: string; id: string } }>('/namespaces/:ns/rollouts/:id', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    const r = await cp.store.getRollout(req.params.id);
+    if (!r || r.namespace !== req.params.ns) throw new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${req.params.id} in namespace ${req.params.ns}`);
+    return { rollout: r };
+  });
+}

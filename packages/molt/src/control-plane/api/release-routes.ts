@@ -1,0 +1,85 @@
+import type { FastifyInstance } from 'fastify';
+import type { Readable } from 'node:stream';
+import { readFileSync } from 'node:fs';
+import { ingestArchive } from '../../blobs/ingest-archive.js';
+import type { Tree } from '../../blobs/tree.js';
+import { treeSize } from '../../blobs/tree.js';
+import { MoltError } from '../../errors.js';
+import { MANIFEST_FILE } from '../../release/build-release.js';
+import type { ReleaseManifest, ReleaseRow } from '../../store/types.js';
+import { requireRole } from '../auth.js';
+import { type ApiContext, principal } from './context.js';
+
+/** Checks a release manifest read from an uploaded tree; names the first problem. */
+function parseManifest(tree: Tree, read: (hash: string) => string): ReleaseManifest {
+  const entry = tree.entries.find((e) => e.path === MANIFEST_FILE);
+  if (!entry || entry.type !== 'file') throw new MoltError('MOLT_ERR_BAD_RELEASE', `the release has no ${MANIFEST_FILE}; build it with \`molt release build\``);
+  let m: ReleaseManifest;
+  try {
+    m = JSON.parse(read(entry.hash));
+  } catch (err) {
+    throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE} is not valid JSON: ${(err as Error).message}`);
+  }
+  for (const field of ['app', 'version', 'node', 'dependencyHash', 'configHash', 'entry'] as const) {
+    if (typeof m[field] !== 'string') throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: ${field} must be a string`);
+  }
+  if (!Array.isArray(m.modules)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: modules must be a list`);
+  const paths = new Set(tree.entries.map((e) => e.path));
+  if (!paths.has(m.entry)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: entry ${m.entry} is not in the release`);
+  for (const mod of m.modules) {
+    if (!paths.has(mod.path)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: module ${mod.path} is not in the release`);
+  }
+  return m;
+}
+
+export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
+  api.addContentTypeParser('application/x-tar', (_req, payload, done) => done(null, payload));
+
+  api.post<{ Params: { ns: string }; Body: { hashes: string[] } }>(
+    '/namespaces/:ns/blobs/missing',
+    { schema: { body: { type: 'object', required: ['hashes'], properties: { hashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' }, maxItems: 1_000_000 } } } } },
+    async (req) => {
+      requireRole(principal(req), req.params.ns, 'deployer');
+      return { missing: cp.blobs.missing(req.body.hashes) };
+    },
+  );
+
+  api.post<{ Params: { ns: string } }>('/namespaces/:ns/releases', { bodyLimit: Number.MAX_SAFE_INTEGER }, async (req, reply) => {
+    const { ns } = req.params;
+    requireRole(principal(req), ns, 'deployer');
+    if (!(await cp.store.getNamespace(ns))) throw new MoltError('MOLT_ERR_NAMESPACE_NOT_FOUND', `namespace ${ns} does not exist`);
+    if (req.headers['content-type'] !== 'application/x-tar') throw new MoltError('MOLT_ERR_BAD_REQUEST', 'upload a tar archive with content-type application/x-tar');
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > cp.opts.maxUploadBytes) {
+      throw new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `upload of ${length} bytes is over the limit of ${cp.opts.maxUploadBytes} bytes; raise --max-upload-bytes on the server or upload less`);
+    }
+    const result = await ingestArchive(req.body as Readable, cp.blobs, { maxBytes: cp.opts.maxUploadBytes, maxFiles: cp.opts.maxUploadFiles });
+    const manifest = parseManifest(result.tree, (h) => readFileSync(cp.blobs.path(h), 'utf8'));
+    const existing = await cp.store.getRelease(ns, result.hash);
+    const row: ReleaseRow = existing ?? {
+      id: result.hash,
+      namespace: ns,
+      app: manifest.app,
+      manifest,
+      files: result.tree.entries.length,
+      size: treeSize(result.tree),
+      createdAt: new Date().toISOString(),
+    };
+    if (!existing) await cp.store.insertRelease(row);
+    reply.code(existing ? 200 : 201);
+    return { release: row, uploaded: { blobs: result.added, bytes: result.receivedBytes } };
+  });
+
+  api.get<{ Params: { ns: string }; Querystring: { app?: string } }>('/namespaces/:ns/releases', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    return { releases: await cp.store.listReleases(req.params.ns, req.query.app) };
+  });
+
+  api.get<{ Params: { ns: string; id: string } }>('/namespaces/:ns/releases/:id', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer');
+    const all = await cp.store.listReleases(req.params.ns);
+    const rel = all.find((r) => r.id === req.params.id) ?? all.filter((r) => r.id.startsWith(req.params.id)).at(0);
+    if (!rel) throw new MoltError('MOLT_ERR_RELEASE_NOT_FOUND', `no release ${req.params.id} in namespace ${req.params.ns}`);
+    return { release: rel };
+  });
+}

@@ -1,0 +1,84 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { BlobStore } from '../blobs/blob-store.js';
+import { RouteTable } from '../gateway/route-table.js';
+import type { Store } from '../store/store.js';
+import { TokenVerifier } from './auth.js';
+import { EventLog } from './event-log.js';
+import { LogHub } from './log-hub.js';
+import { RolloutEngine } from './rollout-engine.js';
+import { Supervisor } from './supervisor.js';
+
+export interface ControlPlaneOptions {
+  dataDir: string;
+  workerHost: string;
+  maxUploadBytes: number;
+  maxUploadFiles: number;
+  maxQueue: number;
+  queueTimeoutMs: number;
+}
+
+/** The parts of the control plane, built once per server and handed to the API routes. */
+export class ControlPlane {
+  readonly blobs: BlobStore;
+  readonly events: EventLog;
+  readonly logs: LogHub;
+  readonly routes: RouteTable;
+  readonly tokens: TokenVerifier;
+  readonly supervisor: Supervisor;
+  readonly rollouts: RolloutEngine;
+
+  constructor(
+    readonly store: Store,
+    readonly opts: ControlPlaneOptions,
+  ) {
+    mkdirSync(opts.dataDir, { recursive: true });
+    this.blobs = new BlobStore(join(opts.dataDir, 'blobs'));
+    this.events = new EventLog(store);
+    this.logs = new LogHub(join(opts.dataDir, 'logs'));
+    this.routes = new RouteTable({ maxQueue: opts.maxQueue, queueTimeoutMs: opts.queueTimeoutMs });
+    this.tokens = new TokenVerifier(store);
+    this.supervisor = new Supervisor(store, this.blobs, this.routes, this.events, this.logs, { dataDir: opts.dataDir, workerHost: opts.workerHost });
+    this.rollouts = new RolloutEngine(store, this.supervisor, this.events);
+  }
+
+  /**
+   * Brings the server back to what the store says after a start: workers of the previous
+   * process are gone (they stop when the server does), unfinished rollouts are rolled back
+   * to the revision that was serving, and every app gets its workers again.
+   */
+  async recover(): Promise<void> {
+    for (const w of await this.store.listLiveWorkers()) {
+      await this.store.updateWorker(w.id, { status: 'TERMINATED', detailStatus: null, detail: 'server restarted', deletedAt: new Date().toISOString() });
+    }
+    for (const r of await this.store.listRunningRollouts()) {
+      const reason = 'the server restarted during the rollout; the previous revision keeps serving';
+      await this.store.updateRollout(r.id, { phase: 'failed', reason, finishedAt: new Date().toISOString() });
+      await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
+      await this.store.updateApp(r.namespace, r.app, { rolloutId: null });
+      await this.events.append({ namespace: r.namespace, app: r.app, rolloutId: r.id, level: 'warn', type: 'rollout.failed', message: `revision ${r.toRevision} failed: ${reason}` });
+    }
+    const apps = await this.store.listApps();
+    for (const app of apps) await this.syncRoutes(app.namespace, app.name);
+    await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
+  }
+
+  /** Copies what the gateway needs (public, paused) from the app's current state. */
+  async syncRoutes(namespace: string, name: string): Promise<void> {
+    const app = await this.store.getApp(namespace, name);
+    if (!app) {
+      this.routes.deleteApp(namespace, name);
+      return;
+    }
+    const routes = this.routes.ensureApp(namespace, name);
+    const rev = app.currentRevision ? await this.store.getRevision(namespace, name, app.currentRevision) : undefined;
+    const latest = rev ?? (await this.store.listRevisions(namespace, name)).at(-1);
+    routes.public = latest?.spec.public ?? false;
+    routes.paused = app.paused;
+  }
+
+  async close(): Promise<void> {
+    await this.rollouts.waitAll().catch(() => {});
+    await this.supervisor.shutdown(10_000);
+  }
+}

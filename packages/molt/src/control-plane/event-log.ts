@@ -1,0 +1,39 @@
+import { EventEmitter } from 'node:events';
+import type { Store } from '../store/store.js';
+import type { EventRow } from '../store/types.js';
+
+export type NewEvent = Omit<EventRow, 'id' | 'ts' | 'app' | 'rolloutId' | 'workerId' | 'level'> &
+  Partial<Pick<EventRow, 'app' | 'rolloutId' | 'workerId' | 'level'>>;
+
+/**
+ * The event log the CLI and dashboard follow live: every event is written to the store first
+ * (so it survives a restart), then published to subscribers of this process.
+ */
+export class EventLog {
+  private readonly bus = new EventEmitter();
+
+  constructor(private readonly store: Store) {
+    this.bus.setMaxListeners(0);
+  }
+
+  async append(e: NewEvent): Promise<EventRow> {
+    const row = await this.store.appendEvent({
+      ts: new Date().toISOString(),
+      namespace: e.namespace,
+      app: e.app ?? null,
+      rolloutId: e.rolloutId ?? null,
+      workerId: e.workerId ?? null,
+      level: e.level ?? 'info',
+      type: e.type,
+      message: e.message,
+    });
+    this.bus.emit('event', row);
+    return row;
+  }
+
+  /** Calls `fn` for every event appended from now on; returns the unsubscribe function. */
+  subscribe(fn: (e: EventRow) => void): () => void {
+    this.bus.on('event', fn);
+    return () => this.bus.off('event', fn);
+  }
+}

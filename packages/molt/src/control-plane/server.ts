@@ -1,0 +1,144 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import { errorResponse, MoltError } from '../errors.js';
+import { Gateway, ROUTE_PREFIX } from '../gateway/gateway.js';
+import { newId, newToken, sha256 } from '../ids.js';
+import { openStore } from '../store/open-store.js';
+import { appRoutes } from './api/app-routes.js';
+import type { ApiContext } from './api/context.js';
+import { namespaceRoutes } from './api/namespace-routes.js';
+import { releaseRoutes } from './api/release-routes.js';
+import { tokenRoutes } from './api/token-routes.js';
+import { AppService } from './app-service.js';
+import { ControlPlane } from './control-plane.js';
+
+export interface ServerOptions {
+  dataDir: string;
+  host?: string;
+  port?: number;
+  /** `postgres://…` to use PostgreSQL; default SQLite in the data dir. */
+  storeUrl?: string;
+  maxUploadBytes?: number;
+  maxUploadFiles?: number;
+  maxQueue?: number;
+  queueTimeoutMs?: number;
+  upstreamTimeoutMs?: number;
+}
+
+export interface MoltServer {
+  url: string;
+  port: number;
+  cp: ControlPlane;
+  /** The admin token, only on the start that created it. */
+  adminToken?: string;
+  close(): Promise<void>;
+}
+
+/** Creates the `default` namespace and the server admin token on first start; the token is shown once and written 0600. */
+async function bootstrap(cp: ControlPlane, dataDir: string): Promise<string | undefined> {
+  await cp.store.createNamespace('default');
+  if ((await cp.store.listTokens()).length > 0) return undefined;
+  const token = newToken();
+  await cp.store.insertToken({ id: newId(12), name: 'server admin', namespace: '*', role: 'admin', hash: sha256(token), createdAt: new Date().toISOString(), revokedAt: null });
+  const file = join(dataDir, 'admin-token');
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return token;
+}
+
+function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
+  const api = Fastify({
+    logger: false,
+    bodyLimit: 16 * 1024 * 1024,
+    // The gateway goes first: route requests never enter the API framework.
+    serverFactory: (handler) =>
+      createServer((req: IncomingMessage, res: ServerResponse) => {
+        if (req.url!.startsWith(ROUTE_PREFIX)) gateway.handle(req, res);
+        else handler(req, res);
+      }),
+  });
+  const ctx: ApiContext = { cp, apps: new AppService(cp) };
+  api.setErrorHandler((err, _req, reply) => {
+    const { status, body } = errorResponse(err);
+    void reply.code(status).send(body);
+  });
+  api.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send(new MoltError('MOLT_ERR_NOT_FOUND', `no API route ${req.method} ${req.url.split('?')[0]}; see \`molt --help\``).toJSON());
+  });
+  api.get('/api/v1/health', async () => ({ ok: true }));
+  api.register(
+    async (v1) => {
+      v1.addHook('onRequest', async (req) => {
+        req.principal = await cp.tokens.verify(req.headers.authorization);
+      });
+      namespaceRoutes(v1, ctx);
+      tokenRoutes(v1, ctx);
+      releaseRoutes(v1, ctx);
+      appRoutes(v1, ctx);
+    },
+    { prefix: '/api/v1' },
+  );
+  return api;
+}
+
+/**
+ * Starts molt on one port: the API under /api/v1, the gateway under /api/routes/v1.
+ * Gateway requests are answered on the bare node:http request, before fastify sees them.
+ */
+export async function startServer(opts: ServerOptions): Promise<MoltServer> {
+  const dataDir = resolve(opts.dataDir);
+  const store = await openStore(dataDir, opts.storeUrl);
+  const cp = new ControlPlane(store, {
+    dataDir,
+    workerHost: '127.0.0.1',
+    maxUploadBytes: opts.maxUploadBytes ?? 512 * 1024 * 1024,
+    maxUploadFiles: opts.maxUploadFiles ?? 100_000,
+    maxQueue: opts.maxQueue ?? 1000,
+    queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
+  });
+  const adminToken = await bootstrap(cp, dataDir);
+  const gateway = new Gateway(cp.routes, cp.tokens, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000 });
+  const api = buildApi(cp, gateway);
+  await api.ready();
+  const server: Server = api.server;
+  server.on('upgrade', (req, socket, head) => {
+    if (req.url?.startsWith(ROUTE_PREFIX)) gateway.handleUpgrade(req, socket, head);
+    else socket.destroy();
+  });
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolvePromise, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 7070, opts.host ?? '127.0.0.1', () => resolvePromise());
+  });
+  const { port, address, family } = server.address() as AddressInfo;
+  const host = family === 'IPv6' ? `[${address}]` : address === '0.0.0.0' ? '127.0.0.1' : address;
+  await cp.recover();
+
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    cp,
+    adminToken,
+    close() {
+      closing ??= (async () => {
+        const closed = new Promise<void>((r) => server.close(() => r()));
+        server.closeIdleConnections();
+        await cp.close();
+        server.closeAllConnections();
+        await closed;
+        await api.close().catch(() => {});
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+export function adminTokenFile(dataDir: string): string | undefined {
+  const file = join(resolve(dataDir), 'admin-token');
+  return existsSync(file) ? file : undefined;
+}

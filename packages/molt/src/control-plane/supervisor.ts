@@ -1,0 +1,240 @@
+import { join } from 'node:path';
+import { BlobStore } from '../blobs/blob-store.js';
+import { materializeTree } from '../blobs/materialize.js';
+import type { Tree } from '../blobs/tree.js';
+import type { RouteTable } from '../gateway/route-table.js';
+import { newId } from '../ids.js';
+import type { Store } from '../store/store.js';
+import type { RevisionRow, WorkerRow } from '../store/types.js';
+import type { EventLog } from './event-log.js';
+import type { LogHub } from './log-hub.js';
+import { describeExit, type WorkerExit, WorkerProcess } from './worker-process.js';
+import { canTransition, type DetailStatus, type WorkerStatus } from './worker-status.js';
+import { readFileSync } from 'node:fs';
+
+interface LiveWorker {
+  row: WorkerRow;
+  proc: WorkerProcess;
+  stopping: boolean;
+}
+
+export interface SupervisorOptions {
+  dataDir: string;
+  /** Address workers listen on. */
+  workerHost: string;
+}
+
+/**
+ * Starts and stops worker processes, records every status change in the store, and keeps
+ * each app's current revision at its worker count: a crashed worker is replaced with backoff.
+ */
+export class Supervisor {
+  private readonly live = new Map<string, LiveWorker>();
+  private readonly crashes = new Map<string, number[]>();
+  private readonly pendingReplacements = new Map<string, NodeJS.Timeout>();
+  private readonly crashListeners = new Set<(w: WorkerRow, exit: WorkerExit) => void>();
+  private closing = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly blobs: BlobStore,
+    private readonly routes: RouteTable,
+    private readonly events: EventLog,
+    private readonly logs: LogHub,
+    private readonly opts: SupervisorOptions,
+  ) {}
+
+  /** Live detail of a worker (BUSY while it serves), overlaid on what the store says. */
+  detailOf(row: WorkerRow): DetailStatus | null {
+    if (row.status !== 'RUNNING' || row.detailStatus !== 'FREE') return row.detailStatus;
+    const t = this.routes.target(row.id);
+    return t && t.outstanding > 0 ? 'BUSY' : 'FREE';
+  }
+
+  /** Called when a RUNNING worker dies unexpectedly (the rollout engine aborts on its new workers). */
+  onCrash(fn: (w: WorkerRow, exit: WorkerExit) => void): () => void {
+    this.crashListeners.add(fn);
+    return () => this.crashListeners.delete(fn);
+  }
+
+  private async setStatus(w: LiveWorker | WorkerRow, status: WorkerStatus, detailStatus: DetailStatus | null, detail?: string | null): Promise<void> {
+    const row = 'row' in w ? w.row : w;
+    if (!canTransition(row.status, status)) return;
+    const patch: Partial<WorkerRow> = { status, detailStatus };
+    if (detail !== undefined) patch.detail = detail;
+    if (status === 'TERMINATED' || status === 'ERROR') patch.deletedAt = new Date().toISOString();
+    Object.assign(row, patch);
+    await this.store.updateWorker(row.id, patch);
+  }
+
+  /** Materializes a release's tree once and returns its directory. */
+  releaseDir(releaseId: string): string {
+    const tree = JSON.parse(readFileSync(this.blobs.path(releaseId), 'utf8')) as Tree;
+    return materializeTree(this.blobs, join(this.opts.dataDir, 'trees'), releaseId, tree);
+  }
+
+  /**
+   * Starts one worker of a revision and waits until it passes readiness and takes traffic.
+   * On failure the process is stopped, the worker is left in ERROR with the reason, and the error is thrown.
+   */
+  async startWorker(rev: RevisionRow, rolloutId?: string | null): Promise<WorkerRow> {
+    const release = await this.store.getRelease(rev.namespace, rev.releaseId);
+    const now = new Date().toISOString();
+    const row: WorkerRow = {
+      id: newId(),
+      namespace: rev.namespace,
+      app: rev.app,
+      revision: rev.revision,
+      status: 'CREATED',
+      detailStatus: 'IN_FLIGHT',
+      detail: null,
+      pid: null,
+      port: null,
+      createdAt: now,
+      deletedAt: null,
+    };
+    await this.store.insertWorker(row);
+    const base = { namespace: rev.namespace, app: rev.app, workerId: row.id, rolloutId: rolloutId ?? null };
+    await this.events.append({ ...base, type: 'worker.created', message: `worker ${row.id} created for revision ${rev.revision}` });
+    const proc = new WorkerProcess(
+      {
+        id: row.id,
+        namespace: rev.namespace,
+        app: rev.app,
+        revision: rev.revision,
+        releaseId: rev.releaseId,
+        releaseDir: this.releaseDir(rev.releaseId),
+        entry: release?.manifest.entry ?? 'index.js',
+        spec: rev.spec,
+        host: this.opts.workerHost,
+      },
+      (line) => this.logs.write(rev.namespace, rev.app, line),
+      (exit) => void this.handleExit(row.id, exit),
+    );
+    const live: LiveWorker = { row, proc, stopping: false };
+    this.live.set(row.id, live);
+    try {
+      await proc.start(() => {
+        row.pid = proc.child?.pid ?? null;
+        void this.store.updateWorker(row.id, { pid: row.pid });
+        void this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT');
+      });
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      live.stopping = true;
+      await proc.stop(1000);
+      this.live.delete(row.id);
+      await this.setStatus(live, 'ERROR', null, reason);
+      this.logs.write(rev.namespace, rev.app, { ts: new Date().toISOString(), workerId: row.id, stream: 'molt', line: `start failed: ${reason}` });
+      await this.events.append({ ...base, level: 'error', type: 'worker.failed', message: `worker ${row.id} failed to start: ${reason}` });
+      throw err;
+    }
+    row.port = proc.port ?? null;
+    await this.store.updateWorker(row.id, { port: row.port });
+    await this.setStatus(live, 'RUNNING', 'FREE');
+    this.routes.addWorker(rev.namespace, rev.app, row.id, this.opts.workerHost, proc.port!);
+    await this.events.append({ ...base, type: 'worker.running', message: `worker ${row.id} is ready and takes traffic` });
+    return row;
+  }
+
+  /**
+   * Takes a worker out of rotation, lets in-flight requests finish (streams until `drainTimeoutMs`),
+   * then SIGTERM and SIGKILL after `graceMs`. Resolves when it is TERMINATED.
+   */
+  async stopWorker(workerId: string, opts: { drainTimeoutMs: number; graceMs: number; rolloutId?: string | null; reason?: string }): Promise<void> {
+    const live = this.live.get(workerId);
+    if (!live || live.stopping) return;
+    live.stopping = true;
+    const { row, proc } = live;
+    const base = { namespace: row.namespace, app: row.app, workerId, rolloutId: opts.rolloutId ?? null };
+    await this.setStatus(live, 'TERMINATING', 'DRAINING', opts.reason ?? null);
+    await this.events.append({ ...base, type: 'worker.draining', message: `worker ${workerId} drains${opts.reason ? `: ${opts.reason}` : ''}` });
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.routes.drainWorker(workerId), new Promise<void>((r) => (timer = setTimeout(r, opts.drainTimeoutMs)))]);
+    clearTimeout(timer);
+    proc.send({ type: 'drain' });
+    this.routes.removeWorker(workerId);
+    const exit = await proc.stop(opts.graceMs);
+    this.live.delete(workerId);
+    await this.setStatus(live, 'TERMINATED', null, row.detail ?? (exit.signal === 'SIGKILL' ? 'killed after the grace period' : null));
+    await this.events.append({ ...base, type: 'worker.terminated', message: `worker ${workerId} terminated (${describeExit(exit.code, exit.signal)})` });
+  }
+
+  private async handleExit(workerId: string, exit: WorkerExit): Promise<void> {
+    const live = this.live.get(workerId);
+    if (!live || live.stopping || this.closing) return;
+    // Still starting: startWorker reports the failure itself.
+    if (live.row.status !== 'RUNNING') return;
+    this.live.delete(workerId);
+    this.routes.removeWorker(workerId);
+    const reason = `crashed (${describeExit(exit.code, exit.signal)})`;
+    await this.setStatus(live, 'ERROR', null, reason);
+    const { namespace, app } = live.row;
+    this.logs.write(namespace, app, { ts: new Date().toISOString(), workerId, stream: 'molt', line: `worker ${reason}` });
+    await this.events.append({ namespace, app, workerId, level: 'error', type: 'worker.crashed', message: `worker ${workerId} ${reason}` });
+    for (const fn of this.crashListeners) fn(live.row, exit);
+    this.scheduleReconcile(namespace, app);
+  }
+
+  /** Replaces lost workers after a backoff that doubles with each crash in the last minute (1 s … 30 s). */
+  private scheduleReconcile(namespace: string, app: string): void {
+    const key = `${namespace}/${app}`;
+    const now = Date.now();
+    const recent = (this.crashes.get(key) ?? []).filter((t) => now - t < 60_000);
+    recent.push(now);
+    this.crashes.set(key, recent);
+    const delay = Math.min(30_000, 1000 * 2 ** (recent.length - 1));
+    if (this.pendingReplacements.has(key)) return;
+    this.pendingReplacements.set(
+      key,
+      setTimeout(() => {
+        this.pendingReplacements.delete(key);
+        void this.reconcile(namespace, app).catch(() => {});
+      }, delay),
+    );
+  }
+
+  /** Live workers of an app in this process. */
+  workersOf(namespace: string, app: string): WorkerRow[] {
+    return [...this.live.values()].filter((l) => l.row.namespace === namespace && l.row.app === app && !l.stopping).map((l) => l.row);
+  }
+
+  /**
+   * Brings an app's current revision to its worker count, unless a rollout owns the app or it
+   * is paused. Extra workers are stopped; missing ones started one at a time.
+   */
+  async reconcile(namespace: string, appName: string): Promise<void> {
+    if (this.closing) return;
+    const app = await this.store.getApp(namespace, appName);
+    if (!app || app.paused || app.rolloutId || app.currentRevision === 0) return;
+    const rev = await this.store.getRevision(namespace, appName, app.currentRevision);
+    if (!rev) return;
+    const mine = this.workersOf(namespace, appName).filter((w) => w.revision === rev.revision);
+    for (let i = mine.length; i < rev.spec.workers; i++) {
+      try {
+        await this.startWorker(rev);
+      } catch {
+        this.scheduleReconcile(namespace, appName);
+        return;
+      }
+    }
+    for (const extra of mine.slice(rev.spec.workers)) {
+      await this.stopWorker(extra.id, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, reason: 'scaled down' });
+    }
+  }
+
+  /** Stops every worker of an app (pause, delete). */
+  async stopApp(namespace: string, app: string, reason: string, drainTimeoutMs = 30_000, graceMs = 5_000): Promise<void> {
+    const t = this.pendingReplacements.get(`${namespace}/${app}`);
+    if (t) clearTimeout(t);
+    this.pendingReplacements.delete(`${namespace}/${app}`);
+    await Promise.all(this.workersOf(namespace, app).map((w) => this.stopWorker(w.id, { drainTimeoutMs, graceMs, reason })));
+  }
+
+  /** Stops every worker at server shutdown: in-flight requests finish first. */
+  async shutdown(drainTimeoutMs: number): Promise<void> {
+    this.closing = true;
+    for (const t of this.pendingReplacements.values()) clearTimeout(t);
+    await Promise.all([...this.live.values()].map((l) => this.stopWorker(l.row.id, { drainTimeoutMs, graceMs: 5000, reason: 'server stopped' })));
+  }
+}
