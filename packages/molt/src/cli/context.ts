@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { CONFIG_FILES, loadAppConfig } from '../config/load-config.js';
 import { MoltError } from '../errors.js';
+import { CONFIG_FILES } from '../config/config-files.js';
 import { currentProfile } from './profile.js';
 
 export interface AppTarget {
@@ -29,6 +29,7 @@ export async function appTarget(opts: AppOptions): Promise<AppTarget> {
   if (!opts.file && !CONFIG_FILES.some((f) => existsSync(resolve(dir, f)))) {
     throw new MoltError('MOLT_ERR_BAD_REQUEST', `no app named: pass --app NAME, or run this in an app directory (with ${CONFIG_FILES[0]})`);
   }
+  const { loadAppConfig } = await import('../config/load-config.js');
   const { spec } = await loadAppConfig(dir, opts.file);
   return { namespace, app: spec.name };
 }

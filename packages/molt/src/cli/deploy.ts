@@ -1,12 +1,14 @@
-import { buildRelease, type BuiltRelease } from '../release/build-release.js';
+import type { BuiltRelease } from '../release/build-release.js';
 import type { EventRow, ReleaseRow } from '../store/types.js';
 import type { Client } from './client.js';
-import { planUpload, uploadArchive } from './upload.js';
 
 export type Say = (line: string) => void;
 
 /** Builds the app in `dir` and uploads the blobs the server lacks; returns the release. */
 export async function pushRelease(client: Client, namespace: string, dir: string, file: string | undefined, say: Say): Promise<{ built: BuiltRelease; release: ReleaseRow }> {
+  // Loaded on use: esbuild and tar cost startup time every other command need not pay.
+  const { buildRelease } = await import('../release/build-release.js');
+  const { planUpload, uploadArchive } = await import('./upload.js');
   const built = await buildRelease(dir, { file });
   const files = built.scanned.tree.entries.length;
   say(`built release ${built.id.slice(0, 12)} of ${built.spec.name}: ${built.manifest.modules.length} module(s), ${files} file(s)`);

@@ -1,6 +1,6 @@
 import { build } from 'esbuild';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { MOLT_APP_ENTRY } from '../runtime/molt-app-entry.js';
 import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parse as parseYaml } from 'yaml';
@@ -8,10 +8,9 @@ import { MoltError } from '../errors.js';
 import type { AppSpec } from './app-spec.js';
 import { validateAppConfig } from './validate-config.js';
 
-export const CONFIG_FILES = ['molt.config.ts', 'molt.config.mts', 'molt.config.js', 'molt.config.mjs'];
+export { CONFIG_FILES } from './config-files.js';
+import { CONFIG_FILES } from './config-files.js';
 
-/** Where `@molt/app` lives for this copy of molt: the one copy every app config and worker uses. */
-export const MOLT_APP_ENTRY = createRequire(import.meta.url).resolve('@molt/app');
 
 export interface LoadedConfig {
   spec: AppSpec;

@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import { register } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { MOLT_APP_ENTRY } from '../config/load-config.js';
+import { MOLT_APP_ENTRY } from './molt-app-entry.js';
 import type { ServerToWorker, WorkerToServer } from './control-messages.js';
 import { type AppSlot, fetchHandler } from './serve-fetch.js';
 import type { AppModule } from '@molt/app';

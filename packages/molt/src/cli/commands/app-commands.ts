@@ -8,7 +8,6 @@ import { type AppOptions, appTarget, namespaceOf } from '../context.js';
 import { followRollout, pushRelease } from '../deploy.js';
 import { printJson, run, say } from '../output.js';
 import { stamp, table } from '../table.js';
-import { runLocally } from './app-run.js';
 
 type AppCmdOptions = AppOptions & { json?: boolean };
 
@@ -207,7 +206,7 @@ export function appCommands(program: Command): void {
     .option('-p, --port <port>', 'port to listen on', '8080')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--no-watch', 'do not restart on file changes')
-    .action(run(async (opts: { dir: string; file?: string; port: string; host: string; watch: boolean }) => runLocally(opts)));
+    .action(run(async (opts: { dir: string; file?: string; port: string; host: string; watch: boolean }) => (await import('./app-run.js')).runLocally(opts)));
 
   const worker = program.command('worker').description('inspect workers');
   appOptions(worker.command('list'))

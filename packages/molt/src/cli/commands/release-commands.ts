@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { buildRelease } from '../../release/build-release.js';
 import type { ReleaseRow } from '../../store/types.js';
 import { Client } from '../client.js';
 import { namespaceOf } from '../context.js';
@@ -26,6 +25,7 @@ export function releaseCommands(program: Command): void {
           else console.log(built.id);
           return;
         }
+        const { buildRelease } = await import('../../release/build-release.js');
         const built = await buildRelease(resolve(opts.dir), { file: opts.file });
         if (opts.json) return printJson({ id: built.id, dir: built.dir, manifest: built.manifest });
         console.log(`release ${built.id}`);

@@ -3,7 +3,6 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer } from '../../control-plane/server.js';
 import type { UpdateResult } from '../../control-plane/app-service.js';
 import { ApiError, Client } from '../client.js';
 import { followRollout, pushRelease } from '../deploy.js';
@@ -49,6 +48,7 @@ export function serverCommand(program: Command): void {
     .action(
       run(async (opts: { dataDir: string; host: string; port: string; store?: string; maxUploadBytes: string; example?: string | boolean }) => {
         const dataDir = resolve(opts.dataDir);
+        const { startServer } = await import('../../control-plane/server.js');
         const server = await startServer({
           dataDir,
           host: opts.host,

@@ -1,0 +1,149 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const MOLT_BIN = join(ROOT, 'packages/molt/bin/molt.js');
+
+export function tempDir(prefix = 'molt-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A `molt server` child process on a free port, with its own data dir. */
+export class ServerProcess {
+  child!: ChildProcess;
+  url = '';
+  output = '';
+  adminToken = '';
+
+  constructor(
+    readonly dataDir: string,
+    readonly extraArgs: string[] = [],
+  ) {}
+
+  async start(): Promise<this> {
+    this.output = '';
+    this.child = spawn(process.execPath, [MOLT_BIN, 'server', '--data-dir', this.dataDir, '--port', '0', ...this.extraArgs], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, MOLT_CONFIG_DIR: join(this.dataDir, 'cli') },
+    });
+    this.child.stdout!.on('data', (c: Buffer) => (this.output += c.toString()));
+    this.child.stderr!.on('data', (c: Buffer) => (this.output += c.toString()));
+    const deadline = Date.now() + 20_000;
+    while (!/listening on (http:\/\/\S+)/.test(this.output)) {
+      if (this.child.exitCode !== null) throw new Error(`server exited: ${this.output}`);
+      if (Date.now() > deadline) throw new Error(`server did not start: ${this.output}`);
+      await sleep(50);
+    }
+    this.url = /listening on (http:\/\/\S+)/.exec(this.output)![1]!;
+    this.adminToken = readFileSync(join(this.dataDir, 'admin-token'), 'utf8').trim();
+    return this;
+  }
+
+  /** Stops the server the way Ctrl-C does and waits for it to exit. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill(signal);
+    await exited;
+  }
+
+  /** Runs the CLI against this server as the given token (admin by default). */
+  molt(args: string[], opts: { token?: string; cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+    return molt(args, { cwd: opts.cwd, env: { MOLT_SERVER: this.url, MOLT_TOKEN: opts.token ?? this.adminToken, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), ...opts.env } });
+  }
+
+  /** Calls the API directly. */
+  async api<T = any>(method: string, path: string, body?: unknown, token = this.adminToken): Promise<{ status: number; body: T }> {
+    const res = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  }
+
+  route(ns: string, app: string, path: string): string {
+    return `${this.url}/api/routes/v1/${ns}/${app}${path}`;
+  }
+
+  async createToken(namespace: string, role: string): Promise<string> {
+    const res = await this.api('POST', '/api/v1/tokens', { namespace, role });
+    if (res.status !== 201) throw new Error(JSON.stringify(res.body));
+    return res.body.token;
+  }
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function molt(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+  return new Promise((resolvePromise) => {
+    execFile(process.execPath, [MOLT_BIN, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolvePromise({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** Writes an app directory: a JSON manifest (or molt.config.ts) and its modules. */
+export function writeApp(dir: string, files: Record<string, string>): string {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, name)), { recursive: true });
+    writeFileSync(join(dir, name), content);
+  }
+  return dir;
+}
+
+/** A copy of examples/get-start in a temp dir, with its SSE interval shortened for tests. */
+export function copyExample(name = 'get-start', sseIntervalMs = 100): string {
+  const dir = join(tempDir('molt-app-'), name);
+  cpSync(join(ROOT, 'examples', name), dir, { recursive: true, filter: (s) => !s.includes('.molt') && !s.includes('node_modules') });
+  if (name === 'get-start') {
+    const config = readFileSync(join(dir, 'molt.config.ts'), 'utf8').replace("workers: 1,", `workers: 1,\n  env: { SSE_INTERVAL_MS: '${sseIntervalMs}' },`);
+    writeFileSync(join(dir, 'molt.config.ts'), config);
+  }
+  return dir;
+}
+
+/** A small app: `/` answers `body`; readiness on /healthz; options via the config. */
+export function simpleApp(dir: string, opts: { name?: string; body?: string; config?: Record<string, unknown>; extra?: string } = {}): string {
+  const name = opts.name ?? 'hello';
+  return writeApp(dir, {
+    'molt.config.json': JSON.stringify({ name, entry: 'index.ts', readiness: { path: '/healthz', timeoutMs: 10_000 }, rollout: { drainTimeoutMs: 5000, stopGraceMs: 2000 }, ...opts.config }),
+    'index.ts': `${opts.extra ?? ''}
+export default {
+  async fetch(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    if (url.pathname === '/healthz') return new Response('ok');
+    if (url.pathname === '/slow') { await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms') ?? 500))); return new Response('slow done'); }
+    if (url.pathname === '/headers') return Response.json(Object.fromEntries(req.headers));
+    if (url.pathname === '/echo') return new Response(req.body, { headers: { 'content-type': req.headers.get('content-type') ?? 'text/plain' } });
+    if (url.pathname === '/pid') return new Response(String(process.pid));
+    if (url.pathname === '/crash') { setTimeout(() => process.exit(3), 10); return new Response('bye'); }
+    return new Response(${JSON.stringify(opts.body ?? 'hello')});
+  },
+};
+`,
+  });
+}
