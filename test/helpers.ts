@@ -136,6 +136,7 @@ export default {
   async fetch(req: Request): Promise<Response> {
     const url = new URL(req.url);
     if (url.pathname === '/healthz') return new Response('ok');
+    if (url.pathname === '/unready') return new Response('not ready', { status: 503 });
     if (url.pathname === '/slow') { await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms') ?? 500))); return new Response('slow done'); }
     if (url.pathname === '/headers') return Response.json(Object.fromEntries(req.headers));
     if (url.pathname === '/echo') return new Response(req.body, { headers: { 'content-type': req.headers.get('content-type') ?? 'text/plain' } });

@@ -37,6 +37,11 @@ export function uploadArchive(root: string, scanned: ScannedTree, plan: UploadPl
   out.write(treeBytes);
   const pad = (512 - (treeBytes.length % 512)) % 512;
   if (pad) out.write(Buffer.alloc(pad));
+  if (plan.paths.length === 0) {
+    // The server has every blob: the archive is the tree alone, then the end-of-archive blocks.
+    out.end(Buffer.alloc(1024));
+    return out;
+  }
   const tar = createTar({ cwd: root, portable: true, noDirRecurse: true, follow: false }, plan.paths);
   tar.pipe(out);
   return out;
