@@ -59,7 +59,7 @@ export class TokenVerifier {
   /** The cached row if fresh (the gateway's fast path), else undefined. */
   cached(header: string | undefined): TokenRow | undefined | null {
     const hash = bearerHash(header);
-    if (!hash) return null;
+    if (!hash) return undefined;
     const hit = this.cache.get(hash);
     if (!hit || Date.now() - hit.at > CACHE_MS) return undefined;
     return hit.row ?? null;

@@ -44,9 +44,24 @@ export function serverCommand(program: Command): void {
     .option('--port <port>', 'port to listen on (0 = any free port)', '7070')
     .option('--store <url>', 'postgres://… to keep state in PostgreSQL (default: SQLite in the data dir)')
     .option('--max-upload-bytes <n>', 'largest upload accepted', String(512 * 1024 * 1024))
+    .option('--max-upload-files <n>', 'most files a release or volume may have', '100000')
+    .option('--upstream-timeout-ms <n>', 'how long a worker has to answer a request before 504', '60000')
+    .option('--queue-timeout-ms <n>', 'how long a request waits for a ready worker before 503', '30000')
+    .option('--max-queue <n>', 'requests per app that may wait for a ready worker before 503', '1000')
     .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
     .action(
-      run(async (opts: { dataDir: string; host: string; port: string; store?: string; maxUploadBytes: string; example?: string | boolean }) => {
+      run(async (opts: {
+        dataDir: string;
+        host: string;
+        port: string;
+        store?: string;
+        maxUploadBytes: string;
+        maxUploadFiles: string;
+        upstreamTimeoutMs: string;
+        queueTimeoutMs: string;
+        maxQueue: string;
+        example?: string | boolean;
+      }) => {
         const dataDir = resolve(opts.dataDir);
         const { startServer } = await import('../../control-plane/server.js');
         const server = await startServer({
@@ -55,6 +70,10 @@ export function serverCommand(program: Command): void {
           port: Number(opts.port),
           storeUrl: opts.store,
           maxUploadBytes: Number(opts.maxUploadBytes),
+          maxUploadFiles: Number(opts.maxUploadFiles),
+          upstreamTimeoutMs: Number(opts.upstreamTimeoutMs),
+          queueTimeoutMs: Number(opts.queueTimeoutMs),
+          maxQueue: Number(opts.maxQueue),
         });
         console.log(`molt server listening on ${server.url} (data in ${dataDir})`);
         if (server.adminToken) {
