@@ -1,0 +1,55 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { assertSafeTree, scanTree, treeHash, unsafePathReason } from './tree.js';
+
+const dir = () => mkdtempSync(join(tmpdir(), 'molt-tree-'));
+
+describe('trees', () => {
+  it('hash the same for the same content, whatever the order files were read in', async () => {
+    const a = dir();
+    writeFileSync(join(a, 'b.txt'), 'B');
+    writeFileSync(join(a, 'a.txt'), 'A');
+    const b = dir();
+    writeFileSync(join(b, 'a.txt'), 'A');
+    writeFileSync(join(b, 'b.txt'), 'B');
+    expect(treeHash((await scanTree(a)).tree)).toBe(treeHash((await scanTree(b)).tree));
+    writeFileSync(join(b, 'b.txt'), 'changed');
+    expect(treeHash((await scanTree(a)).tree)).not.toBe(treeHash((await scanTree(b)).tree));
+  });
+
+  it('keep links that stay inside and refuse links that leave the directory', async () => {
+    const d = dir();
+    mkdirSync(join(d, 'lib'));
+    writeFileSync(join(d, 'lib', 'x.js'), 'x');
+    symlinkSync('lib/x.js', join(d, 'inside'));
+    const { tree } = await scanTree(d);
+    expect(tree.entries.find((e) => e.path === 'inside')).toEqual({ path: 'inside', type: 'symlink', target: 'lib/x.js' });
+    symlinkSync('/etc/passwd', join(d, 'outside'));
+    await expect(scanTree(d)).rejects.toThrow(/outside.* is a link to \/etc\/passwd, outside/);
+  });
+
+  it('refuse FIFOs and devices', async () => {
+    const d = dir();
+    execFileSync('mkfifo', [join(d, 'pipe')]);
+    await expect(scanTree(d)).rejects.toThrow(/is a device, FIFO or socket/);
+  });
+
+  it('name why a path is unsafe', () => {
+    expect(unsafePathReason('a/b.js')).toBeUndefined();
+    expect(unsafePathReason('../x')).toBe('contains ".."');
+    expect(unsafePathReason('/x')).toBe('is absolute');
+    expect(unsafePathReason('C:/x')).toBe('is absolute');
+    expect(unsafePathReason('a\\..\\x')).toBe('contains a backslash');
+    expect(unsafePathReason('a//b')).toBe('has an empty or "." segment');
+    expect(unsafePathReason('./a')).toBe('has an empty or "." segment');
+  });
+
+  it('refuse uploaded trees with duplicate paths or unknown entry types', () => {
+    const f = { path: 'a', type: 'file', hash: 'a'.repeat(64), size: 1 };
+    expect(() => assertSafeTree({ entries: [f, f] })).toThrow(/appears twice/);
+    expect(() => assertSafeTree({ entries: [{ path: 'dev', type: 'device' }] })).toThrow(/has type "device"/);
+  });
+});

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { validateAppConfig } from './validate-config.js';
+
+describe('app config validation', () => {
+  it('fills defaults for a minimal config', () => {
+    expect(validateAppConfig({ name: 'api' })).toEqual({
+      name: 'api',
+      entry: 'index.ts',
+      workers: 1,
+      readiness: { path: '/', timeoutMs: 30_000 },
+      env: {},
+      resources: {},
+      volumes: [],
+      updatable: true,
+      public: false,
+      rollout: { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: 30_000, stopGraceMs: 5_000 },
+    });
+  });
+
+  it('accepts the seed resources and volume forms', () => {
+    const spec = validateAppConfig({
+      name: 'gpu-app',
+      resources: { cpu: 2, memoryMb: 20480, gpu: 1, gpuConstraints: ['A100 40G', 'RTX 4090'] },
+      volumes: [{ name: 'get-start-volume' }, { name: 'pinned', revision: '000001-08a' }],
+    });
+    expect(spec.resources).toEqual({ cpu: 2, memoryMb: 20480, gpu: 1, gpuConstraints: ['A100 40G', 'RTX 4090'] });
+    expect(spec.volumes).toEqual([{ name: 'get-start-volume', useLatest: true }, { name: 'pinned', revision: '000001-08a' }]);
+  });
+
+  it('lists every problem with its field and fix', () => {
+    let message = '';
+    try {
+      validateAppConfig({ name: 'x', entry: '../up.ts', resources: { cpu: 0, disk: 1 }, volumes: [{ name: 'v', revision: '1', useLatest: true }], env: { MOLT_X: 'y' } }, 'molt.config.ts');
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/^molt\.config\.ts is invalid:/);
+    expect(message).toContain('`entry` must be a relative path inside the app directory');
+    expect(message).toContain('`resources.cpu` must be a number of cores above 0');
+    expect(message).toContain('`resources.disk` is not a known resource');
+    expect(message).toContain('`volumes[0]` sets both revision and useLatest');
+    expect(message).toContain('`env.MOLT_X` uses the MOLT_ prefix');
+  });
+
+  it('refuses a config that is not an object', () => {
+    expect(() => validateAppConfig('name: x')).toThrow(/must be an object/);
+  });
+});
