@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,6 +119,8 @@ export function writeApp(dir: string, files: Record<string, string>): string {
 export function copyExample(name = 'get-start', sseIntervalMs = 100): string {
   const dir = join(tempDir('molt-app-'), name);
   cpSync(join(ROOT, 'examples', name), dir, { recursive: true, filter: (s) => !s.includes('.molt') && !s.includes('node_modules') });
+  // As `npm install` in the app would: its dependencies resolve from the repository's node_modules.
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   if (name === 'get-start') {
     const config = readFileSync(join(dir, 'molt.config.ts'), 'utf8').replace("workers: 1,", `workers: 1,\n  env: { SSE_INTERVAL_MS: '${sseIntervalMs}' },`);
     writeFileSync(join(dir, 'molt.config.ts'), config);
