@@ -1,0 +1,45 @@
+// Gateway throughput and latency against a direct connection, nginx and a plain Node proxy, all in
+// front of the same molt worker, with the same wrk load; then a rolling update under load.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { rssMiB, sleep, startMolt, startNginx, startPlainNodeProxy, wrk, writeBenchApp } from './lib.mjs';
+
+export async function benchGateway({ seconds = 10, rounds = 3 } = {}) {
+  const molt = await startMolt();
+  const appDir = writeBenchApp('hello world');
+  await molt.molt(['app', 'create'], appDir);
+  const [worker] = (await molt.api('/api/v1/namespaces/default/apps/bench/workers')).workers;
+  const nginx = await startNginx(worker.port);
+  const plain = await startPlainNodeProxy(worker.port);
+  const auth = { Authorization: `Bearer ${molt.token}` };
+  const targets = [
+    ['direct to the worker', `http://127.0.0.1:${worker.port}/`, {}],
+    ['nginx (1 worker, keep-alive upstream)', `${nginx.url}/`, {}],
+    ['plain node:http proxy (keep-alive agent)', `${plain.url}/`, {}],
+    ['molt gateway (auth + routing)', `${molt.url}/api/routes/v1/default/bench/`, auth],
+  ];
+  const results = new Map(targets.map(([name]) => [name, []]));
+  try {
+    for (const [, url, headers] of targets) await wrk(url, { seconds: 2, headers }); // warm up
+    // Rounds interleave the targets so that machine noise spreads evenly over them.
+    for (let r = 0; r < rounds; r++) {
+      for (const [name, url, headers] of targets) results.get(name).push(await wrk(url, { seconds, headers }));
+    }
+    const rssSteady = rssMiB(molt.pid);
+
+    // Rolling update under load: steady state first, then the same load through an update.
+    const steady = await wrk(`${molt.url}/api/routes/v1/default/bench/`, { seconds: 5, headers: auth });
+    writeFileSync(join(appDir, 'index.ts'), 'export default { fetch: () => new Response("hello again") };\n');
+    const during = wrk(`${molt.url}/api/routes/v1/default/bench/`, { seconds: 8, headers: auth });
+    await sleep(1000);
+    const t0 = performance.now();
+    const update = await molt.molt(['app', 'update'], appDir);
+    const updateMs = performance.now() - t0;
+    const load = await during;
+    const body = await (await fetch(`${molt.url}/api/routes/v1/default/bench/`, { headers: auth })).text();
+    return { results, rssSteady, steady, load, updateMs, updateOk: update.code === 0 && body === 'hello again', rssAfter: rssMiB(molt.pid) };
+  } finally {
+    await Promise.all([nginx.stop(), plain.stop()]);
+    await molt.stop();
+  }
+}
