@@ -38,7 +38,7 @@ describe('hostile input is refused with a clear error and changes nothing', () =
     const res = await fetch(`${server.url}/api/v1/namespaces/default/releases`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-tar' },
-      body,
+      body: new Uint8Array(body),
     });
     return { status: res.status, body: (await res.json()) as { error: { code: string; message: string } } };
   };

@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -26,6 +27,8 @@ export interface ServerOptions {
   maxQueue?: number;
   queueTimeoutMs?: number;
   upstreamTimeoutMs?: number;
+  /** Structured log level (`MOLT_LOG_LEVEL`): info prints every event; silent prints nothing. */
+  logLevel?: string;
 }
 
 export interface MoltServer {
@@ -100,7 +103,13 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
   });
   const adminToken = await bootstrap(cp, dataDir);
-  const gateway = new Gateway(cp.routes, cp.tokens, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000 });
+  const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
+  // Every event, as one JSON line with its app, rollout and worker ids.
+  cp.events.subscribe((e) => log[e.level]({ ns: e.namespace, app: e.app, rolloutId: e.rolloutId ?? undefined, workerId: e.workerId ?? undefined, event: e.type }, e.message));
+  const gateway = new Gateway(cp.routes, cp.tokens, {
+    upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000,
+    onUpstreamError: (info) => log.warn(info, 'gateway upstream error'),
+  });
   const api = buildApi(cp, gateway);
   await api.ready();
   const server: Server = api.server;

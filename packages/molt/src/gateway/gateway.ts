@@ -16,6 +16,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 export interface GatewayOptions {
   /** How long a worker has to start answering a request (headers) before 504. */
   upstreamTimeoutMs: number;
+  /** Told of every 502/504 with its request id; never called on the success path. */
+  onUpstreamError?: (info: { requestId: string; ns: string; app: string; workerId: string; status: number; message: string }) => void;
 }
 
 interface ParsedRoute {
@@ -190,10 +192,14 @@ export class Gateway {
         this.proxy(req, res, route, routes, next, requestId, true);
         return;
       }
-      if (err instanceof MoltError) sendError(res, err, requestId);
-      else if (err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET' || err.code === 'EPIPE') {
-        sendError(res, new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} of ${route.namespace}/${route.app} closed the connection (${err.code}); see \`molt app logs\``, { cause: err }), requestId);
-      } else sendError(res, new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} failed: ${err.message}`, { cause: err }), requestId);
+      const error =
+        err instanceof MoltError
+          ? err
+          : err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET' || err.code === 'EPIPE'
+            ? new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} of ${route.namespace}/${route.app} closed the connection (${err.code}); see \`molt app logs\``, { cause: err })
+            : new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} failed: ${err.message}`, { cause: err });
+      this.opts.onUpstreamError?.({ requestId, ns: route.namespace, app: route.app, workerId: target.workerId, status: error.status, message: error.message });
+      sendError(res, error, requestId);
     });
 
     res.on('close', () => {
