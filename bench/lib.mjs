@@ -78,8 +78,8 @@ export async function wrk(url, { seconds = 10, connections = 32, threads = 1, he
   return {
     rps: num(/Requests\/sec:\s+([\d.]+)/),
     requests: num(/(\d+) requests in/),
-    p50: toMs((/50%\s+(\S+)/.exec(stdout) ?? [])[1] ?? ''),
-    p99: toMs((/99%\s+(\S+)/.exec(stdout) ?? [])[1] ?? ''),
+    p50: toMs((/^\s*50(?:\.000)?%\s+(\S+)/m.exec(stdout) ?? [])[1] ?? ''),
+    p99: toMs((/^\s*99(?:\.000)?%\s+(\S+)/m.exec(stdout) ?? [])[1] ?? ''),
     non2xx: num(/Non-2xx or 3xx responses: (\d+)/),
     socketErrors: (/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout) ?? [0, 0, 0, 0, 0]).slice(1).reduce((a, b) => a + Number(b), 0),
     raw: stdout,

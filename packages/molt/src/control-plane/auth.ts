@@ -46,6 +46,7 @@ const CACHE_MAX = 10_000;
  * gateway does not query the store per request, and revocations in this process apply at once.
  */
 export class TokenVerifier {
+  /** Keyed by the Authorization header itself, so a cache hit costs no hashing. */
   private cache = new Map<string, { row: TokenRow | undefined; at: number }>();
 
   constructor(private readonly store: Store) {}
@@ -58,9 +59,8 @@ export class TokenVerifier {
 
   /** The cached row if fresh (the gateway's fast path), else undefined. */
   cached(header: string | undefined): TokenRow | undefined | null {
-    const hash = bearerHash(header);
-    if (!hash) return undefined;
-    const hit = this.cache.get(hash);
+    if (!header) return undefined;
+    const hit = this.cache.get(header);
     if (!hit || Date.now() - hit.at > CACHE_MS) return undefined;
     return hit.row ?? null;
   }
@@ -70,11 +70,11 @@ export class TokenVerifier {
     if (!hash) {
       throw new MoltError('MOLT_ERR_UNAUTHENTICATED', 'missing bearer token; send "Authorization: Bearer <token>" (see `molt token create`)');
     }
-    let hit = this.cache.get(hash);
+    let hit = this.cache.get(header!);
     if (!hit || Date.now() - hit.at > CACHE_MS) {
       if (this.cache.size > CACHE_MAX) this.cache.clear();
       hit = { row: await this.store.tokenByHash(hash), at: Date.now() };
-      this.cache.set(hash, hit);
+      this.cache.set(header!, hit);
     }
     return checkRow(hit.row);
   }
