@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MOLT_BIN, ServerProcess, simpleApp, tempDir, waitFor, writeApp } from './helpers.js';
+import { MOLT_BIN, ServerProcess, tempDir, waitFor, writeApp } from './helpers.js';
 
 describe('draining and stopping old workers', () => {
   const server = new ServerProcess(tempDir());

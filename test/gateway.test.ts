@@ -106,7 +106,7 @@ export default {
     expect(res.status).toBe(200);
   });
 
-  it('queues requests while no worker is ready and answers 503 when the queue times out', async () => {
+  it('queues requests while no worker is ready, and answers 503 while the app is paused', async () => {
     const dir = simpleApp(join(tempDir(), 'app'), { name: 'slowstart', extra: 'await new Promise((r) => setTimeout(r, 1500));' });
     const create = server.molt(['app', 'create', '--no-wait'], { cwd: dir });
     await create;

@@ -123,8 +123,11 @@ export async function ingestArchive(body: Readable, blobs: BlobStore, limits: In
         throw new MoltError('MOLT_ERR_MISSING_BLOB', `file ${entry.path} (sha256 ${entry.hash.slice(0, 12)}…) was neither uploaded nor stored; upload it with the archive`);
       }
     }
+    // Only blobs the tree uses enter the store; anything else sent is dropped with the staging dir.
+    const used = new Set(tree.entries.flatMap((e) => (e.type === 'file' ? [e.hash] : [])));
     let added = 0;
     for (const [hash, file] of staged) {
+      if (!used.has(hash)) continue;
       if (!blobs.has(hash)) added++;
       blobs.commitFile(file, hash);
     }

@@ -1,17 +1,19 @@
-import { chmodSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { BlobStore } from './blob-store.js';
 import type { Tree } from './tree.js';
 
 /**
- * Materializes a tree once, read-only, at `<root>/<treeHash>`, and returns that path.
+ * Materializes the tree stored as blob `hash` once, read-only, at `<root>/<hash>`, and returns that
+ * path; the tree is read from the blob store only the first time.
  * Files are hard links to their blobs (copies where linking fails), so every worker using a
  * release or volume revision shares one copy on disk. A tree is built in a temporary directory
  * and renamed into place, so a crash never leaves a half-made tree behind.
  */
-export function materializeTree(blobs: BlobStore, root: string, hash: string, tree: Tree): string {
+export function materializeTree(blobs: BlobStore, root: string, hash: string): string {
   const dest = join(root, hash);
   if (existsSync(dest)) return dest;
+  const tree = JSON.parse(readFileSync(blobs.path(hash), 'utf8')) as Tree;
   mkdirSync(root, { recursive: true });
   const tmp = `${dest}.tmp-${process.pid}-${Date.now()}`;
   mkdirSync(tmp, { recursive: true });

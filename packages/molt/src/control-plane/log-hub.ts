@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 
 export interface LogLine {
@@ -12,6 +12,8 @@ export interface LogLine {
 /** Worker output: one file per worker under `<dir>/<namespace>/<app>/`, and a live feed for `logs -f`. */
 export class LogHub {
   private readonly bus = new EventEmitter();
+  /** One append stream per worker: the server's event loop also runs the gateway, so no sync writes. */
+  private readonly files = new Map<string, WriteStream>();
 
   constructor(private readonly dir: string) {
     this.bus.setMaxListeners(0);
@@ -22,10 +24,29 @@ export class LogHub {
   }
 
   write(namespace: string, app: string, entry: LogLine): void {
-    const dir = this.appDir(namespace, app);
-    mkdirSync(dir, { recursive: true });
-    appendFileSync(join(dir, `${entry.workerId}.log`), `${JSON.stringify(entry)}\n`);
+    let file = this.files.get(entry.workerId);
+    if (!file) {
+      const dir = this.appDir(namespace, app);
+      mkdirSync(dir, { recursive: true });
+      file = createWriteStream(join(dir, `${entry.workerId}.log`), { flags: 'a' });
+      this.files.set(entry.workerId, file);
+    }
+    file.write(`${JSON.stringify(entry)}\n`);
     this.bus.emit(`${namespace}/${app}`, entry);
+  }
+
+  /** Flushes and closes a worker's log file once it has stopped (later lines reopen it). */
+  close(workerId: string): Promise<void> {
+    const file = this.files.get(workerId);
+    if (!file) return Promise.resolve();
+    this.files.delete(workerId);
+    return new Promise((resolvePromise) => file.end(() => resolvePromise()));
+  }
+
+  /** Waits until every open log file has written what it was given, so `read` sees it. */
+  async flush(): Promise<void> {
+    // Writes complete in order, so an empty write's callback means the earlier lines are on disk.
+    await Promise.all([...this.files.values()].map((f) => new Promise<void>((r) => f.write('', () => r()))));
   }
 
   /** Stored lines of an app (one worker or all), in time order, the last `tail` of them. */

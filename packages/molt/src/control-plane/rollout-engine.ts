@@ -62,11 +62,7 @@ export class RolloutEngine {
     return rollout;
   }
 
-  /** Resolves when the rollout finishes (tests, shutdown). */
-  wait(rolloutId: string): Promise<void> {
-    return this.running.get(rolloutId) ?? Promise.resolve();
-  }
-
+  /** Resolves when every running rollout has finished (shutdown). */
   async waitAll(): Promise<void> {
     await Promise.all(this.running.values());
   }

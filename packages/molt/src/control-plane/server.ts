@@ -1,6 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -145,9 +145,4 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
       return closing;
     },
   };
-}
-
-export function adminTokenFile(dataDir: string): string | undefined {
-  const file = join(resolve(dataDir), 'admin-token');
-  return existsSync(file) ? file : undefined;
 }

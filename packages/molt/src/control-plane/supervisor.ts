@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { materializeTree } from '../blobs/materialize.js';
-import type { Tree } from '../blobs/tree.js';
 import type { RouteTable } from '../gateway/route-table.js';
 import { newId } from '../ids.js';
 import type { Store } from '../store/store.js';
@@ -10,7 +9,6 @@ import type { EventLog } from './event-log.js';
 import type { LogHub } from './log-hub.js';
 import { describeExit, type WorkerExit, WorkerProcess } from './worker-process.js';
 import { canTransition, type DetailStatus, type WorkerStatus } from './worker-status.js';
-import { readFileSync } from 'node:fs';
 
 interface LiveWorker {
   row: WorkerRow;
@@ -69,8 +67,7 @@ export class Supervisor {
 
   /** Materializes a release's tree once and returns its directory. */
   releaseDir(releaseId: string): string {
-    const tree = JSON.parse(readFileSync(this.blobs.path(releaseId), 'utf8')) as Tree;
-    return materializeTree(this.blobs, join(this.opts.dataDir, 'trees'), releaseId, tree);
+    return materializeTree(this.blobs, join(this.opts.dataDir, 'trees'), releaseId);
   }
 
   /**
@@ -110,6 +107,7 @@ export class Supervisor {
       },
       (line) => this.logs.write(rev.namespace, rev.app, line),
       (exit) => void this.handleExit(row.id, exit),
+      () => void this.logs.close(row.id),
     );
     const live: LiveWorker = { row, proc, stopping: false };
     this.live.set(row.id, live);

@@ -46,6 +46,8 @@ export class WorkerProcess {
     readonly launch: WorkerLaunch,
     private readonly onLog: (l: LogLine) => void,
     private readonly onExit: (e: WorkerExit) => void,
+    /** Called once the process has exited and its output has ended. */
+    private readonly onClosed: () => void = () => {},
   ) {}
 
   get id(): string {
@@ -77,6 +79,7 @@ export class WorkerProcess {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     this.child = child;
+    child.once('close', () => this.onClosed());
     for (const stream of ['stdout', 'stderr'] as const) {
       const split = lineSplitter((line) => this.onLog({ ts: new Date().toISOString(), workerId: launch.id, stream, line }));
       child[stream]!.on('data', (c: Buffer) => split.push(c));
@@ -136,10 +139,6 @@ export class WorkerProcess {
   waitExit(): Promise<WorkerExit> {
     if (this.exited) return Promise.resolve(this.exited);
     return new Promise((resolvePromise) => this.exitWaiters.push(resolvePromise));
-  }
-
-  get alive(): boolean {
-    return !!this.child && !this.exited;
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */

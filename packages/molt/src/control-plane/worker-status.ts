@@ -20,8 +20,3 @@ const NEXT: Record<WorkerStatus, WorkerStatus[]> = {
 export function canTransition(from: WorkerStatus, to: WorkerStatus): boolean {
   return from === to || NEXT[from].includes(to);
 }
-
-/** A worker that is gone: shown only by `worker list -a`. */
-export function isFinal(status: WorkerStatus): boolean {
-  return status === 'TERMINATED' || status === 'ERROR';
-}

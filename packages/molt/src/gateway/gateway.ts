@@ -107,7 +107,6 @@ export class Gateway {
   }
 
   private dispatch(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, requestId: string): void {
-    if (!routes) return;
     let acquired: Target | Promise<Target>;
     try {
       acquired = routes.acquire();

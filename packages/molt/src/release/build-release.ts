@@ -1,6 +1,6 @@
 import { build, type Plugin } from 'esbuild';
 import { cpSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, extname, join, relative, resolve, sep } from 'node:path';
 import type { AppSpec } from '../config/app-spec.js';
 import { loadAppConfig } from '../config/load-config.js';
 import { MoltError } from '../errors.js';
@@ -189,7 +189,8 @@ function copyProductionDependencies(appDir: string, pkg: Record<string, any>, de
       } else if (placed.get(name) === depPkg.version) continue;
       else target = join(into, 'node_modules', name);
       if (existsSync(target)) continue;
-      cpSync(src, target, { recursive: true, dereference: true, filter: (s) => !isAbsolute(relative(src, s)) && !relative(src, s).split(sep).includes('node_modules') });
+      // A package's own node_modules is left behind: its dependencies are placed by this walk.
+      cpSync(src, target, { recursive: true, dereference: true, filter: (s) => !relative(src, s).split(sep).includes('node_modules') });
       list.push(key);
       visit(src, depPkg.dependencies, target, new Set([...seen, key]));
     }

@@ -1,7 +1,6 @@
 /** Messages on the control channel between the server and a worker (Node IPC). */
 export type WorkerToServer =
   | { type: 'listening'; port: number }
-  | { type: 'load-failed'; error: string }
-  | { type: 'inflight'; count: number };
+  | { type: 'load-failed'; error: string };
 
 export type ServerToWorker = { type: 'drain' };

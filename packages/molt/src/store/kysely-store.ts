@@ -61,6 +61,10 @@ export class KyselyStore implements Store {
     return (await this.db.selectFrom('tokens').selectAll().where('hash', '=', hash).executeTakeFirst()) as TokenRow | undefined;
   }
 
+  async getToken(id: string): Promise<TokenRow | undefined> {
+    return (await this.db.selectFrom('tokens').selectAll().where('id', '=', id).executeTakeFirst()) as TokenRow | undefined;
+  }
+
   async listTokens(namespace?: string): Promise<TokenRow[]> {
     let q = this.db.selectFrom('tokens').selectAll().orderBy('createdAt');
     if (namespace) q = q.where('namespace', '=', namespace);

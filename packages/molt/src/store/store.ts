@@ -34,6 +34,8 @@ export interface Store {
   insertToken(token: TokenRow): Promise<void>;
   /** Looks a token up by the sha256 of its secret. */
   tokenByHash(hash: string): Promise<TokenRow | undefined>;
+  /** One token by id. */
+  getToken(id: string): Promise<TokenRow | undefined>;
   /** Tokens of one namespace, or all when undefined. */
   listTokens(namespace?: string): Promise<TokenRow[]>;
   /** Marks a token revoked; false if unknown or already revoked. */

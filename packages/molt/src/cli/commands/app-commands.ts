@@ -32,6 +32,14 @@ function describePlan(r: UpdateResult): string[] {
   return ['changes:', ...lines, `strategy: ${r.strategy} (${r.reason})`];
 }
 
+/** Builds and uploads the app of `--dir`/`--file` to the profile's server: the first step of create and update. */
+async function pushFromOptions(opts: AppCmdOptions) {
+  const client = Client.fromProfile();
+  const namespace = namespaceOf(opts);
+  const pushed = await pushRelease(client, namespace, resolve(opts.dir ?? '.'), opts.file, say);
+  return { client, namespace, ...pushed };
+}
+
 export function appCommands(program: Command): void {
   const app = program.command('app').description('deploy and manage apps');
 
@@ -43,9 +51,7 @@ export function appCommands(program: Command): void {
     .option('--no-wait', 'return once the deploy has started')
     .action(
       run(async (opts: AppCmdOptions & { immutable?: boolean; wait: boolean }) => {
-        const client = Client.fromProfile();
-        const namespace = namespaceOf(opts);
-        const { built, release } = await pushRelease(client, namespace, resolve(opts.dir ?? '.'), opts.file, say);
+        const { client, namespace, built, release } = await pushFromOptions(opts);
         const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${namespace}/apps`, { config: built.spec, releaseId: release.id, immutable: opts.immutable === true });
         say(`app ${result.app} created (revision ${result.revision}${opts.immutable ? ', immutable' : ''})`);
         if (!opts.wait) return 0;
@@ -64,9 +70,7 @@ export function appCommands(program: Command): void {
     .option('--no-wait', 'return once the update has started')
     .action(
       run(async (opts: AppCmdOptions & { dryRun?: boolean; wait: boolean }) => {
-        const client = Client.fromProfile();
-        const namespace = namespaceOf(opts);
-        const { built, release } = await pushRelease(client, namespace, resolve(opts.dir ?? '.'), opts.file, say);
+        const { client, namespace, built, release } = await pushFromOptions(opts);
         const name = opts.app ?? built.spec.name;
         const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${namespace}/apps/${name}/update`, {
           config: built.spec,

@@ -103,6 +103,7 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
       const stop = cp.logs.follow(ns, app, (l) => matches(l.workerId) && out.write(l));
       reply.raw.on('close', stop);
     }
+    await cp.logs.flush();
     for (const l of cp.logs.read(ns, app, { workerId: req.query.worker, tail: Number(req.query.tail ?? 0) || undefined })) out.write(l);
     if (req.query.follow !== '1') out.end();
   });

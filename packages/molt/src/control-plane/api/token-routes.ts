@@ -53,7 +53,7 @@ export function tokenRoutes(api: FastifyInstance, { cp }: ApiContext): void {
 
   api.delete<{ Params: { id: string } }>('/tokens/:id', async (req) => {
     const p = principal(req);
-    const token = (await cp.store.listTokens()).find((t) => t.id === req.params.id);
+    const token = await cp.store.getToken(req.params.id);
     if (!token) throw new MoltError('MOLT_ERR_NOT_FOUND', `no token ${req.params.id}; see \`molt token list\``);
     requireRole(p, token.namespace, 'admin');
     if (!(await cp.store.revokeToken(token.id, new Date().toISOString()))) throw new MoltError('MOLT_ERR_BAD_REQUEST', `token ${token.id} is already revoked`);
