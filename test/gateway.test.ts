@@ -62,6 +62,28 @@ describe('the gateway', () => {
     expect((await echo.text()).length).toBe(big.length);
   });
 
+  it('passes 40 response headers, HEAD, chunked uploads and a large download through intact', async () => {
+    const many = await fetch(server.route('default', 'gw', '/many-headers'), { headers: auth() });
+    expect(Array.from({ length: 40 }, (_, i) => many.headers.get(`x-h${i}`))).toEqual(Array.from({ length: 40 }, (_, i) => String(i)));
+    const head = await fetch(server.route('default', 'gw', '/'), { method: 'HEAD', headers: auth() });
+    expect([head.status, head.headers.get('content-length'), await head.text()]).toEqual([200, '5', '']);
+    // A body of unknown length arrives chunked; the gateway streams it on as it comes.
+    const parts = ['a'.repeat(100_000), 'b'.repeat(200_000), 'c'];
+    const body = new ReadableStream({
+      async pull(c) {
+        const next = parts.shift();
+        if (next === undefined) c.close();
+        else c.enqueue(new TextEncoder().encode(next));
+      },
+    });
+    const counted = await fetch(server.route('default', 'gw', '/count'), { method: 'POST', headers: auth(), body, duplex: 'half' } as RequestInit);
+    expect(await counted.text()).toBe('300001');
+    const big = await fetch(server.route('default', 'gw', '/big?mb=32'), { headers: auth() });
+    expect((await big.arrayBuffer()).byteLength).toBe(32 << 20);
+    // The same keep-alive connections serve on after all of that.
+    expect(await (await fetch(server.route('default', 'gw', '/'), { headers: auth() })).text()).toBe('hello');
+  });
+
   it('spreads requests over ready workers by least outstanding requests', async () => {
     const slow = Array.from({ length: 6 }, () => fetch(server.route('default', 'gw', '/slow?ms=400'), { headers: auth() }));
     await sleep(100);

@@ -1,17 +1,109 @@
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, type OutgoingHttpHeaders, request as httpRequest, type ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { checkRow, type TokenVerifier } from '../control-plane/auth.js';
 import { MoltError, errorResponse } from '../errors.js';
 import type { AppRoutes, RouteTable } from './route-table.js';
 import type { Target } from './target.js';
+import { isRetryable, type UpstreamConnection } from './upstream.js';
 
 export const ROUTE_PREFIX = '/api/routes/v1/';
 
-/** Headers that belong to one hop and are not forwarded (RFC 9110 §7.6.1), plus the molt token. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'authorization', 'host']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * Request headers not forwarded: those of one hop (RFC 9110 §7.6.1), `expect` (this hop answered
+ * it), and the ones the gateway sets itself.
+ */
+const REQUEST_DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id']);
+
+/** Response headers of one hop; the gateway's own connection sets its framing. */
+function isResponseHopByHop(name: string): boolean {
+  const n = name.length;
+  if (n !== 10 && n !== 17) return false;
+  const lower = name.toLowerCase();
+  return lower === 'connection' || lower === 'keep-alive' || lower === 'transfer-encoding';
+}
+
+/** What the gateway needs from a request's headers, read in one pass over the raw list. */
+interface RequestFacts {
+  authorization?: string;
+  requestId?: string;
+  host?: string;
+  forwardedFor?: string;
+  /** The headers that are forwarded as they are, as header lines. */
+  lines: string;
+  /** Whether a body follows (RFC 9112 §6.3: content-length or transfer-encoding). */
+  hasBody: boolean;
+  /** A body without a length, forwarded with chunked encoding. */
+  chunked: boolean;
+}
+
+function readRequest(req: IncomingMessage): RequestFacts {
+  const facts: RequestFacts = { lines: '', hasBody: false, chunked: false };
+  const raw = req.rawHeaders;
+  let length: string | undefined;
+  let encoded = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const lower = name.toLowerCase();
+    if (lower === 'authorization') {
+      facts.authorization = value;
+      // The molt token is for the gateway; an app's own credentials pass through.
+      if (value.startsWith('Bearer molt_')) continue;
+    } else if (lower === 'content-length') length = value;
+    else if (REQUEST_DROPPED.has(lower)) {
+      if (lower === 'host') facts.host = value;
+      else if (lower === 'x-request-id') facts.requestId ??= value;
+      else if (lower === 'x-forwarded-for') facts.forwardedFor = facts.forwardedFor ? `${facts.forwardedFor}, ${value}` : value;
+      else if (lower === 'transfer-encoding') encoded = true;
+      continue;
+    }
+    facts.lines += `${name}: ${value}\r\n`;
+  }
+  facts.hasBody = encoded || (length !== undefined && length !== '0');
+  facts.chunked = encoded;
+  return facts;
+}
+
+/** The request head sent to a worker: its request line, forwarded headers and the gateway's own. */
+function requestHead(req: IncomingMessage, path: string, facts: RequestFacts, requestId: string, extra = ''): string {
+  const remote = req.socket.remoteAddress ?? '';
+  let head = `${req.method} ${path} HTTP/1.1\r\n${facts.lines}`;
+  head += `x-forwarded-for: ${facts.forwardedFor ? `${facts.forwardedFor}, ${remote}` : remote}\r\n`;
+  head += `x-forwarded-proto: ${(req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'}\r\n`;
+  if (facts.host) head += `x-forwarded-host: ${facts.host}\r\nhost: ${facts.host}\r\n`;
+  else head += `host: ${req.socket.localAddress ?? 'localhost'}\r\n`;
+  head += `x-request-id: ${requestId}\r\n`;
+  if (facts.chunked) head += 'transfer-encoding: chunked\r\n';
+  return `${head}${extra}\r\n`;
+}
+
+/** Streams a request body to the worker, with backpressure; chunked when it has no length. */
+function forwardBody(req: IncomingMessage, conn: UpstreamConnection, chunked: boolean): void {
+  const socket = conn.socket;
+  const onDrain = () => req.resume();
+  req.on('data', (chunk: Buffer) => {
+    if (socket.destroyed || chunk.length === 0) return;
+    let ok: boolean;
+    if (chunked) {
+      socket.cork();
+      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      socket.write(chunk);
+      ok = socket.write('\r\n', 'latin1');
+      socket.uncork();
+    } else ok = conn.write(chunk);
+    if (!ok) {
+      req.pause();
+      socket.once('drain', onDrain);
+    }
+  });
+  req.on('end', () => {
+    if (chunked && !socket.destroyed) socket.write('0\r\n\r\n', 'latin1');
+  });
+}
 
 export interface GatewayOptions {
   /** How long a worker has to start answering a request (headers) before 504. */
@@ -66,25 +158,25 @@ export class Gateway {
 
   handle(req: IncomingMessage, res: ServerResponse): void {
     const route = parseRoute(req.url ?? '');
-    const requestId = (req.headers['x-request-id'] as string | undefined) ?? randomUUID();
+    const facts = readRequest(req);
+    const requestId = facts.requestId ?? randomUUID();
     if (!route) {
       sendError(res, new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>'), requestId);
       return;
     }
     const routes = this.table.app(route.namespace, route.app);
-    const authorized = this.authorize(req, route, routes);
-    if (authorized === true) this.dispatch(req, res, route, routes!, requestId);
+    const authorized = this.authorize(facts.authorization, route, routes);
+    if (authorized === true) this.dispatch(req, res, route, routes!, facts, requestId);
     else
       authorized.then(
-        () => this.dispatch(req, res, route, routes!, requestId),
+        () => this.dispatch(req, res, route, routes!, facts, requestId),
         (err) => sendError(res, err, requestId),
       );
   }
 
   /** true when allowed now; a promise when the token must be looked up; throws nothing. */
-  private authorize(req: IncomingMessage, route: ParsedRoute, routes: AppRoutes | undefined): true | Promise<void> {
+  private authorize(header: string | undefined, route: ParsedRoute, routes: AppRoutes | undefined): true | Promise<void> {
     if (routes?.public) return true;
-    const header = req.headers.authorization;
     try {
       const cached = this.tokens.cached(header);
       if (cached !== undefined) {
@@ -106,7 +198,7 @@ export class Gateway {
     }
   }
 
-  private dispatch(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, requestId: string): void {
+  private dispatch(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, facts: RequestFacts, requestId: string): void {
     let acquired: Target | Promise<Target>;
     try {
       acquired = routes.acquire();
@@ -114,99 +206,87 @@ export class Gateway {
       sendError(res, err, requestId);
       return;
     }
+    const head = requestHead(req, route.path, facts, requestId);
     if (acquired instanceof Promise) {
       acquired.then(
-        (t) => this.proxy(req, res, route, routes, t, requestId, false),
+        (t) => this.proxy(req, res, route, routes, t, head, facts, requestId, false),
         (err) => sendError(res, err, requestId),
       );
-    } else this.proxy(req, res, route, routes, acquired, requestId, false);
+    } else this.proxy(req, res, route, routes, acquired, head, facts, requestId, false);
   }
 
-  private forwardHeaders(req: IncomingMessage, requestId: string): OutgoingHttpHeaders {
-    const out: OutgoingHttpHeaders = {};
-    const h = req.headers;
-    for (const name in h) {
-      if (!HOP_BY_HOP.has(name)) out[name] = h[name];
-    }
-    const host = h.host;
-    const remote = req.socket.remoteAddress ?? '';
-    const prior = h['x-forwarded-for'];
-    out['x-forwarded-for'] = prior ? `${prior}, ${remote}` : remote;
-    out['x-forwarded-proto'] = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
-    if (host) out['x-forwarded-host'] = host;
-    out['x-request-id'] = requestId;
-    if (host) out.host = host;
-    return out;
-  }
-
-  private proxy(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, target: Target, requestId: string, retried: boolean): void {
+  private proxy(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, target: Target, head: string, facts: RequestFacts, requestId: string, retried: boolean): void {
     target.begin();
-    let ended = false;
-    const end = () => {
-      if (!ended) {
-        ended = true;
+    const conn = target.pool.acquire();
+    let active = true;
+    let paused = false;
+    const finish = () => {
+      if (active) {
+        active = false;
+        clearTimeout(timer);
         target.end();
       }
     };
-    const up = httpRequest({
-      agent: target.agent,
-      host: target.host,
-      port: target.port,
-      method: req.method,
-      path: route.path,
-      headers: this.forwardHeaders(req, requestId),
-    });
-    const timer = setTimeout(() => up.destroy(new MoltError('MOLT_ERR_UPSTREAM_TIMEOUT', `worker ${target.workerId} did not answer within ${this.opts.upstreamTimeoutMs} ms`)), this.opts.upstreamTimeoutMs);
+    const timer = setTimeout(() => conn.destroy(new MoltError('MOLT_ERR_UPSTREAM_TIMEOUT', `worker ${target.workerId} did not answer within ${this.opts.upstreamTimeoutMs} ms`)), this.opts.upstreamTimeoutMs);
+    const resume = () => {
+      paused = false;
+      conn.resume();
+    };
 
-    up.on('response', (ur) => {
-      clearTimeout(timer);
-      const raw = ur.rawHeaders;
-      const headers: string[] = [];
-      for (let i = 0; i < raw.length; i += 2) {
-        const name = raw[i]!.toLowerCase();
-        if (name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') headers.push(raw[i]!, raw[i + 1]!);
-      }
-      headers.push('x-request-id', requestId);
-      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, headers);
+    conn.send(head, {
+      head: req.method === 'HEAD',
+      onHead(status, statusMessage, raw) {
+        clearTimeout(timer);
+        const headers: string[] = [];
+        for (let i = 0; i < raw.length; i += 2) {
+          const name = raw[i]!;
+          if (!isResponseHopByHop(name)) headers.push(name, raw[i + 1]!);
+        }
+        headers.push('x-request-id', requestId);
+        res.writeHead(status, statusMessage, headers);
+      },
       // SSE and other streams: every chunk is written as it arrives, never buffered whole.
-      ur.pipe(res);
-      ur.on('end', end);
-      ur.on('error', () => {
-        end();
-        res.destroy();
-      });
+      onBody(chunk) {
+        if (!res.write(chunk) && !paused) {
+          paused = true;
+          conn.pause();
+          res.once('drain', resume);
+        }
+      },
+      onComplete() {
+        finish();
+        res.end();
+      },
+      onError: (err) => {
+        const responded = res.headersSent;
+        finish();
+        if (responded || res.destroyed) {
+          res.destroy();
+          return;
+        }
+        // A reused keep-alive connection the worker closed at the same moment: retry once, elsewhere
+        // if possible (nodejs/node#47130). Only bodiless idempotent requests are safe to resend.
+        if (!retried && conn.reused && !facts.hasBody && IDEMPOTENT.has(req.method ?? '') && isRetryable(err)) {
+          const next = routes.pickReady() ?? target;
+          this.proxy(req, res, route, routes, next, head, facts, requestId, true);
+          return;
+        }
+        const error =
+          err instanceof MoltError
+            ? err
+            : err.code === 'ECONNREFUSED' || isRetryable(err)
+              ? new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} of ${route.namespace}/${route.app} closed the connection (${err.code}); see \`molt app logs\``, { cause: err })
+              : new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} failed: ${err.message}`, { cause: err });
+        this.opts.onUpstreamError?.({ requestId, ns: route.namespace, app: route.app, workerId: target.workerId, status: error.status, message: error.message });
+        sendError(res, error, requestId);
+      },
     });
 
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      end();
-      if (res.headersSent || res.destroyed) {
-        res.destroy();
-        return;
-      }
-      // A reused keep-alive socket the worker closed at the same moment: retry once, elsewhere
-      // if possible (nodejs/node#47130). Only bodiless idempotent requests are safe to resend.
-      if (!retried && up.reusedSocket && IDEMPOTENT.has(req.method ?? '') && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
-        const next = routes.pickReady() ?? target;
-        this.proxy(req, res, route, routes, next, requestId, true);
-        return;
-      }
-      const error =
-        err instanceof MoltError
-          ? err
-          : err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET' || err.code === 'EPIPE'
-            ? new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} of ${route.namespace}/${route.app} closed the connection (${err.code}); see \`molt app logs\``, { cause: err })
-            : new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} failed: ${err.message}`, { cause: err });
-      this.opts.onUpstreamError?.({ requestId, ns: route.namespace, app: route.app, workerId: target.workerId, status: error.status, message: error.message });
-      sendError(res, error, requestId);
+    res.once('close', () => {
+      // The client went away before the answer was complete: that connection cannot be reused.
+      if (active) conn.destroy();
     });
-
-    res.on('close', () => {
-      if (!res.writableFinished) up.destroy();
-      end();
-    });
-    if (req.readableEnded || req.complete) up.end();
-    else req.pipe(up);
+    if (facts.hasBody && !retried) forwardBody(req, conn, facts.chunked);
   }
 
   /** Passes an HTTP upgrade (WebSocket) through to a worker as raw bytes both ways. */
@@ -219,20 +299,15 @@ export class Gateway {
     const route = parseRoute(req.url ?? '');
     if (!route) return reject(new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>'));
     const routes = this.table.app(route.namespace, route.app);
-    Promise.resolve(this.authorize(req, route, routes))
+    Promise.resolve(this.authorize(readRequest(req).authorization, route, routes))
       .then(() => routes!.acquire())
       .then((target) => {
         target.begin();
         const upstream: Socket = connect(target.port, target.host);
-        const headers = this.forwardHeaders(req, (req.headers['x-request-id'] as string) ?? randomUUID());
-        headers.connection = 'Upgrade';
-        headers.upgrade = req.headers.upgrade;
-        let lines = `${req.method} ${route.path} HTTP/1.1\r\n`;
-        for (const [k, v] of Object.entries(headers)) {
-          for (const value of Array.isArray(v) ? v : [v]) if (value !== undefined) lines += `${k}: ${value}\r\n`;
-        }
+        const facts = readRequest(req);
+        const lines = requestHead(req, route.path, facts, facts.requestId ?? randomUUID(), `connection: Upgrade\r\nupgrade: ${req.headers.upgrade}\r\n`);
         upstream.on('connect', () => {
-          upstream.write(`${lines}\r\n`);
+          upstream.write(lines);
           if (head.length) upstream.write(head);
           upstream.pipe(socket);
           socket.pipe(upstream);

@@ -1,4 +1,4 @@
-import { Agent } from 'node:http';
+import { UpstreamPool } from './upstream.js';
 
 /**
  * One worker as the gateway sees it.
@@ -9,13 +9,10 @@ import { Agent } from 'node:http';
  */
 export type TargetState = 'ready' | 'draining' | 'removed';
 
-/** Idle upstream sockets close before the worker's 65 s keep-alive timeout (nodejs/node#47130). */
-const IDLE_SOCKET_MS = 30_000;
-
 export class Target {
   state: TargetState = 'ready';
   outstanding = 0;
-  readonly agent: Agent;
+  readonly pool: UpstreamPool;
   private drainWaiters: (() => void)[] = [];
 
   constructor(
@@ -23,7 +20,7 @@ export class Target {
     readonly host: string,
     readonly port: number,
   ) {
-    this.agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256, timeout: IDLE_SOCKET_MS, scheduling: 'lifo' });
+    this.pool = new UpstreamPool(host, port);
   }
 
   begin(): void {
@@ -45,7 +42,7 @@ export class Target {
   remove(): void {
     this.state = 'removed';
     this.flushDrainWaiters();
-    this.agent.destroy();
+    this.pool.destroy();
   }
 
   private flushDrainWaiters(): void {

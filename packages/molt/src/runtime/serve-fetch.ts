@@ -1,29 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
 import type { AppModule } from '@molt/app';
+import { lazyRequest, plainResponse } from './web-objects.js';
 
 /** The one indirection between the socket and the app: a hot upgrade swaps `app`. */
 export interface AppSlot {
   app: AppModule;
-}
-
-/** Builds a web `Request` from a Node request; the body streams, it is never read whole. */
-export function toRequest(req: IncomingMessage, signal: AbortSignal): Request {
-  const headers = new Headers();
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue;
-    headers.append(name, raw[i + 1]!);
-  }
-  const url = `http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`;
-  const method = req.method ?? 'GET';
-  const init: RequestInit & { duplex?: 'half' } = { method, headers, signal };
-  if (method !== 'GET' && method !== 'HEAD') {
-    init.body = Readable.toWeb(req) as ReadableStream<Uint8Array>;
-    init.duplex = 'half';
-  }
-  return new Request(url, init);
 }
 
 /**
@@ -47,6 +28,12 @@ function bodySource(response: Response): string | Uint8Array | undefined {
  * so server-sent events flow one by one; writing waits for `drain` when the client is slow.
  */
 export async function writeResponse(res: ServerResponse, response: Response): Promise<void> {
+  const plain = plainResponse(response);
+  if (plain) {
+    res.writeHead(plain.status, plain.statusText, plain.headers);
+    res.end(plain.body ?? undefined);
+    return;
+  }
   const headers: string[] = [];
   response.headers.forEach((value, name) => {
     if (name === 'set-cookie') return;
@@ -97,13 +84,9 @@ export function fetchHandler(slot: AppSlot, onError: (err: unknown) => void, isD
   return (req: IncomingMessage, res: ServerResponse): void => {
     // A draining worker tells keep-alive clients to reconnect elsewhere.
     if (isDraining()) res.shouldKeepAlive = false;
-    const abort = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) abort.abort();
-    });
     let request: Request;
     try {
-      request = toRequest(req, abort.signal);
+      request = lazyRequest(req, res);
     } catch (err) {
       res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'MOLT_ERR_BAD_REQUEST', message: String(err) } }));
       return;

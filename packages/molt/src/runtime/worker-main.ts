@@ -11,12 +11,14 @@ import { pathToFileURL } from 'node:url';
 import { MOLT_APP_ENTRY } from './molt-app-entry.js';
 import type { ServerToWorker, WorkerToServer } from './control-messages.js';
 import { type AppSlot, fetchHandler } from './serve-fetch.js';
+import { installWebObjects } from './web-objects.js';
 import type { AppModule } from '@molt/app';
 
 const send = (msg: WorkerToServer): void => {
   if (process.send && process.connected) process.send(msg);
 };
 
+installWebObjects();
 register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href } });
 
 const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
