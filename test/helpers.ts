@@ -52,7 +52,10 @@ export class ServerProcess {
 
   /** Runs the CLI against this server as the given token (admin by default). */
   molt(args: string[], opts: { token?: string; cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
-    return molt(args, { cwd: opts.cwd, env: { MOLT_SERVER: this.url, MOLT_TOKEN: opts.token ?? this.adminToken, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), ...opts.env } });
+    return molt(args, {
+      cwd: opts.cwd,
+      env: { MOLT_SERVER: this.url, MOLT_TOKEN: opts.token ?? this.adminToken, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), MOLT_CACHE_DIR: join(this.dataDir, 'cache'), ...opts.env },
+    });
   }
 
   /** Calls the API directly. */
@@ -143,6 +146,9 @@ export default {
     if (url.pathname === '/headers') return Response.json(Object.fromEntries(req.headers));
     if (url.pathname === '/echo') return new Response(req.body, { headers: { 'content-type': req.headers.get('content-type') ?? 'text/plain' } });
     if (url.pathname === '/pid') return new Response(String(process.pid));
+    if (url.pathname === '/many-headers') return new Response('many', { headers: Object.fromEntries(Array.from({ length: 40 }, (_, i) => ["x-h" + i, String(i)])) });
+    if (url.pathname === '/big') return new Response(new Uint8Array(Number(url.searchParams.get('mb') ?? 1) << 20).fill(97));
+    if (url.pathname === '/count') { let n = 0; for await (const c of req.body ?? []) n += c.length; return new Response(String(n)); }
     if (url.pathname === '/crash') { setTimeout(() => process.exit(3), 10); return new Response('bye'); }
     return new Response(${JSON.stringify(opts.body ?? 'hello')});
   },

@@ -12,6 +12,8 @@ describe('the seed "update image" flow with examples/get-start', () => {
   beforeAll(async () => {
     await server.start();
     app = copyExample('get-start', 100);
+    const prepared = await server.molt(['app', 'prepare'], { cwd: app });
+    expect(prepared.code, prepared.stderr).toBe(0);
     const created = await server.molt(['app', 'create'], { cwd: app });
     expect(created.code, created.stderr).toBe(0);
     token = await server.createToken('default', 'invoker');

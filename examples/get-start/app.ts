@@ -1,3 +1,6 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runtime } from '@molt/app';
 import { greeting } from './greeting.ts';
 
 const encoder = new TextEncoder();
@@ -26,14 +29,22 @@ function sse(): Response {
   return new Response(body, { headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' } });
 }
 
+/** `/show-volume` prints the file `my-model` of the volume `get-start-volume`. */
+async function showVolume(): Promise<Response> {
+  const text = await readFile(join(runtime.volume('get-start-volume').path, 'my-model'), 'utf8');
+  return new Response(text);
+}
+
 export default {
-  fetch(request: Request): Response {
+  fetch(request: Request): Response | Promise<Response> {
     const { pathname } = new URL(request.url);
     switch (pathname) {
       case '/hello':
         return new Response(`${greeting}\n`);
       case '/sse':
         return sse();
+      case '/show-volume':
+        return showVolume();
       case '/healthz':
         return new Response('ok\n');
       default:

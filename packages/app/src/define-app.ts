@@ -10,8 +10,12 @@ export interface ResourceRequests {
   gpuConstraints?: string[];
 }
 
-/** A volume the app reads: the latest revision (default) or a pinned one. */
-export type VolumeRef = { name: string; useLatest?: true } | { name: string; revision: string };
+/**
+ * A volume the app reads: the latest revision (default) or a pinned one. `name` is a volume of the
+ * app's namespace, or `owner-namespace/name` for one shared with it. `init` is a directory, relative
+ * to the config, whose files become the first revision when `molt app prepare` creates the volume.
+ */
+export type VolumeRef = { name: string; useLatest?: true; init?: string } | { name: string; revision: string; init?: string };
 
 /** How molt decides that a new worker may take traffic. */
 export interface ReadinessConfig {

@@ -12,4 +12,4 @@ export type {
   RolloutConfig,
 } from './define-app.js';
 export { runtime } from './runtime-api.js';
-export type { RuntimeInfo } from './runtime-api.js';
+export type { RuntimeInfo, VolumeInfo } from './runtime-api.js';

@@ -10,6 +10,14 @@ export interface RuntimeInfo {
   revision: number;
   /** Release id this worker runs. */
   release: string;
+  /** The volumes this worker reads, by the name the app's config gives them. */
+  volumes: Record<string, VolumeInfo>;
+}
+
+/** A volume as the worker sees it: a read-only directory holding one revision. */
+export interface VolumeInfo {
+  path: string;
+  revision: string;
 }
 
 const info: RuntimeInfo = {
@@ -18,7 +26,16 @@ const info: RuntimeInfo = {
   namespace: readEnv('MOLT_NAMESPACE', 'default'),
   revision: Number(readEnv('MOLT_REVISION', '0')),
   release: readEnv('MOLT_RELEASE', ''),
+  volumes: readVolumes(),
 };
+
+function readVolumes(): Record<string, VolumeInfo> {
+  try {
+    return JSON.parse(readEnv('MOLT_VOLUMES', '{}')) as Record<string, VolumeInfo>;
+  } catch {
+    return {};
+  }
+}
 
 function readEnv(name: string, fallback: string): string {
   const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
@@ -36,4 +53,16 @@ function readEnv(name: string, fallback: string): string {
  */
 export const runtime = {
   info,
+  /**
+   * The directory of a volume the app's config names, e.g. `runtime.volume('my-model').path`.
+   * Throws, naming the volumes there are, when the app's config does not list it.
+   */
+  volume(name: string): VolumeInfo {
+    const v = info.volumes[name];
+    if (!v) {
+      const known = Object.keys(info.volumes);
+      throw new Error(`volume ${name} is not in this app's config (volumes: ${known.length ? known.join(', ') : 'none'}); add { name: '${name}' } to volumes in molt.config.ts`);
+    }
+    return v;
+  },
 };

@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256 } from '../ids.js';
 
@@ -41,6 +41,11 @@ export class BlobStore {
     mkdirSync(join(this.root, 'sha256', hash.slice(0, 2)), { recursive: true });
     chmodSync(src, 0o444);
     renameSync(src, dest);
+  }
+
+  /** A stored blob as UTF-8 text (trees and manifests). */
+  readText(hash: string): string {
+    return readFileSync(this.path(hash), 'utf8');
   }
 
   /** Stores bytes and returns their hash. */

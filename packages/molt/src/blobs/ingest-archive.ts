@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { Parser, type ReadEntry } from 'tar';
 import { MoltError } from '../errors.js';
 import type { BlobStore } from './blob-store.js';
-import { assertSafeTree, encodeTree, treeHash, unsafePathReason, type Tree } from './tree.js';
+import { assertSafeTree, encodeTree, treeHash, treeSize, unsafePathReason, type Tree } from './tree.js';
 
 /** The tar entry that carries the tree; every other entry is a file of that tree. */
 export const TREE_ENTRY = 'MOLT-TREE.json';
@@ -16,6 +16,8 @@ export interface IngestLimits {
   maxBytes: number;
   /** Most entries a tree may have. */
   maxFiles: number;
+  /** Most bytes the tree's files may hold in all, with the server flag that sets it. */
+  maxTreeBytes?: { bytes: number; flag: string };
 }
 
 export interface IngestResult {
@@ -117,6 +119,10 @@ export async function ingestArchive(body: Readable, blobs: BlobStore, limits: In
     assertSafeTree(tree);
     if (tree.entries.length > limits.maxFiles) {
       throw new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `tree has ${tree.entries.length} entries, over the limit of ${limits.maxFiles}; raise the server's file limit or upload fewer files`);
+    }
+    const size = treeSize(tree);
+    if (limits.maxTreeBytes && size > limits.maxTreeBytes.bytes) {
+      throw new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `tree holds ${size} bytes, over the limit of ${limits.maxTreeBytes.bytes}; remove files or raise ${limits.maxTreeBytes.flag} on the server`);
     }
     for (const entry of tree.entries) {
       if (entry.type === 'file' && !staged.has(entry.hash) && !blobs.has(entry.hash)) {

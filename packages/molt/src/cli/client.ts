@@ -34,13 +34,20 @@ export class Client {
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const res = await this.send(method, path, body === undefined ? undefined : JSON.stringify(body), body === undefined ? {} : { 'content-type': 'application/json' });
-    return (await res.json()) as T;
+    const text = await res.text();
+    return (text ? JSON.parse(text) : undefined) as T;
   }
 
   /** Uploads a stream (a tar) and returns the JSON answer. */
   async upload<T>(path: string, stream: Readable): Promise<T> {
     const res = await this.send('POST', path, Readable.toWeb(stream) as ReadableStream, { 'content-type': 'application/x-tar' });
     return (await res.json()) as T;
+  }
+
+  /** POSTs JSON and returns the answer's body as a stream (a tar download). */
+  async download(path: string, body: unknown): Promise<Readable> {
+    const res = await this.send('POST', path, JSON.stringify(body), { 'content-type': 'application/json' });
+    return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
   }
 
   /** Calls `onItem` for each line of an NDJSON stream until it ends. */

@@ -12,7 +12,7 @@ export async function pushRelease(client: Client, namespace: string, dir: string
   const built = await buildRelease(dir, { file });
   const files = built.scanned.tree.entries.length;
   say(`built release ${built.id.slice(0, 12)} of ${built.spec.name}: ${built.manifest.modules.length} module(s), ${files} file(s)`);
-  const plan = await planUpload(client, namespace, built.scanned);
+  const plan = await planUpload(client, `/api/v1/namespaces/${namespace}/blobs/missing`, built.scanned);
   say(`uploading ${plan.paths.length} new file(s) (${plan.bytes} B); the server has the rest`);
   const res = await client.upload<{ release: ReleaseRow }>(`/api/v1/namespaces/${namespace}/releases`, uploadArchive(built.dir, built.scanned, plan));
   return { built, release: res.release };

@@ -4,6 +4,7 @@ import { appCommands } from './commands/app-commands.js';
 import { releaseCommands } from './commands/release-commands.js';
 import { serverCommand } from './commands/server-command.js';
 import { tokenCommands } from './commands/token-commands.js';
+import { volumeCommands } from './commands/volume-commands.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -18,5 +19,6 @@ export async function main(argv: string[]): Promise<void> {
   tokenCommands(program);
   appCommands(program);
   releaseCommands(program);
+  volumeCommands(program);
   await program.parseAsync(argv);
 }

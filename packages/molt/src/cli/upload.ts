@@ -10,10 +10,10 @@ export interface UploadPlan {
   bytes: number;
 }
 
-/** Asks the server which blobs of a tree it lacks. */
-export async function planUpload(client: Client, namespace: string, scanned: ScannedTree): Promise<UploadPlan> {
+/** Asks the server (at `missingPath`, a `…/blobs/missing` endpoint) which blobs of a tree it lacks. */
+export async function planUpload(client: Client, missingPath: string, scanned: ScannedTree): Promise<UploadPlan> {
   const hashes = [...scanned.files.keys()];
-  const { missing } = await client.request<{ missing: string[] }>('POST', `/api/v1/namespaces/${namespace}/blobs/missing`, { hashes });
+  const { missing } = await client.request<{ missing: string[] }>('POST', missingPath, { hashes });
   const wanted = new Set(missing);
   const paths: string[] = [];
   let bytes = 0;

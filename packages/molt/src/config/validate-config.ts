@@ -2,6 +2,8 @@ import { MoltError } from '../errors.js';
 import type { AppConfig, AppSpec } from './app-spec.js';
 
 const NAME = /^[a-z][a-z0-9-]{0,62}$/;
+/** A volume of the app's namespace, or `owner-namespace/name`. */
+const VOLUME_REF = /^([a-z][a-z0-9-]{0,62}\/)?[a-z][a-z0-9-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const REVISION = /^\d{6}-[0-9a-f]{3}$/;
 const KNOWN = new Set(['name', 'entry', 'workers', 'readiness', 'env', 'resources', 'volumes', 'updatable', 'public', 'rollout']);
@@ -107,18 +109,24 @@ export function validateAppConfig(input: unknown, source = 'app config'): AppSpe
     else {
       c.volumes.forEach((v: unknown, i: number) => {
         const field = `volumes[${i}]`;
-        if (!isObject(v) || typeof v.name !== 'string' || !NAME.test(v.name)) {
-          p.add(field, `must be { name, revision? | useLatest? } with a valid name (got ${show(v)})`, 'set e.g. { name: "my-volume" }');
+        if (!isObject(v) || typeof v.name !== 'string' || !VOLUME_REF.test(v.name)) {
+          p.add(field, `must be { name, revision? | useLatest? } with a valid name, or owner-namespace/name for a shared volume (got ${show(v)})`, 'set e.g. { name: "my-volume" }');
           return;
         }
+        const init = v.init;
+        if (init !== undefined && (typeof init !== 'string' || init.length === 0)) {
+          p.add(`${field}.init`, `must be a directory path (got ${show(init)})`, 'set e.g. init: "./volume-data", or leave it out');
+          return;
+        }
+        const extra = init === undefined ? {} : { init: init as string };
         if (v.revision !== undefined && v.useLatest !== undefined) {
           p.add(field, 'sets both revision and useLatest', 'keep one: a pinned revision or useLatest: true');
         } else if (v.revision !== undefined) {
           if (typeof v.revision !== 'string' || !REVISION.test(v.revision)) p.add(`${field}.revision`, `must look like 000001-08a (got ${show(v.revision)})`, 'copy it from `molt volume get`');
-          else volumes.push({ name: v.name, revision: v.revision });
+          else volumes.push({ name: v.name, revision: v.revision, ...extra });
         } else if (v.useLatest !== undefined && v.useLatest !== true) {
           p.add(`${field}.useLatest`, `must be true when set (got ${show(v.useLatest)})`, 'pin a revision instead to stop following the latest');
-        } else volumes.push({ name: v.name, useLatest: true });
+        } else volumes.push({ name: v.name, useLatest: true, ...extra });
       });
     }
   }

@@ -2,7 +2,7 @@ import type { AppSpec } from '../config/app-spec.js';
 import { validateAppConfig } from '../config/validate-config.js';
 import { MoltError } from '../errors.js';
 import { newId } from '../ids.js';
-import type { AppRow, RevisionRow, RolloutRow } from '../store/types.js';
+import type { AppRow, ResolvedVolume, RevisionRow, RolloutRow, VolumeRevisionRow, VolumeRow } from '../store/types.js';
 import type { ControlPlane } from './control-plane.js';
 
 export interface Change {
@@ -26,14 +26,23 @@ export interface UpdateResult extends UpdatePlan {
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
+/** `ref@revision` for each volume, the form in which changes are shown. */
+const volumeLabels = (volumes: ResolvedVolume[]) => volumes.map((v) => `${v.ref}@${v.revision}${v.useLatest ? '' : ' (pinned)'}`);
+
 /** What differs between the running revision and a proposed one. */
-export function diffRevision(from: { releaseId: string; spec: AppSpec } | undefined, releaseId: string, spec: AppSpec): Change[] {
+export function diffRevision(
+  from: { releaseId: string; spec: AppSpec; volumes: ResolvedVolume[] } | undefined,
+  releaseId: string,
+  spec: AppSpec,
+  volumes: ResolvedVolume[],
+): Change[] {
   if (!from) return [{ field: 'code', from: null, to: releaseId }];
   const changes: Change[] = [];
   if (from.releaseId !== releaseId) changes.push({ field: 'code', from: from.releaseId, to: releaseId });
-  for (const field of ['entry', 'env', 'workers', 'resources', 'volumes', 'readiness', 'rollout', 'public', 'updatable'] as const) {
+  for (const field of ['entry', 'env', 'workers', 'resources', 'readiness', 'rollout', 'public', 'updatable'] as const) {
     if (!same(from.spec[field], spec[field])) changes.push({ field, from: from.spec[field], to: spec[field] });
   }
+  if (!same(volumeLabels(from.volumes), volumeLabels(volumes))) changes.push({ field: 'volumes', from: volumeLabels(from.volumes), to: volumeLabels(volumes) });
   return changes;
 }
 
@@ -65,6 +74,7 @@ export class AppService {
     }
     const spec = validateAppConfig(input.config);
     await this.requireRelease(namespace, input.releaseId);
+    const volumes = await this.cp.volumes.resolve(namespace, spec.volumes);
     if (await this.cp.store.getApp(namespace, spec.name)) {
       throw new MoltError('MOLT_ERR_ALREADY_EXISTS', `app ${spec.name} already exists in namespace ${namespace}; use \`molt app update\` to change it`);
     }
@@ -82,13 +92,13 @@ export class AppService {
     };
     await this.cp.store.insertApp(app);
     const rolloutId = await this.cp.rollouts.claim(app);
-    const rev = await this.insertRevision(app, 1, input.releaseId, spec, 'create');
+    const rev = await this.insertRevision(app, 1, input.releaseId, spec, volumes, 'create');
     await this.cp.syncRoutes(namespace, app.name);
     const rollout = await this.cp.rollouts.start(rolloutId, app, rev);
-    return { app: app.name, revision: 1, rollout, dryRun: false, ...planUpdate(diffRevision(undefined, input.releaseId, spec)) };
+    return { app: app.name, revision: 1, rollout, dryRun: false, ...planUpdate(diffRevision(undefined, input.releaseId, spec, volumes)) };
   }
 
-  private async insertRevision(app: AppRow, revision: number, releaseId: string, spec: AppSpec, cause: string): Promise<RevisionRow> {
+  private async insertRevision(app: AppRow, revision: number, releaseId: string, spec: AppSpec, volumes: ResolvedVolume[], cause: string): Promise<RevisionRow> {
     const rev: RevisionRow = {
       namespace: app.namespace,
       app: app.name,
@@ -99,6 +109,7 @@ export class AppService {
       reason: null,
       cause,
       createdAt: new Date().toISOString(),
+      volumes,
     };
     await this.cp.store.insertRevision(rev);
     return rev;
@@ -125,17 +136,69 @@ export class AppService {
     const releaseId = input.releaseId ?? current?.releaseId;
     if (!releaseId) throw new MoltError('MOLT_ERR_BAD_REQUEST', `app ${name} has no release; send a releaseId`);
     await this.requireRelease(namespace, releaseId);
-    const plan = planUpdate(diffRevision(current, releaseId, spec));
+    const volumes = await this.cp.volumes.resolve(namespace, spec.volumes);
+    const plan = planUpdate(diffRevision(current, releaseId, spec, volumes));
+    if (app.rolloutId && !input.dryRun) {
+      // Already rolling to exactly this (e.g. a volume push started it): follow that rollout.
+      const rollout = await this.cp.store.getRollout(app.rolloutId);
+      const target = rollout && (await this.cp.store.getRevision(namespace, name, rollout.toRevision));
+      if (rollout && target && diffRevision(target, releaseId, spec, volumes).length === 0) {
+        return { app: name, revision: target.revision, rollout, dryRun: false, ...plan, reason: `already rolling to revision ${target.revision} (${target.cause}); following it` };
+      }
+    }
+    if (plan.strategy === 'none' && current) plan.reason = `revision ${current.revision} (${current.cause}) already runs this release, config and volume revisions`;
     if (input.dryRun || plan.strategy === 'none') return { app: name, dryRun: !!input.dryRun, ...plan };
-    return this.deploy(app, releaseId, spec, 'update', plan);
+    return this.deploy(app, releaseId, spec, volumes, 'update', plan);
   }
 
-  private async deploy(app: AppRow, releaseId: string, spec: AppSpec, cause: string, plan: UpdatePlan): Promise<UpdateResult> {
+  /**
+   * A volume got a new revision: every app whose running revision follows that volume's latest
+   * is rolled to it (pinned apps stay). Runs in the background; an app mid-update is rolled once
+   * its rollout is over. Returns the apps it rolls, as `ns/app`.
+   */
+  async followVolume(volume: VolumeRow, rev: VolumeRevisionRow): Promise<string[]> {
+    const followers: AppRow[] = [];
+    for (const app of await this.cp.store.listApps()) {
+      const current = await this.current(app);
+      if (current?.volumes.some((v) => v.volumeId === volume.id && v.useLatest && v.revision !== rev.revision)) followers.push(app);
+    }
+    // Each app's rollout has started (or, for an app mid-update, is queued) when this returns.
+    await Promise.all(followers.map((app) => this.rollToLatestVolumes(app.namespace, app.name, `volume ${volume.namespace}/${volume.name} ${rev.revision}`)));
+    return followers.map((a) => `${a.namespace}/${a.name}`);
+  }
+
+  private async rollToLatestVolumes(namespace: string, name: string, cause: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const app = await this.cp.store.getApp(namespace, name);
+      if (!app || app.paused) return;
+      if (app.rolloutId) {
+        // Someone else's update is running: roll after it, in the background, to whatever is latest then.
+        const busy = app.rolloutId;
+        void this.cp.rollouts.finished(busy, 500).then(() => this.rollToLatestVolumes(namespace, name, cause));
+        return;
+      }
+      const current = await this.current(app);
+      if (!current) return;
+      try {
+        const volumes = await this.cp.volumes.resolve(namespace, current.spec.volumes);
+        const plan = planUpdate(diffRevision(current, current.releaseId, current.spec, volumes));
+        if (plan.strategy === 'none') return;
+        await this.deploy(app, current.releaseId, current.spec, volumes, cause, { ...plan, reason: `${cause}: ${plan.reason}` });
+        return;
+      } catch (err) {
+        if (err instanceof MoltError && err.code === 'MOLT_ERR_ROLLOUT_IN_PROGRESS' && attempt < 3) continue;
+        await this.cp.events.append({ namespace, app: name, level: 'error', type: 'volume.follow.failed', message: `could not roll ${name} to ${cause}: ${err instanceof Error ? err.message : String(err)}` });
+        return;
+      }
+    }
+  }
+
+  private async deploy(app: AppRow, releaseId: string, spec: AppSpec, volumes: ResolvedVolume[], cause: string, plan: UpdatePlan): Promise<UpdateResult> {
     const rolloutId = await this.cp.rollouts.claim(app);
     try {
       const revisions = await this.cp.store.listRevisions(app.namespace, app.name);
       const next = (revisions.at(-1)?.revision ?? 0) + 1;
-      const rev = await this.insertRevision(app, next, releaseId, spec, cause);
+      const rev = await this.insertRevision(app, next, releaseId, spec, volumes, cause);
       await this.cp.syncRoutes(app.namespace, app.name);
       const rollout = await this.cp.rollouts.start(rolloutId, app, rev);
       return { app: app.name, revision: next, rollout, dryRun: false, ...plan };
@@ -162,8 +225,8 @@ export class AppService {
     }
     if (target.revision === app.currentRevision) throw new MoltError('MOLT_ERR_BAD_REQUEST', `revision ${to} is already serving`);
     const current = await this.current(app);
-    const plan = planUpdate(diffRevision(current, target.releaseId, target.spec));
-    return this.deploy(app, target.releaseId, target.spec, `rollback to ${target.revision}`, { ...plan, strategy: 'rolling' });
+    const plan = planUpdate(diffRevision(current, target.releaseId, target.spec, target.volumes));
+    return this.deploy(app, target.releaseId, target.spec, target.volumes, `rollback to ${target.revision}`, { ...plan, strategy: 'rolling' });
   }
 
   async pause(namespace: string, name: string): Promise<AppRow> {

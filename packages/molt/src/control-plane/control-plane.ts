@@ -3,17 +3,21 @@ import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { RouteTable } from '../gateway/route-table.js';
 import type { Store } from '../store/store.js';
+import { AppService } from './app-service.js';
 import { TokenVerifier } from './auth.js';
 import { EventLog } from './event-log.js';
 import { LogHub } from './log-hub.js';
 import { RolloutEngine } from './rollout-engine.js';
 import { Supervisor } from './supervisor.js';
+import { VolumeService } from './volume-service.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
   workerHost: string;
   maxUploadBytes: number;
   maxUploadFiles: number;
+  /** Most bytes a volume revision may hold. */
+  maxVolumeBytes: number;
   maxQueue: number;
   queueTimeoutMs: number;
 }
@@ -27,6 +31,8 @@ export class ControlPlane {
   readonly tokens: TokenVerifier;
   readonly supervisor: Supervisor;
   readonly rollouts: RolloutEngine;
+  readonly apps: AppService;
+  readonly volumes: VolumeService;
 
   constructor(
     readonly store: Store,
@@ -40,6 +46,8 @@ export class ControlPlane {
     this.tokens = new TokenVerifier(store);
     this.supervisor = new Supervisor(store, this.blobs, this.routes, this.events, this.logs, { dataDir: opts.dataDir, workerHost: opts.workerHost });
     this.rollouts = new RolloutEngine(store, this.supervisor, this.events);
+    this.apps = new AppService(this);
+    this.volumes = new VolumeService(this);
   }
 
   /**

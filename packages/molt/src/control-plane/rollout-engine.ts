@@ -62,6 +62,13 @@ export class RolloutEngine {
     return rollout;
   }
 
+  /** Resolves when that rollout has finished here, or after `pollMs` if it runs elsewhere. */
+  async finished(rolloutId: string, pollMs: number): Promise<void> {
+    const run = this.running.get(rolloutId);
+    if (run) await run.catch(() => {});
+    else await new Promise((r) => setTimeout(r, pollMs));
+  }
+
   /** Resolves when every running rollout has finished (shutdown). */
   async waitAll(): Promise<void> {
     await Promise.all(this.running.values());

@@ -9,11 +9,11 @@ import { Gateway, ROUTE_PREFIX } from '../gateway/gateway.js';
 import { newId, newToken, sha256 } from '../ids.js';
 import { openStore } from '../store/open-store.js';
 import { appRoutes } from './api/app-routes.js';
+import { volumeRoutes } from './api/volume-routes.js';
 import type { ApiContext } from './api/context.js';
 import { namespaceRoutes } from './api/namespace-routes.js';
 import { releaseRoutes } from './api/release-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
-import { AppService } from './app-service.js';
 import { ControlPlane } from './control-plane.js';
 
 export interface ServerOptions {
@@ -24,6 +24,7 @@ export interface ServerOptions {
   storeUrl?: string;
   maxUploadBytes?: number;
   maxUploadFiles?: number;
+  maxVolumeBytes?: number;
   maxQueue?: number;
   queueTimeoutMs?: number;
   upstreamTimeoutMs?: number;
@@ -63,7 +64,7 @@ function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
         else handler(req, res);
       }),
   });
-  const ctx: ApiContext = { cp, apps: new AppService(cp) };
+  const ctx: ApiContext = { cp, apps: cp.apps, volumes: cp.volumes };
   api.setErrorHandler((err, _req, reply) => {
     const { status, body } = errorResponse(err);
     void reply.code(status).send(body);
@@ -81,6 +82,7 @@ function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
       tokenRoutes(v1, ctx);
       releaseRoutes(v1, ctx);
       appRoutes(v1, ctx);
+      volumeRoutes(v1, ctx);
     },
     { prefix: '/api/v1' },
   );
@@ -99,6 +101,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     workerHost: '127.0.0.1',
     maxUploadBytes: opts.maxUploadBytes ?? 512 * 1024 * 1024,
     maxUploadFiles: opts.maxUploadFiles ?? 100_000,
+    maxVolumeBytes: opts.maxVolumeBytes ?? 10 * 1024 ** 3,
     maxQueue: opts.maxQueue ?? 1000,
     queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
   });

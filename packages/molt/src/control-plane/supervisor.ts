@@ -7,7 +7,7 @@ import type { Store } from '../store/store.js';
 import type { RevisionRow, WorkerRow } from '../store/types.js';
 import type { EventLog } from './event-log.js';
 import type { LogHub } from './log-hub.js';
-import { describeExit, type WorkerExit, WorkerProcess } from './worker-process.js';
+import { describeExit, type WorkerExit, WorkerProcess, type WorkerVolume } from './worker-process.js';
 import { canTransition, type DetailStatus, type WorkerStatus } from './worker-status.js';
 
 interface LiveWorker {
@@ -70,6 +70,11 @@ export class Supervisor {
     return materializeTree(this.blobs, join(this.opts.dataDir, 'trees'), releaseId);
   }
 
+  /** Materializes each volume revision once (shared by every worker using it), read-only. */
+  volumeDirs(rev: RevisionRow): WorkerVolume[] {
+    return rev.volumes.map((v) => ({ ref: v.ref, revision: v.revision, path: materializeTree(this.blobs, join(this.opts.dataDir, 'trees'), v.treeHash) }));
+  }
+
   /**
    * Starts one worker of a revision and waits until it passes readiness and takes traffic.
    * On failure the process is stopped, the worker is left in ERROR with the reason, and the error is thrown.
@@ -101,6 +106,7 @@ export class Supervisor {
         revision: rev.revision,
         releaseId: rev.releaseId,
         releaseDir: this.releaseDir(rev.releaseId),
+        volumes: this.volumeDirs(rev),
         entry: release?.manifest.entry ?? 'index.js',
         spec: rev.spec,
         host: this.opts.workerHost,

@@ -16,9 +16,23 @@ export interface WorkerLaunch {
   revision: number;
   releaseId: string;
   releaseDir: string;
+  /** The volumes it reads, materialized. */
+  volumes: WorkerVolume[];
   entry: string;
   spec: AppSpec;
   host: string;
+}
+
+export interface WorkerVolume {
+  /** The name the app's config uses. */
+  ref: string;
+  revision: string;
+  path: string;
+}
+
+/** `MOLT_VOLUME_<NAME>`: the name upper-cased, every character outside A–Z and 0–9 made `_`. */
+export function volumeEnvName(ref: string): string {
+  return `MOLT_VOLUME_${ref.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
 }
 
 export interface WorkerExit {
@@ -70,7 +84,9 @@ export class WorkerProcess {
       MOLT_ENTRY: launch.entry,
       MOLT_HOST: launch.host,
       MOLT_PORT: '0',
+      MOLT_VOLUMES: JSON.stringify(Object.fromEntries(launch.volumes.map((v) => [v.ref, { path: v.path, revision: v.revision }]))),
     });
+    for (const v of launch.volumes) env[volumeEnvName(v.ref)] = v.path;
     const execArgv: string[] = ['--enable-source-maps'];
     if (launch.spec.resources.memoryMb) execArgv.push(`--max-old-space-size=${Math.max(16, Math.floor(launch.spec.resources.memoryMb * 0.75))}`);
     const child = spawn(process.execPath, [...execArgv, WORKER_MAIN], {

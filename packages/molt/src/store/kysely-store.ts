@@ -1,13 +1,16 @@
 import { type Kysely, Migrator, type Selectable } from 'kysely';
 import type { Store } from './store.js';
 import { type Database, migrations } from './schema.js';
-import type { AppRow, EventRow, ReleaseRow, RevisionRow, RolloutRow, TokenRow, WorkerRow } from './types.js';
+import type { AppRow, EventRow, ReleaseRow, RevisionRow, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow } from './types.js';
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
 
 const toApp = (r: Row<'apps'>): AppRow => ({ ...r, immutable: !!r.immutable, paused: !!r.paused, currentRevision: Number(r.currentRevision) });
 const toRelease = (r: Row<'releases'>): ReleaseRow => ({ ...r, manifest: JSON.parse(r.manifest), size: Number(r.size), files: Number(r.files) });
-const toRevision = (r: Row<'revisions'>): RevisionRow => ({ ...r, revision: Number(r.revision), spec: JSON.parse(r.spec), status: r.status as RevisionRow['status'] });
+const toRevision = (r: Row<'revisions'>): RevisionRow => ({ ...r, revision: Number(r.revision), spec: JSON.parse(r.spec), volumes: JSON.parse(r.volumes), status: r.status as RevisionRow['status'] });
+const toVolume = (r: Row<'volumes'>): VolumeRow => ({ ...r, latestSeq: Number(r.latestSeq) });
+const toVolumeRevision = (r: Row<'volumeRevisions'>): VolumeRevisionRow => ({ ...r, seq: Number(r.seq), files: Number(r.files), size: Number(r.size) });
+const toGrant = (r: Row<'volumeGrants'>): VolumeGrantRow => ({ ...r, write: !!r.write });
 const toWorker = (r: Row<'workers'>): WorkerRow => ({ ...r, revision: Number(r.revision) }) as WorkerRow;
 const toRollout = (r: Row<'rollouts'>): RolloutRow => ({ ...r, fromRevision: Number(r.fromRevision), toRevision: Number(r.toRevision) }) as RolloutRow;
 const toEvent = (r: Row<'events'>): EventRow => ({ ...r, id: Number(r.id) }) as EventRow;
@@ -141,7 +144,7 @@ export class KyselyStore implements Store {
   }
 
   async insertRevision(rev: RevisionRow): Promise<void> {
-    await this.db.insertInto('revisions').values({ ...rev, spec: JSON.stringify(rev.spec) }).execute();
+    await this.db.insertInto('revisions').values({ ...rev, spec: JSON.stringify(rev.spec), volumes: JSON.stringify(rev.volumes) }).execute();
   }
 
   async getRevision(namespace: string, app: string, revision: number): Promise<RevisionRow | undefined> {
@@ -204,6 +207,76 @@ export class KyselyStore implements Store {
 
   async listRunningRollouts(): Promise<RolloutRow[]> {
     return (await this.db.selectFrom('rollouts').selectAll().where('phase', '=', 'running').execute()).map(toRollout);
+  }
+
+  async insertVolume(volume: VolumeRow): Promise<void> {
+    await this.db.insertInto('volumes').values(volume).execute();
+  }
+
+  async getVolume(namespace: string, name: string): Promise<VolumeRow | undefined> {
+    const r = await this.db.selectFrom('volumes').selectAll().where('namespace', '=', namespace).where('name', '=', name).executeTakeFirst();
+    return r && toVolume(r);
+  }
+
+  async listVolumes(namespace: string): Promise<VolumeRow[]> {
+    return (await this.db.selectFrom('volumes').selectAll().where('namespace', '=', namespace).orderBy('name').execute()).map(toVolume);
+  }
+
+  async listSharedVolumes(namespace: string): Promise<(VolumeRow & { write: boolean })[]> {
+    const rows = await this.db
+      .selectFrom('volumes')
+      .innerJoin('volumeGrants', 'volumeGrants.volumeId', 'volumes.id')
+      .selectAll('volumes')
+      .select('volumeGrants.write as write')
+      .where('volumeGrants.namespace', '=', namespace)
+      .orderBy('volumes.namespace')
+      .orderBy('volumes.name')
+      .execute();
+    return rows.map((r) => ({ ...toVolume(r), write: !!r.write }));
+  }
+
+  async insertVolumeRevision(rev: VolumeRevisionRow, expectedSeq: number): Promise<boolean> {
+    return this.db.transaction().execute(async (tx) => {
+      const moved = await tx
+        .updateTable('volumes')
+        .set({ latestSeq: rev.seq, updatedAt: rev.createdAt })
+        .where('id', '=', rev.volumeId)
+        .where('latestSeq', '=', expectedSeq)
+        .executeTakeFirst();
+      if (Number(moved.numUpdatedRows) === 0) return false;
+      await tx.insertInto('volumeRevisions').values(rev).execute();
+      return true;
+    });
+  }
+
+  async listVolumeRevisions(volumeId: string): Promise<VolumeRevisionRow[]> {
+    return (await this.db.selectFrom('volumeRevisions').selectAll().where('volumeId', '=', volumeId).orderBy('seq').execute()).map(toVolumeRevision);
+  }
+
+  async deleteVolume(volumeId: string): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('volumeGrants').where('volumeId', '=', volumeId).execute();
+      await tx.deleteFrom('volumeRevisions').where('volumeId', '=', volumeId).execute();
+      await tx.deleteFrom('volumes').where('id', '=', volumeId).execute();
+    });
+  }
+
+  async putVolumeGrant(grant: VolumeGrantRow): Promise<void> {
+    const row = { ...grant, write: grant.write ? 1 : 0 };
+    await this.db
+      .insertInto('volumeGrants')
+      .values(row)
+      .onConflict((oc) => oc.columns(['volumeId', 'namespace']).doUpdateSet({ write: row.write }))
+      .execute();
+  }
+
+  async deleteVolumeGrant(volumeId: string, namespace: string): Promise<boolean> {
+    const res = await this.db.deleteFrom('volumeGrants').where('volumeId', '=', volumeId).where('namespace', '=', namespace).executeTakeFirst();
+    return Number(res.numDeletedRows) > 0;
+  }
+
+  async listVolumeGrants(volumeId: string): Promise<VolumeGrantRow[]> {
+    return (await this.db.selectFrom('volumeGrants').selectAll().where('volumeId', '=', volumeId).orderBy('namespace').execute()).map(toGrant);
   }
 
   async appendEvent(event: Omit<EventRow, 'id'>): Promise<EventRow> {

@@ -26,6 +26,7 @@ export interface Database {
     reason: string | null;
     cause: string;
     createdAt: string;
+    volumes: string;
   };
   workers: {
     id: string;
@@ -52,6 +53,9 @@ export interface Database {
     createdAt: string;
     finishedAt: string | null;
   };
+  volumes: { id: string; namespace: string; name: string; latestSeq: number; createdAt: string; updatedAt: string };
+  volumeRevisions: { volumeId: string; seq: number; revision: string; treeHash: string; files: number; size: number; createdAt: string; createdBy: string };
+  volumeGrants: { volumeId: string; namespace: string; write: number; createdAt: string };
   events: {
     id: number;
     ts: string;
@@ -160,6 +164,42 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .addColumn('message', 'text', (c) => c.notNull())
           .execute();
         await db.schema.createIndex('events_app').on('events').columns(['namespace', 'app', 'id']).execute();
+      },
+    },
+    '0002-volumes': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('volumes')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('latestSeq', 'integer', (c) => c.notNull())
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addColumn('updatedAt', 'text', (c) => c.notNull())
+          .addUniqueConstraint('volumes_name', ['namespace', 'name'])
+          .execute();
+        await db.schema
+          .createTable('volumeRevisions')
+          .addColumn('volumeId', 'text', (c) => c.notNull())
+          .addColumn('seq', 'integer', (c) => c.notNull())
+          .addColumn('revision', 'text', (c) => c.notNull())
+          .addColumn('treeHash', 'text', (c) => c.notNull())
+          .addColumn('files', 'integer', (c) => c.notNull())
+          .addColumn('size', 'bigint', (c) => c.notNull())
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addColumn('createdBy', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('volume_revisions_pk', ['volumeId', 'seq'])
+          .execute();
+        await db.schema
+          .createTable('volumeGrants')
+          .addColumn('volumeId', 'text', (c) => c.notNull())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('write', 'integer', (c) => c.notNull())
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('volume_grants_pk', ['volumeId', 'namespace'])
+          .execute();
+        // The volume revisions an app revision runs with, resolved when the revision is made.
+        await db.schema.alterTable('revisions').addColumn('volumes', 'text', (c) => c.notNull().defaultTo('[]')).execute();
       },
     },
   };

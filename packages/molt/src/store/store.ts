@@ -7,6 +7,9 @@ import type {
   RevisionStatus,
   RolloutRow,
   TokenRow,
+  VolumeGrantRow,
+  VolumeRevisionRow,
+  VolumeRow,
   WorkerRow,
 } from './types.js';
 
@@ -90,6 +93,30 @@ export interface Store {
   getRollout(id: string): Promise<RolloutRow | undefined>;
   /** Rollouts still marked running (for recovery at start). */
   listRunningRollouts(): Promise<RolloutRow[]>;
+
+  /** Creates a volume; throws if the name is taken in its namespace. */
+  insertVolume(volume: VolumeRow): Promise<void>;
+  /** One volume by namespace and name. */
+  getVolume(namespace: string, name: string): Promise<VolumeRow | undefined>;
+  /** Volumes of a namespace, by name. */
+  listVolumes(namespace: string): Promise<VolumeRow[]>;
+  /** Volumes other namespaces shared with this one, with the grant. */
+  listSharedVolumes(namespace: string): Promise<(VolumeRow & { write: boolean })[]>;
+  /**
+   * Records the next revision of a volume if `latestSeq` is still `expectedSeq` (else false: a
+   * concurrent push won), and moves the volume's latest to it.
+   */
+  insertVolumeRevision(rev: VolumeRevisionRow, expectedSeq: number): Promise<boolean>;
+  /** Revisions of a volume, oldest first. */
+  listVolumeRevisions(volumeId: string): Promise<VolumeRevisionRow[]>;
+  /** Deletes a volume with its revisions and grants. */
+  deleteVolume(volumeId: string): Promise<void>;
+  /** Gives a namespace read (and with `write`, push) access; replaces an earlier grant. */
+  putVolumeGrant(grant: VolumeGrantRow): Promise<void>;
+  /** Takes a grant away; false if there was none. */
+  deleteVolumeGrant(volumeId: string, namespace: string): Promise<boolean>;
+  /** Grants of a volume. */
+  listVolumeGrants(volumeId: string): Promise<VolumeGrantRow[]>;
 
   /** Appends an event and returns it with its id. */
   appendEvent(event: Omit<EventRow, 'id'>): Promise<EventRow>;

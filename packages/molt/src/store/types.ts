@@ -70,9 +70,11 @@ export interface RevisionRow {
   spec: AppSpec;
   status: RevisionStatus;
   reason: string | null;
-  /** What caused it: `create`, `update`, `rollback`. */
+  /** What caused it: `create`, `update`, `rollback`, `volume …`. */
   cause: string;
   createdAt: string;
+  /** The volume revisions it runs with. */
+  volumes: ResolvedVolume[];
 }
 
 export interface WorkerRow {
@@ -102,6 +104,51 @@ export interface RolloutRow {
   reason: string | null;
   createdAt: string;
   finishedAt: string | null;
+}
+
+export interface VolumeRow {
+  id: string;
+  namespace: string;
+  name: string;
+  /** Sequence number of the newest revision; 0 before the first push. */
+  latestSeq: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface VolumeRevisionRow {
+  volumeId: string;
+  seq: number;
+  /** `NNNNNN-xxx`: the sequence, a dash, the first 3 hex digits of the tree hash. */
+  revision: string;
+  treeHash: string;
+  files: number;
+  size: number;
+  createdAt: string;
+  /** Id of the token that pushed it. */
+  createdBy: string;
+}
+
+export interface VolumeGrantRow {
+  volumeId: string;
+  /** The namespace given access. */
+  namespace: string;
+  /** Whether it may push, besides reading and mounting. */
+  write: boolean;
+  createdAt: string;
+}
+
+/** A volume revision an app revision runs with, resolved when that revision was made. */
+export interface ResolvedVolume {
+  /** The name the app's config uses (`vol`, or `other-ns/vol` for a shared one). */
+  ref: string;
+  volumeId: string;
+  namespace: string;
+  name: string;
+  revision: string;
+  treeHash: string;
+  /** Follows new revisions (true) or stays pinned. */
+  useLatest: boolean;
 }
 
 export interface EventRow {

@@ -24,7 +24,7 @@ async function finish(client: Client, namespace: string, result: UpdateResult): 
 }
 
 function describePlan(r: UpdateResult): string[] {
-  if (r.strategy === 'none') return [`nothing changed: app ${r.app} already runs this release and config`];
+  if (r.strategy === 'none') return [`nothing changed: app ${r.app}: ${r.reason}`];
   const lines = r.changes.map((c) => {
     if (c.field === 'code') return `  code: release ${String(c.from ?? 'none').slice(0, 12)} → ${String(c.to).slice(0, 12)}`;
     return `  ${c.field}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`;
@@ -58,6 +58,19 @@ export function appCommands(program: Command): void {
         const code = await finish(client, namespace, result);
         if (code === 0) say(`route: ${client.server}/api/routes/v1/${namespace}/${result.app}/`);
         return code;
+      }),
+    );
+
+  app
+    .command('prepare')
+    .description("get the app's volumes ready: create missing ones, push local changes (from `molt volume get` paths)")
+    .option('-n, --namespace <ns>', 'namespace')
+    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
+    .option('--dir <dir>', 'app directory', '.')
+    .action(
+      run(async (opts: AppCmdOptions) => {
+        const { prepareVolumes } = await import('./volume-commands.js');
+        for (const line of await prepareVolumes(Client.fromProfile(), namespaceOf(opts), resolve(opts.dir ?? '.'), opts.file)) console.log(line);
       }),
     );
 

@@ -23,6 +23,8 @@ async function deployExample(url: string, dataDir: string, exampleDir: string): 
     else throw err;
   });
   if (!exists) {
+    const { prepareVolumes } = await import('./volume-commands.js');
+    for (const line of await prepareVolumes(admin, 'default', exampleDir, undefined)) say(line);
     const { built, release } = await pushRelease(admin, 'default', exampleDir, undefined, say);
     const result = await admin.request<UpdateResult>('POST', '/api/v1/namespaces/default/apps', { config: built.spec, releaseId: release.id });
     const final = await followRollout(admin, 'default', result.app, result.rollout!.id, say);
@@ -44,7 +46,8 @@ export function serverCommand(program: Command): void {
     .option('--port <port>', 'port to listen on (0 = any free port)', '7070')
     .option('--store <url>', 'postgres://… to keep state in PostgreSQL (default: SQLite in the data dir)')
     .option('--max-upload-bytes <n>', 'largest upload accepted', String(512 * 1024 * 1024))
-    .option('--max-upload-files <n>', 'most files a release or volume may have', '100000')
+    .option('--max-upload-files <n>', 'most files a release or volume revision may have', '100000')
+    .option('--max-volume-bytes <n>', 'most bytes a volume revision may hold', String(10 * 1024 ** 3))
     .option('--upstream-timeout-ms <n>', 'how long a worker has to answer a request before 504', '60000')
     .option('--queue-timeout-ms <n>', 'how long a request waits for a ready worker before 503', '30000')
     .option('--max-queue <n>', 'requests per app that may wait for a ready worker before 503', '1000')
@@ -57,6 +60,7 @@ export function serverCommand(program: Command): void {
         store?: string;
         maxUploadBytes: string;
         maxUploadFiles: string;
+        maxVolumeBytes: string;
         upstreamTimeoutMs: string;
         queueTimeoutMs: string;
         maxQueue: string;
@@ -71,6 +75,7 @@ export function serverCommand(program: Command): void {
           storeUrl: opts.store,
           maxUploadBytes: Number(opts.maxUploadBytes),
           maxUploadFiles: Number(opts.maxUploadFiles),
+          maxVolumeBytes: Number(opts.maxVolumeBytes),
           upstreamTimeoutMs: Number(opts.upstreamTimeoutMs),
           queueTimeoutMs: Number(opts.queueTimeoutMs),
           maxQueue: Number(opts.maxQueue),

@@ -3,11 +3,13 @@ import { MoltError } from '../../errors.js';
 import type { AppService } from '../app-service.js';
 import type { Principal } from '../auth.js';
 import type { ControlPlane } from '../control-plane.js';
+import type { VolumeService } from '../volume-service.js';
 
 /** What every API route module is given. */
 export interface ApiContext {
   cp: ControlPlane;
   apps: AppService;
+  volumes: VolumeService;
 }
 
 declare module 'fastify' {
