@@ -21,13 +21,14 @@ export class ServerProcess {
   constructor(
     readonly dataDir: string,
     readonly extraArgs: string[] = [],
+    readonly env: Record<string, string> = {},
   ) {}
 
   async start(): Promise<this> {
     this.output = '';
     this.child = spawn(process.execPath, [MOLT_BIN, 'server', '--data-dir', this.dataDir, '--port', '0', ...this.extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, MOLT_CONFIG_DIR: join(this.dataDir, 'cli') },
+      env: { ...process.env, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), ...this.env },
     });
     this.child.stdout!.on('data', (c: Buffer) => (this.output += c.toString()));
     this.child.stderr!.on('data', (c: Buffer) => (this.output += c.toString()));

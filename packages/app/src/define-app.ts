@@ -27,7 +27,7 @@ export interface ReadinessConfig {
 
 /** How rolling updates replace workers. */
 export interface RolloutConfig {
-  /** New workers started at once during a rolling update. Default 1. */
+  /** New workers started at once during a rolling update. Default 1; 0 replaces in place (needs maxUnavailable ≥ 1). */
   maxSurge?: number;
   /** Ready workers the update may take away below the current count. Default 0. */
   maxUnavailable?: number;

@@ -139,8 +139,11 @@ export function validateAppConfig(input: unknown, source = 'app config'): AppSpe
   if (c.rollout !== undefined) {
     if (!isObject(c.rollout)) p.add('rollout', `must be an object (got ${show(c.rollout)})`, 'set e.g. rollout: { maxSurge: 1 }');
     else {
-      rollout.maxSurge = positiveInt(p, 'rollout.maxSurge', c.rollout.maxSurge, 1, 1);
+      rollout.maxSurge = positiveInt(p, 'rollout.maxSurge', c.rollout.maxSurge, 1, 0);
       rollout.maxUnavailable = positiveInt(p, 'rollout.maxUnavailable', c.rollout.maxUnavailable, 0, 0);
+      if (rollout.maxSurge === 0 && rollout.maxUnavailable === 0) {
+        p.add('rollout', 'has maxSurge 0 and maxUnavailable 0, so no worker could ever be replaced', 'set maxSurge: 1 (a new worker beside the old ones) or maxUnavailable: 1 (replace in place)');
+      }
       rollout.drainTimeoutMs = positiveInt(p, 'rollout.drainTimeoutMs', c.rollout.drainTimeoutMs, 30_000, 0);
       rollout.stopGraceMs = positiveInt(p, 'rollout.stopGraceMs', c.rollout.stopGraceMs, 5_000, 0);
     }

@@ -9,6 +9,9 @@ import { EventLog } from './event-log.js';
 import { LogHub } from './log-hub.js';
 import { RolloutEngine } from './rollout-engine.js';
 import { Supervisor } from './supervisor.js';
+import type { Cgroups } from './resources/cgroups.js';
+import type { NodeCapacity } from './resources/node-info.js';
+import { Scheduler } from './resources/scheduler.js';
 import { VolumeService } from './volume-service.js';
 
 export interface ControlPlaneOptions {
@@ -20,6 +23,9 @@ export interface ControlPlaneOptions {
   maxVolumeBytes: number;
   maxQueue: number;
   queueTimeoutMs: number;
+  /** This node's capacity (detected, or set by --cpus / --memory-mb). */
+  node: NodeCapacity;
+  cgroups: Cgroups;
 }
 
 /** The parts of the control plane, built once per server and handed to the API routes. */
@@ -44,7 +50,16 @@ export class ControlPlane {
     this.logs = new LogHub(join(opts.dataDir, 'logs'));
     this.routes = new RouteTable({ maxQueue: opts.maxQueue, queueTimeoutMs: opts.queueTimeoutMs });
     this.tokens = new TokenVerifier(store);
-    this.supervisor = new Supervisor(store, this.blobs, this.routes, this.events, this.logs, { dataDir: opts.dataDir, workerHost: opts.workerHost });
+    this.supervisor = new Supervisor(
+      store,
+      this.blobs,
+      this.routes,
+      this.events,
+      this.logs,
+      { dataDir: opts.dataDir, workerHost: opts.workerHost },
+      new Scheduler(opts.node),
+      opts.cgroups,
+    );
     this.rollouts = new RolloutEngine(store, this.supervisor, this.events);
     this.apps = new AppService(this);
     this.volumes = new VolumeService(this);

@@ -10,6 +10,9 @@ import { newId, newToken, sha256 } from '../ids.js';
 import { openStore } from '../store/open-store.js';
 import { appRoutes } from './api/app-routes.js';
 import { volumeRoutes } from './api/volume-routes.js';
+import { nodeRoutes } from './api/node-routes.js';
+import { Cgroups } from './resources/cgroups.js';
+import { detectNode } from './resources/node-info.js';
 import type { ApiContext } from './api/context.js';
 import { namespaceRoutes } from './api/namespace-routes.js';
 import { releaseRoutes } from './api/release-routes.js';
@@ -25,6 +28,11 @@ export interface ServerOptions {
   maxUploadBytes?: number;
   maxUploadFiles?: number;
   maxVolumeBytes?: number;
+  /** Capacity offered to workers; default: this machine's cores and memory. */
+  cpus?: number;
+  memoryMb?: number;
+  /** Where cgroups are mounted (default /sys/fs/cgroup). */
+  cgroupRoot?: string;
   maxQueue?: number;
   queueTimeoutMs?: number;
   upstreamTimeoutMs?: number;
@@ -83,6 +91,7 @@ function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
       releaseRoutes(v1, ctx);
       appRoutes(v1, ctx);
       volumeRoutes(v1, ctx);
+      nodeRoutes(v1, ctx);
     },
     { prefix: '/api/v1' },
   );
@@ -104,6 +113,8 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     maxVolumeBytes: opts.maxVolumeBytes ?? 10 * 1024 ** 3,
     maxQueue: opts.maxQueue ?? 1000,
     queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
+    node: await detectNode({ cpu: opts.cpus, memoryMb: opts.memoryMb }),
+    cgroups: Cgroups.detect(opts.cgroupRoot),
   });
   const adminToken = await bootstrap(cp, dataDir);
   const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));

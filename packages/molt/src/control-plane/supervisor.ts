@@ -7,13 +7,18 @@ import type { Store } from '../store/store.js';
 import type { RevisionRow, WorkerRow } from '../store/types.js';
 import type { EventLog } from './event-log.js';
 import type { LogHub } from './log-hub.js';
-import { describeExit, type WorkerExit, WorkerProcess, type WorkerVolume } from './worker-process.js';
+import { describeExit, type WorkerExit, WorkerProcess, WorkerStartError, type WorkerVolume } from './worker-process.js';
 import { canTransition, type DetailStatus, type WorkerStatus } from './worker-status.js';
+import { type Cgroups, describeLimits, type WorkerCgroup } from './resources/cgroups.js';
+import type { Allocation, Scheduler } from './resources/scheduler.js';
 
 interface LiveWorker {
   row: WorkerRow;
   proc: WorkerProcess;
   stopping: boolean;
+  /** Its cgroup, when its limits are enforced. */
+  cgroup?: WorkerCgroup;
+  memoryMb?: number;
 }
 
 export interface SupervisorOptions {
@@ -31,6 +36,8 @@ export class Supervisor {
   private readonly crashes = new Map<string, number[]>();
   private readonly pendingReplacements = new Map<string, NodeJS.Timeout>();
   private readonly crashListeners = new Set<(w: WorkerRow, exit: WorkerExit) => void>();
+  /** Workers waiting for capacity (PENDING); set to true to give up on one. */
+  private readonly pending = new Map<string, { row: WorkerRow; cancelled: boolean }>();
   private closing = false;
 
   constructor(
@@ -40,6 +47,8 @@ export class Supervisor {
     private readonly events: EventLog,
     private readonly logs: LogHub,
     private readonly opts: SupervisorOptions,
+    readonly scheduler: Scheduler,
+    readonly cgroups: Cgroups,
   ) {}
 
   /** Live detail of a worker (BUSY while it serves), overlaid on what the store says. */
@@ -94,10 +103,31 @@ export class Supervisor {
       port: null,
       createdAt: now,
       deletedAt: null,
+      limits: null,
     };
-    await this.store.insertWorker(row);
     const base = { namespace: rev.namespace, app: rev.app, workerId: row.id, rolloutId: rolloutId ?? null };
-    await this.events.append({ ...base, type: 'worker.created', message: `worker ${row.id} created for revision ${rev.revision}` });
+    // Trees first: nothing is reserved for a worker whose files cannot be made.
+    const releaseDir = this.releaseDir(rev.releaseId);
+    const volumes = this.volumeDirs(rev);
+    const allocation = await this.place(row, rev, base);
+    const { resources } = rev.spec;
+    let cgroup: WorkerCgroup | undefined;
+    let limits = describeLimits(resources, this.cgroups);
+    try {
+      cgroup = this.cgroups.create(row.id, resources);
+    } catch (err) {
+      limits = `${limits} NOT ENFORCED: cannot set up its cgroup (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    }
+    if (allocation.gpus.length > 0) limits = `${limits ? `${limits}, ` : ''}GPU ${allocation.gpus.join(',')}`;
+    row.limits = limits || null;
+    if (row.status === 'PENDING') {
+      await this.store.updateWorker(row.id, { limits: row.limits });
+      await this.setStatus(row, 'CREATED', 'IN_FLIGHT', null);
+      await this.events.append({ ...base, type: 'worker.created', message: `worker ${row.id} placed: capacity is free` });
+    } else {
+      await this.store.insertWorker(row);
+      await this.events.append({ ...base, type: 'worker.created', message: `worker ${row.id} created for revision ${rev.revision}` });
+    }
     const proc = new WorkerProcess(
       {
         id: row.id,
@@ -105,17 +135,24 @@ export class Supervisor {
         app: rev.app,
         revision: rev.revision,
         releaseId: rev.releaseId,
-        releaseDir: this.releaseDir(rev.releaseId),
-        volumes: this.volumeDirs(rev),
+        releaseDir,
+        volumes,
+        cgroupProcs: cgroup?.procs ?? [],
+        cudaVisibleDevices: this.scheduler.node.gpus.length > 0 ? allocation.gpus.join(',') : undefined,
         entry: release?.manifest.entry ?? 'index.js',
         spec: rev.spec,
         host: this.opts.workerHost,
       },
       (line) => this.logs.write(rev.namespace, rev.app, line),
       (exit) => void this.handleExit(row.id, exit),
-      () => void this.logs.close(row.id),
+      () => {
+        void this.logs.close(row.id);
+        // The process is gone: its capacity is free and its cgroup can go.
+        this.scheduler.release(row.id);
+        void cgroup?.remove();
+      },
     );
-    const live: LiveWorker = { row, proc, stopping: false };
+    const live: LiveWorker = { row, proc, stopping: false, cgroup, memoryMb: resources.memoryMb };
     this.live.set(row.id, live);
     try {
       await proc.start(() => {
@@ -124,10 +161,11 @@ export class Supervisor {
         void this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT');
       });
     } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
+      const reason = this.oomReason(live) ?? (err instanceof Error ? err.message : String(err));
       live.stopping = true;
       await proc.stop(1000);
       this.live.delete(row.id);
+      this.scheduler.release(row.id);
       await this.setStatus(live, 'ERROR', null, reason);
       this.logs.write(rev.namespace, rev.app, { ts: new Date().toISOString(), workerId: row.id, stream: 'molt', line: `start failed: ${reason}` });
       await this.events.append({ ...base, level: 'error', type: 'worker.failed', message: `worker ${row.id} failed to start: ${reason}` });
@@ -141,11 +179,62 @@ export class Supervisor {
     return row;
   }
 
+  /** `OOM: …` when the kernel killed the worker at its memory limit. */
+  private oomReason(live: LiveWorker): string | undefined {
+    return live.cgroup?.oomKilled() ? `OOM: killed at its memory limit of ${live.memoryMb} MiB` : undefined;
+  }
+
+  /**
+   * Reserves the revision's resources for a new worker. While they are not free the worker is
+   * PENDING with the reason in its detail; it gives up (ERROR) at the readiness deadline or
+   * when it is stopped.
+   */
+  private async place(row: WorkerRow, rev: RevisionRow, base: { namespace: string; app: string; workerId: string; rolloutId: string | null }): Promise<Allocation> {
+    const app = `${rev.namespace}/${rev.app}`;
+    let placement = this.scheduler.place(row.id, app, rev.spec.resources);
+    if (placement.ok) return placement.allocation;
+    const never = this.scheduler.fits(rev.spec.resources);
+    row.status = 'PENDING';
+    row.detailStatus = null;
+    row.detail = never ? `cannot be placed: ${never}` : placement.reason;
+    await this.store.insertWorker(row);
+    await this.events.append({ ...base, level: 'warn', type: 'worker.pending', message: `worker ${row.id} PENDING: ${row.detail}` });
+    const waiting = { row, cancelled: false };
+    this.pending.set(row.id, waiting);
+    const timeoutMs = rev.spec.readiness.timeoutMs;
+    const deadline = Date.now() + timeoutMs;
+    try {
+      for (;;) {
+        if (waiting.cancelled || this.closing) {
+          await this.setStatus(row, 'TERMINATED', null, 'stopped while waiting for capacity');
+          throw new WorkerStartError(`worker ${row.id} was stopped while waiting for capacity`);
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          const hint = base.rolloutId && this.workersOf(rev.namespace, rev.app).length > 0
+            ? '; a rolling update needs room for its surge workers beside the old ones: free capacity, or set rollout: { maxSurge: 0, maxUnavailable: 1 } to replace workers in place'
+            : '';
+          const reason = `${row.detail}; not placed within ${timeoutMs} ms (readiness.timeoutMs)${hint}`;
+          await this.setStatus(row, 'ERROR', null, reason);
+          await this.events.append({ ...base, level: 'error', type: 'worker.failed', message: `worker ${row.id} failed to start: ${reason}` });
+          throw new WorkerStartError(reason);
+        }
+        await this.scheduler.nextRelease(Math.min(left, 500));
+        placement = this.scheduler.place(row.id, app, rev.spec.resources);
+        if (placement.ok) return placement.allocation;
+      }
+    } finally {
+      this.pending.delete(row.id);
+    }
+  }
+
   /**
    * Takes a worker out of rotation, lets in-flight requests finish (streams until `drainTimeoutMs`),
    * then SIGTERM and SIGKILL after `graceMs`. Resolves when it is TERMINATED.
    */
   async stopWorker(workerId: string, opts: { drainTimeoutMs: number; graceMs: number; rolloutId?: string | null; reason?: string }): Promise<void> {
+    const waiting = this.pending.get(workerId);
+    if (waiting) waiting.cancelled = true;
     const live = this.live.get(workerId);
     if (!live || live.stopping) return;
     live.stopping = true;
@@ -171,7 +260,7 @@ export class Supervisor {
     if (live.row.status !== 'RUNNING') return;
     this.live.delete(workerId);
     this.routes.removeWorker(workerId);
-    const reason = `crashed (${describeExit(exit.code, exit.signal)})`;
+    const reason = this.oomReason(live) ?? `crashed (${describeExit(exit.code, exit.signal)})`;
     await this.setStatus(live, 'ERROR', null, reason);
     const { namespace, app } = live.row;
     this.logs.write(namespace, app, { ts: new Date().toISOString(), workerId, stream: 'molt', line: `worker ${reason}` });
@@ -232,6 +321,7 @@ export class Supervisor {
     const t = this.pendingReplacements.get(`${namespace}/${app}`);
     if (t) clearTimeout(t);
     this.pendingReplacements.delete(`${namespace}/${app}`);
+    for (const p of this.pending.values()) if (p.row.namespace === namespace && p.row.app === app) p.cancelled = true;
     await Promise.all(this.workersOf(namespace, app).map((w) => this.stopWorker(w.id, { drainTimeoutMs, graceMs, reason })));
   }
 

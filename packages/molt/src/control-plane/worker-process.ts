@@ -6,6 +6,8 @@ import type { ServerToWorker, WorkerToServer } from '../runtime/control-messages
 import { lineSplitter, type LogLine } from './log-hub.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
+/** Writes the shell's pid into each cgroup, then execs Node in its place. */
+const ENTER_CGROUPS = 'IFS=:; for f in $MOLT_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset MOLT_CGROUP_PROCS; exec "$0" "$@"';
 /** Variables a worker inherits from the server; everything else comes from the app's env. */
 const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'NODE_EXTRA_CA_CERTS'];
 
@@ -18,6 +20,10 @@ export interface WorkerLaunch {
   releaseDir: string;
   /** The volumes it reads, materialized. */
   volumes: WorkerVolume[];
+  /** `cgroup.procs` files the process enters before Node starts (its limits); empty for none. */
+  cgroupProcs: string[];
+  /** `CUDA_VISIBLE_DEVICES`: the GPUs it was given; undefined when the node has none. */
+  cudaVisibleDevices?: string;
   entry: string;
   spec: AppSpec;
   host: string;
@@ -89,9 +95,16 @@ export class WorkerProcess {
     for (const v of launch.volumes) env[volumeEnvName(v.ref)] = v.path;
     const execArgv: string[] = ['--enable-source-maps'];
     if (launch.spec.resources.memoryMb) execArgv.push(`--max-old-space-size=${Math.max(16, Math.floor(launch.spec.resources.memoryMb * 0.75))}`);
-    const child = spawn(process.execPath, [...execArgv, WORKER_MAIN], {
+    if (launch.cudaVisibleDevices !== undefined) env.CUDA_VISIBLE_DEVICES = launch.cudaVisibleDevices;
+    // With limits, a shell enters the worker's cgroups and then becomes Node (same pid), so
+    // nothing the worker does runs outside them.
+    const [command, args] =
+      launch.cgroupProcs.length > 0
+        ? ['/bin/sh', ['-c', ENTER_CGROUPS, process.execPath, ...execArgv, WORKER_MAIN]]
+        : [process.execPath, [...execArgv, WORKER_MAIN]];
+    const child = spawn(command, args, {
       cwd: launch.releaseDir,
-      env,
+      env: launch.cgroupProcs.length > 0 ? { ...env, MOLT_CGROUP_PROCS: launch.cgroupProcs.join(':') } : env,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     this.child = child;

@@ -40,6 +40,7 @@ export interface Database {
     port: number | null;
     createdAt: string;
     deletedAt: string | null;
+    limits: string | null;
   };
   rollouts: {
     id: string;
@@ -200,6 +201,12 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .execute();
         // The volume revisions an app revision runs with, resolved when the revision is made.
         await db.schema.alterTable('revisions').addColumn('volumes', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+      },
+    },
+    '0003-worker-limits': {
+      async up(db: Kysely<any>) {
+        // How the worker's resources are held: limits and whether they are enforced, GPUs given.
+        await db.schema.alterTable('workers').addColumn('limits', 'text').execute();
       },
     },
   };

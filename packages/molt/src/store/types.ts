@@ -89,6 +89,8 @@ export interface WorkerRow {
   port: number | null;
   createdAt: string;
   deletedAt: string | null;
+  /** Its resources as held: `cpu 0.5, 128 MiB (cgroup v1), GPU 0`, or why they are not enforced. */
+  limits: string | null;
 }
 
 export type RolloutPhase = 'running' | 'succeeded' | 'failed';

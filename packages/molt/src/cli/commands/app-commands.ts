@@ -11,6 +11,17 @@ import { stamp, table } from '../table.js';
 
 type AppCmdOptions = AppOptions & { json?: boolean };
 
+interface NodeView {
+  name: string;
+  cpu: number;
+  memoryMb: number;
+  used: { cpu: number; memoryMb: number };
+  workers: number;
+  gpus: { index: number; name: string; memoryMb: number; usedBy: string | null }[];
+  gpuSource: string;
+  limits: string;
+}
+
 const appOptions = (c: Command) =>
   c.option('--app <name>', 'app name (default: the app config in the current directory)').option('-n, --namespace <ns>', 'namespace');
 
@@ -21,6 +32,14 @@ async function finish(client: Client, namespace: string, result: UpdateResult): 
   if (final?.type === 'rollout.succeeded') return 0;
   say(`update of ${result.app} failed; the previous revision keeps serving. See \`molt app history --app ${result.app}\` and \`molt app logs --app ${result.app}\``);
   return 1;
+}
+
+function describeResources(r: { cpu?: number; memoryMb?: number; gpu?: number; gpuConstraints?: string[] }): string {
+  const parts: string[] = [];
+  if (r.cpu) parts.push(`cpu ${r.cpu}`);
+  if (r.memoryMb) parts.push(`memory ${r.memoryMb} MiB`);
+  if (r.gpu) parts.push(`${r.gpu} GPU${r.gpu > 1 ? 's' : ''}${r.gpuConstraints?.length ? ` (${r.gpuConstraints.join(' or ')})` : ''}`);
+  return parts.join(', ') || 'none requested';
 }
 
 function describePlan(r: UpdateResult): string[] {
@@ -133,6 +152,9 @@ export function appCommands(program: Command): void {
             `workers:    ${a.workers.running} running of ${a.spec?.workers ?? '?'} wanted`,
             `status:     ${a.paused ? 'paused' : 'active'}${a.immutable ? ', immutable' : ''}`,
             `public:     ${a.spec?.public ? 'yes' : 'no (token required)'}`,
+            `resources:  ${describeResources(a.spec?.resources ?? {})}`,
+            ...(a.limits as string[]).map((l) => `limits:     ${l}`),
+            `volumes:    ${(a.volumes as { ref: string; revision: string; useLatest: boolean }[]).map((v) => `${v.ref}@${v.revision}${v.useLatest ? '' : ' (pinned)'}`).join(', ') || 'none'}`,
             `route:      ${a.route}`,
           ].join('\n'),
         );
@@ -225,6 +247,25 @@ export function appCommands(program: Command): void {
     .option('--no-watch', 'do not restart on file changes')
     .action(run(async (opts: { dir: string; file?: string; port: string; host: string; watch: boolean }) => (await import('./app-run.js')).runLocally(opts)));
 
+  const node = program.command('node').description('inspect the nodes that run workers');
+  const listNodes = run(async (opts: { json?: boolean }) => {
+    const { nodes } = await Client.fromProfile().request<{ nodes: NodeView[] }>('GET', '/api/v1/nodes');
+    if (opts.json) return printJson(nodes);
+    console.log(
+      table(
+        ['NAME', 'CPU (USED/TOTAL)', 'MEMORY (USED/TOTAL)', 'WORKERS', 'GPUS', 'LIMITS'],
+        nodes.map((n) => [n.name, `${n.used.cpu}/${n.cpu}`, `${n.used.memoryMb}/${n.memoryMb} MiB`, n.workers, n.gpus.length ? `${n.gpus.length}` : `0 (${n.gpuSource})`, n.limits]),
+      ),
+    );
+    for (const n of nodes) {
+      if (n.gpus.length === 0) continue;
+      console.log(`\nGPUs of ${n.name}:`);
+      console.log(table(['INDEX', 'MODEL', 'MEMORY', 'USED_BY'], n.gpus.map((g) => [g.index, g.name, `${g.memoryMb} MiB`, g.usedBy ?? 'free'])));
+    }
+  });
+  node.command('list').description('capacity, use and GPUs per node').option('--json', 'print JSON').action(listNodes);
+  program.command('resources').description('the same as `molt node list`').option('--json', 'print JSON').action(listNodes);
+
   const worker = program.command('worker').description('inspect workers');
   appOptions(worker.command('list'))
     .description("list an app's workers")
@@ -235,12 +276,11 @@ export function appCommands(program: Command): void {
         const t = await appTarget(opts);
         const { workers } = await Client.fromProfile().request<{ workers: WorkerRow[] }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/workers${opts.all ? '?all=1' : ''}`);
         if (opts.json) return printJson(workers);
-        console.log(
-          table(
-            ['ID', 'STATUS', 'DETAIL_STATUS', 'CREATED_AT', 'DELETED_AT', 'REVISION', 'DETAIL'],
-            workers.map((w) => [w.id, w.status, w.detailStatus, stamp(w.createdAt), stamp(w.deletedAt), w.revision, w.detail]),
-          ),
-        );
+        // LIMITS appears once a worker holds resources: what is enforced, or why not.
+        const withLimits = workers.some((w) => w.limits);
+        const headers = ['ID', 'STATUS', 'DETAIL_STATUS', 'CREATED_AT', 'DELETED_AT', 'REVISION', ...(withLimits ? ['LIMITS'] : []), 'DETAIL'];
+        const rows = workers.map((w) => [w.id, w.status, w.detailStatus, stamp(w.createdAt), stamp(w.deletedAt), w.revision, ...(withLimits ? [w.limits] : []), w.detail]);
+        console.log(table(headers, rows));
       }),
     );
 }

@@ -48,6 +48,9 @@ export function serverCommand(program: Command): void {
     .option('--max-upload-bytes <n>', 'largest upload accepted', String(512 * 1024 * 1024))
     .option('--max-upload-files <n>', 'most files a release or volume revision may have', '100000')
     .option('--max-volume-bytes <n>', 'most bytes a volume revision may hold', String(10 * 1024 ** 3))
+    .option('--cpus <n>', 'CPU cores offered to workers (default: all of this machine)')
+    .option('--memory-mb <n>', 'memory offered to workers in MiB (default: all of this machine)')
+    .option('--cgroup-root <dir>', 'where cgroups are mounted; worker limits are enforced there', '/sys/fs/cgroup')
     .option('--upstream-timeout-ms <n>', 'how long a worker has to answer a request before 504', '60000')
     .option('--queue-timeout-ms <n>', 'how long a request waits for a ready worker before 503', '30000')
     .option('--max-queue <n>', 'requests per app that may wait for a ready worker before 503', '1000')
@@ -61,6 +64,9 @@ export function serverCommand(program: Command): void {
         maxUploadBytes: string;
         maxUploadFiles: string;
         maxVolumeBytes: string;
+        cpus?: string;
+        memoryMb?: string;
+        cgroupRoot: string;
         upstreamTimeoutMs: string;
         queueTimeoutMs: string;
         maxQueue: string;
@@ -76,6 +82,9 @@ export function serverCommand(program: Command): void {
           maxUploadBytes: Number(opts.maxUploadBytes),
           maxUploadFiles: Number(opts.maxUploadFiles),
           maxVolumeBytes: Number(opts.maxVolumeBytes),
+          cpus: opts.cpus === undefined ? undefined : Number(opts.cpus),
+          memoryMb: opts.memoryMb === undefined ? undefined : Number(opts.memoryMb),
+          cgroupRoot: opts.cgroupRoot,
           upstreamTimeoutMs: Number(opts.upstreamTimeoutMs),
           queueTimeoutMs: Number(opts.queueTimeoutMs),
           maxQueue: Number(opts.maxQueue),

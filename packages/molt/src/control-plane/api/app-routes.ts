@@ -17,6 +17,9 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
       release: rev?.releaseId ?? null,
       spec: rev?.spec ?? (await cp.store.listRevisions(ns, name)).at(-1)?.spec ?? null,
       workers: { running: workers.filter((w) => w.status === 'RUNNING').length, total: workers.length },
+      volumes: rev?.volumes ?? [],
+      // How the running workers hold their resources (enforced or not, and why).
+      limits: [...new Set(workers.filter((w) => w.status !== 'TERMINATED' && w.status !== 'ERROR' && w.limits).map((w) => w.limits!))],
       route: `/api/routes/v1/${ns}/${name}/`,
     };
   };
