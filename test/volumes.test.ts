@@ -1,8 +1,8 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyExample, ServerProcess, tempDir, waitFor, writeApp } from './helpers.js';
+import { copyExample, MOLT_BIN, ServerProcess, tempDir, waitFor, writeApp } from './helpers.js';
 import { runLoad } from './load.js';
 
 /** A directory of files, each `content` repeated to `size` bytes. */
@@ -20,7 +20,7 @@ function volumeApp(name: string, volumes: unknown[]): string {
   return writeApp(join(tempDir(), name), {
     'molt.config.json': JSON.stringify({ name, entry: 'index.ts', volumes, readiness: { path: '/healthz' }, rollout: { drainTimeoutMs: 2000, stopGraceMs: 2000 } }),
     'index.ts': `
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runtime } from '@molt/app';
 export default {
@@ -28,6 +28,10 @@ export default {
     const url = new URL(req.url);
     if (url.pathname === '/healthz') return new Response('ok');
     if (url.pathname === '/env') return Response.json({ env: process.env.MOLT_VOLUME_DATA, api: runtime.volume('data') });
+    if (url.pathname === '/write') {
+      const tries = [() => writeFileSync(join(process.env.MOLT_VOLUME_DATA!, 'a.txt'), 'overwritten'), () => writeFileSync(join(process.env.MOLT_VOLUME_DATA!, 'new.txt'), 'x'), () => chmodSync(join(process.env.MOLT_VOLUME_DATA!, 'a.txt'), 0o666)];
+      return Response.json(tries.map((t) => { try { t(); return 'written'; } catch (e) { return (e as NodeJS.ErrnoException).code; } }));
+    }
     return new Response(readFileSync(join(process.env.MOLT_VOLUME_DATA!, url.searchParams.get('name') ?? 'a.txt'), 'utf8'));
   },
 };
@@ -135,6 +139,9 @@ describe('volumes', () => {
     expect(await call('follows')).toBe('one');
     const env = JSON.parse(await call('follows', '/env'));
     expect(env.api).toEqual({ path: env.env, revision: v1 });
+    // Read-only for the worker, even as root: no write, no new file, no chmod; the data stays.
+    for (const code of JSON.parse(await call('follows', '/write'))) expect(['EROFS', 'EACCES', 'EPERM']).toContain(code);
+    expect(await call('follows')).toBe('one');
 
     const push = await server.molt(['volume', 'push', 'data', filesDir({ 'a.txt': 'two' })]);
     expect(push.stdout).toContain('app default/follows follows the latest revision: rolling update started');
@@ -225,5 +232,20 @@ describe('the seed "update volume" flow with examples/get-start', () => {
     const workers = await server.molt(['worker', 'list', '-a'], { cwd: app });
     expect(workers.stdout).toMatch(/TERMINATED\s+\S+\s+\S+/);
     expect(workers.stdout).toMatch(/RUNNING\s+FREE/);
+
+    // molt app run reads the local copy, unpushed edits included.
+    writeFileSync(join(path, 'my-model'), 'edited locally\n');
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const child = spawn(process.execPath, [MOLT_BIN, 'app', 'run', '--port', String(port), '--no-watch'], {
+      cwd: app,
+      env: { ...process.env, MOLT_CACHE_DIR: join(server.dataDir, 'cache'), MOLT_CONFIG_DIR: join(server.dataDir, 'cli') },
+      stdio: 'ignore',
+    });
+    try {
+      const local = () => fetch(`http://127.0.0.1:${port}/show-volume`).then((r) => r.text(), () => undefined);
+      expect(await waitFor(local, 15_000, 'molt app run')).toBe('edited locally\n');
+    } finally {
+      child.kill('SIGINT');
+    }
   });
 });

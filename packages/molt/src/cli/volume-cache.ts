@@ -4,7 +4,7 @@
  * `molt app prepare` knows what changed and a push can refuse to overwrite someone else's.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -45,6 +45,22 @@ export function volumePath(volumeId: string): string {
 
 function statePath(volumeId: string): string {
   return join(cacheRoot(), `${volumeId}.json`);
+}
+
+/** The local copy of `namespace/name`, if one was made on this machine (for `molt app run`). */
+export function findLocalCopy(namespace: string, name: string): { dir: string; state: CacheState } | undefined {
+  let files: string[];
+  try {
+    files = readdirSync(cacheRoot()).filter((f) => f.endsWith('.json'));
+  } catch {
+    return undefined;
+  }
+  for (const f of files) {
+    const id = f.slice(0, -'.json'.length);
+    const state = readState(id);
+    if (state?.namespace === namespace && state.name === name && existsSync(volumePath(id))) return { dir: volumePath(id), state };
+  }
+  return undefined;
 }
 
 export function readState(volumeId: string): CacheState | undefined {

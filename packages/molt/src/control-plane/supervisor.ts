@@ -11,6 +11,7 @@ import { describeExit, type WorkerExit, WorkerProcess, WorkerStartError, type Wo
 import { canTransition, type DetailStatus, type WorkerStatus } from './worker-status.js';
 import { type Cgroups, describeLimits, type WorkerCgroup } from './resources/cgroups.js';
 import type { Allocation, Scheduler } from './resources/scheduler.js';
+import { detectReadOnlyMounts } from './resources/isolation.js';
 
 interface LiveWorker {
   row: WorkerRow;
@@ -39,6 +40,8 @@ export class Supervisor {
   /** Workers waiting for capacity (PENDING); set to true to give up on one. */
   private readonly pending = new Map<string, { row: WorkerRow; cancelled: boolean }>();
   private closing = false;
+  /** Whether trees can be read-only mounts for workers here, detected once. */
+  readonly readOnlyMounts = detectReadOnlyMounts();
 
   constructor(
     private readonly store: Store,
@@ -138,6 +141,7 @@ export class Supervisor {
         releaseDir,
         volumes,
         cgroupProcs: cgroup?.procs ?? [],
+        mountNamespace: this.readOnlyMounts.ok,
         cudaVisibleDevices: this.scheduler.node.gpus.length > 0 ? allocation.gpus.join(',') : undefined,
         entry: release?.manifest.entry ?? 'index.js',
         spec: rev.spec,

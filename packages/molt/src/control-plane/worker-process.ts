@@ -4,10 +4,9 @@ import { fileURLToPath } from 'node:url';
 import type { AppSpec } from '../config/app-spec.js';
 import type { ServerToWorker, WorkerToServer } from '../runtime/control-messages.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
+import { launcher } from './resources/isolation.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
-/** Writes the shell's pid into each cgroup, then execs Node in its place. */
-const ENTER_CGROUPS = 'IFS=:; for f in $MOLT_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset MOLT_CGROUP_PROCS; exec "$0" "$@"';
 /** Variables a worker inherits from the server; everything else comes from the app's env. */
 const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'NODE_EXTRA_CA_CERTS'];
 
@@ -22,6 +21,8 @@ export interface WorkerLaunch {
   volumes: WorkerVolume[];
   /** `cgroup.procs` files the process enters before Node starts (its limits); empty for none. */
   cgroupProcs: string[];
+  /** Whether the release and volume directories are made read-only mounts (see isolation.ts). */
+  mountNamespace: boolean;
   /** `CUDA_VISIBLE_DEVICES`: the GPUs it was given; undefined when the node has none. */
   cudaVisibleDevices?: string;
   entry: string;
@@ -96,15 +97,14 @@ export class WorkerProcess {
     const execArgv: string[] = ['--enable-source-maps'];
     if (launch.spec.resources.memoryMb) execArgv.push(`--max-old-space-size=${Math.max(16, Math.floor(launch.spec.resources.memoryMb * 0.75))}`);
     if (launch.cudaVisibleDevices !== undefined) env.CUDA_VISIBLE_DEVICES = launch.cudaVisibleDevices;
-    // With limits, a shell enters the worker's cgroups and then becomes Node (same pid), so
-    // nothing the worker does runs outside them.
-    const [command, args] =
-      launch.cgroupProcs.length > 0
-        ? ['/bin/sh', ['-c', ENTER_CGROUPS, process.execPath, ...execArgv, WORKER_MAIN]]
-        : [process.execPath, [...execArgv, WORKER_MAIN]];
-    const child = spawn(command, args, {
+    const start = launcher(process.execPath, [...execArgv, WORKER_MAIN], {
+      cgroupProcs: launch.cgroupProcs,
+      readOnlyDirs: [launch.releaseDir, ...launch.volumes.map((v) => v.path)],
+      mountNamespace: launch.mountNamespace,
+    });
+    const child = spawn(start.command, start.args, {
       cwd: launch.releaseDir,
-      env: launch.cgroupProcs.length > 0 ? { ...env, MOLT_CGROUP_PROCS: launch.cgroupProcs.join(':') } : env,
+      env: { ...env, ...start.env },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     this.child = child;

@@ -3,7 +3,11 @@ import { watch } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildRelease } from '../../release/build-release.js';
+import { volumeEnvName } from '../../control-plane/worker-process.js';
+import { namespaceOf } from '../context.js';
 import { say } from '../output.js';
+import { findLocalCopy } from '../volume-cache.js';
+import { volumeTarget } from './volume-commands.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../../runtime/worker-main.js', import.meta.url));
 
@@ -18,6 +22,20 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
 
   const start = async (): Promise<void> => {
     const built = await buildRelease(dir, { file: opts.file, outDir: join(dir, '.molt', 'run') });
+    // Volumes come from their local copies (`molt volume get`), edits included.
+    const volumeEnv: Record<string, string> = {};
+    const volumes: Record<string, { path: string; revision: string }> = {};
+    const namespace = namespaceOf({});
+    for (const ref of built.spec.volumes) {
+      const where = volumeTarget(ref.name, { namespace });
+      const copy = findLocalCopy(where.namespace, where.name);
+      if (!copy) {
+        say(`molt: volume ${ref.name} has no local copy; run \`molt volume get ${ref.name}\` to make one`);
+        continue;
+      }
+      volumes[ref.name] = { path: copy.dir, revision: `${copy.state.revision || 'new'} (local copy)` };
+      volumeEnv[volumeEnvName(ref.name)] = copy.dir;
+    }
     child = spawn(process.execPath, ['--enable-source-maps', WORKER_MAIN], {
       cwd: built.dir,
       stdio: ['ignore', 'inherit', 'inherit'],
@@ -29,6 +47,8 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
         MOLT_PORT: opts.port,
         MOLT_HOST: opts.host,
         MOLT_APP: built.spec.name,
+        MOLT_VOLUMES: JSON.stringify(volumes),
+        ...volumeEnv,
       },
     });
     child.on('exit', (code, signal) => {
