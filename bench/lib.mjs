@@ -32,9 +32,10 @@ export async function startMolt(extraArgs = []) {
   }
   const url = /listening on (http:\/\/\S+)/.exec(out)[1];
   const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
-  const env = { ...process.env, MOLT_SERVER: url, MOLT_TOKEN: token, MOLT_CONFIG_DIR: join(dataDir, 'cli') };
+  const env = { ...process.env, MOLT_SERVER: url, MOLT_TOKEN: token, MOLT_CONFIG_DIR: join(dataDir, 'cli'), MOLT_CACHE_DIR: join(dataDir, 'cache') };
   return {
     url,
+    dataDir,
     token,
     pid: child.pid,
     molt: (args, cwd) => run(process.execPath, [MOLT, ...args], { cwd, env }),

@@ -1,28 +1,47 @@
 // `npm run bench`: runs every benchmark and prints the tables that docs/benchmarks.md records.
 import { cpus } from 'node:os';
 import { benchGateway } from './gateway.mjs';
+import { benchVolumes } from './volumes.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
+// `npm run bench -- volumes` runs one part; no argument runs all.
+const only = new Set(process.argv.slice(2));
+const want = (name) => only.size === 0 || only.has(name);
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 console.log(`# molt benchmarks — ${new Date().toISOString()}, Node ${process.version}, ${cpus().length} cores`);
 console.log(`wrk -t1 -c32 -d${seconds}s --latency, ${rounds} interleaved rounds, medians\n`);
 
-const g = await benchGateway({ seconds, rounds });
-const nginx = median(g.results.get('nginx (1 worker, keep-alive upstream)').map((r) => r.rps));
-console.log('| target | req/s | × nginx | p50 ms | p99 ms | errors |');
-console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
-for (const [name, rs] of g.results) {
-  const rps = median(rs.map((r) => r.rps));
-  const errors = rs.reduce((n, r) => n + r.non2xx + r.socketErrors, 0);
-  console.log(`| ${name} | ${fmt(rps)} | ${fmt(rps / nginx, 2)} | ${fmt(median(rs.map((r) => r.p50)), 2)} | ${fmt(median(rs.map((r) => r.p99)), 2)} | ${errors} |`);
+if (want('gateway')) {
+  const g = await benchGateway({ seconds, rounds });
+  const nginx = median(g.results.get('nginx (1 worker, keep-alive upstream)').map((r) => r.rps));
+  console.log('| target | req/s | × nginx | p50 ms | p99 ms | errors |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const [name, rs] of g.results) {
+    const rps = median(rs.map((r) => r.rps));
+    const errors = rs.reduce((n, r) => n + r.non2xx + r.socketErrors, 0);
+    console.log(`| ${name} | ${fmt(rps)} | ${fmt(rps / nginx, 2)} | ${fmt(median(rs.map((r) => r.p50)), 2)} | ${fmt(median(rs.map((r) => r.p99)), 2)} | ${errors} |`);
+  }
+  console.log(`\nmolt server RSS under load: ${fmt(g.rssSteady, 1)} MiB (after the update: ${fmt(g.rssAfter, 1)} MiB)\n`);
+  console.log('| rolling update under load (gateway) | requests | errors | req/s | p50 ms | p99 ms |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const [name, r] of [['steady state (5 s)', g.steady], ['through `molt app update` (8 s)', g.load]]) {
+    console.log(`| ${name} | ${fmt(r.requests)} | ${r.non2xx + r.socketErrors} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} |`);
+  }
+  console.log(`\n\`molt app update\` took ${fmt(g.updateMs)} ms end to end (build, upload, rollout); new code served: ${g.updateOk ? 'yes' : 'NO'}`);
 }
-console.log(`\nmolt server RSS under load: ${fmt(g.rssSteady, 1)} MiB (after the update: ${fmt(g.rssAfter, 1)} MiB)\n`);
-console.log('| rolling update under load (gateway) | requests | errors | req/s | p50 ms | p99 ms |');
-console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
-for (const [name, r] of [['steady state (5 s)', g.steady], ['through `molt app update` (8 s)', g.load]]) {
-  console.log(`| ${name} | ${fmt(r.requests)} | ${r.non2xx + r.socketErrors} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} |`);
+
+if (want('volumes')) {
+  const v = await benchVolumes();
+  const mib = (b) => fmt(b / 1024 / 1024, 1);
+  console.log(`\n| volume push (${fmt(v.files)} files, ${mib(v.totalBytes)} MiB) | time s | revision | files sent | MiB sent |`);
+  console.log('| --- | ---: | --- | ---: | ---: |');
+  for (const p of v.pushes) console.log(`| ${p.name} | ${fmt(p.ms / 1000, 2)} | ${p.changed ? p.revision : `none (stays ${p.revision})`} | ${fmt(p.sentFiles)} | ${mib(p.sentBytes)} |`);
+  console.log(`\n| materializing that revision for a new worker | time s |`);
+  console.log('| --- | ---: |');
+  console.log(`| first worker (hard links from the blob store, dirs made read-only) | ${fmt(v.materializeMs / 1000, 2)} |`);
+  console.log(`| every later worker (already materialized) | ${fmt(v.reuseMs / 1000, 3)} |`);
+  console.log(`| baseline: \`cp -r\` of the same tree | ${fmt(v.copyMs / 1000, 2)} |`);
 }
-console.log(`\n\`molt app update\` took ${fmt(g.updateMs)} ms end to end (build, upload, rollout); new code served: ${g.updateOk ? 'yes' : 'NO'}`);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream, rmSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -7,6 +8,11 @@ import { Parser, type ReadEntry } from 'tar';
 import { MoltError } from '../errors.js';
 import type { BlobStore } from './blob-store.js';
 import { assertSafeTree, encodeTree, treeHash, treeSize, unsafePathReason, type Tree } from './tree.js';
+
+/** Files up to this size are written in one call; larger ones stream to disk. */
+const SMALL_FILE = 4 * 1024 * 1024;
+/** Bytes of small files that may wait to be written before the upload is paused. */
+const MAX_PENDING_BYTES = 64 * 1024 * 1024;
 
 /** The tar entry that carries the tree; every other entry is a file of that tree. */
 export const TREE_ENTRY = 'MOLT-TREE.json';
@@ -79,15 +85,31 @@ export async function ingestArchive(body: Readable, blobs: BlobStore, limits: In
         hash.update(chunk);
         receivedBytes += chunk.length;
       });
-      writes.push(
-        pipeline(entry, createWriteStream(file)).then(() => {
-          staged.set(hash.digest('hex'), file);
-        }),
-      );
+      if (entry.size > SMALL_FILE) {
+        writes.push(pipeline(entry, createWriteStream(file)).then(() => void staged.set(hash.digest('hex'), file)));
+        return;
+      }
+      // Small files are gathered and written in one call, off the parser's path: the parser goes
+      // on to the next entry at once instead of waiting for open, write and close of each file.
+      const chunks: Buffer[] = [];
+      entry.on('data', (chunk: Buffer) => chunks.push(chunk));
+      entry.on('end', () => {
+        const data = Buffer.concat(chunks);
+        pendingBytes += data.length;
+        writes.push(
+          writeFile(file, data).then(() => {
+            staged.set(hash.digest('hex'), file);
+            pendingBytes -= data.length;
+            if (pendingBytes <= MAX_PENDING_BYTES) resumeBody();
+          }),
+        );
+      });
     },
   });
 
   let bodyBytes = 0;
+  let pendingBytes = 0;
+  let resumeBody = () => {};
   try {
     await new Promise<void>((resolvePromise, reject) => {
       body.on('data', (chunk: Buffer) => {
@@ -97,9 +119,13 @@ export async function ingestArchive(body: Readable, blobs: BlobStore, limits: In
           reject(new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `upload is over the limit of ${limits.maxBytes} bytes; raise --max-upload-bytes on the server or upload less`));
           return;
         }
-        if (!parser.write(chunk)) body.pause();
+        // Paused while the parser is full or too many small files wait to be written.
+        if (!parser.write(chunk) || pendingBytes > MAX_PENDING_BYTES) body.pause();
       });
-      parser.on('drain', () => body.resume());
+      resumeBody = () => {
+        if (pendingBytes <= MAX_PENDING_BYTES) body.resume();
+      };
+      parser.on('drain', resumeBody);
       body.on('end', () => parser.end());
       body.on('error', reject);
       parser.on('error', (err: Error) =>

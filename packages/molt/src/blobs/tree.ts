@@ -92,10 +92,33 @@ export interface ScannedTree {
 }
 
 /**
- * Reads a local directory into a tree. Links that leave the directory, devices, FIFOs and
- * sockets are refused with the path named. `skip` is given each relative path.
+ * Hashes already computed for files of a directory, by relative path: `[size, mtimeMs, ino, hash]`.
+ * A file whose size, mtime and inode are unchanged keeps its hash (as git's index does), unless
+ * it changed so close to when the index was written that the mtime cannot tell.
  */
-export async function scanTree(root: string, skip: (rel: string) => boolean = () => false): Promise<ScannedTree> {
+export interface HashIndex {
+  indexedAt: number;
+  entries: Record<string, [number, number, number, string]>;
+}
+
+/**
+ * How long after a scan began a file must not have changed for its mtime to be trusted: the
+ * mtime granularity of its file system (whole seconds on some, nanoseconds on most).
+ */
+const racyMs = (mtimeMs: number) => (Number.isInteger(mtimeMs / 1000) ? 2000 : 50);
+
+/**
+ * Reads a local directory into a tree. Links that leave the directory, devices, FIFOs and
+ * sockets are refused with the path named. `skip` is given each relative path. With `index`,
+ * unchanged files are not hashed again, and the index is brought up to date.
+ */
+export async function scanTree(root: string, skip: (rel: string) => boolean = () => false, index?: HashIndex): Promise<ScannedTree> {
+  const previous = index ? { ...index.entries } : {};
+  const scannedAt = index?.indexedAt ?? 0;
+  if (index) {
+    index.entries = {};
+    index.indexedAt = Date.now();
+  }
   const entries: TreeEntry[] = [];
   const files = new Map<string, string>();
   const walk = async (dir: string): Promise<void> => {
@@ -112,7 +135,10 @@ export async function scanTree(root: string, skip: (rel: string) => boolean = ()
         }
         entries.push({ path: rel, type: 'symlink', target });
       } else if (st.isFile()) {
-        const hash = await hashFile(abs);
+        const known = previous[rel];
+        const reusable = known && known[0] === st.size && known[1] === st.mtimeMs && known[2] === st.ino && st.mtimeMs < scannedAt - racyMs(st.mtimeMs);
+        const hash = reusable ? known[3] : await hashFile(abs);
+        if (index) index.entries[rel] = [st.size, st.mtimeMs, st.ino, hash];
         files.set(hash, abs);
         const entry: TreeEntry = { path: rel, type: 'file', hash, size: st.size };
         if (st.mode & 0o111) entry.executable = true;

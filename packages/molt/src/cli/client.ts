@@ -38,10 +38,31 @@ export class Client {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
-  /** Uploads a stream (a tar) and returns the JSON answer. */
+  /**
+   * Uploads a stream (a tar) and returns the JSON answer. It is piped into a plain `node:http`
+   * request: for a large upload, web streams through `fetch` cost a third of the time.
+   */
   async upload<T>(path: string, stream: Readable): Promise<T> {
-    const res = await this.send('POST', path, Readable.toWeb(stream) as ReadableStream, { 'content-type': 'application/x-tar' });
-    return (await res.json()) as T;
+    const url = new URL(`${this.server}${path}`);
+    const { request } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolvePromise, reject) => {
+      const req = request(url, { method: 'POST', headers: this.headers({ 'content-type': 'application/x-tar' }) }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, text }));
+        res.on('error', reject);
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        // The server may answer (413, 400) and close before the whole upload is sent.
+        if (err.code === 'EPIPE' || err.code === 'ECONNRESET') return;
+        reject(new ApiError(0, 'MOLT_ERR_UNREACHABLE', `cannot reach the molt server at ${this.server} (${err.code ?? err.message}); is \`molt server\` running?`));
+      });
+      stream.on('error', (err) => req.destroy(err));
+      stream.pipe(req);
+    });
+    if (status < 200 || status >= 300) throw this.apiError(status, text);
+    return JSON.parse(text) as T;
   }
 
   /** POSTs JSON and returns the answer's body as a stream (a tar download). */
@@ -70,18 +91,20 @@ export class Client {
       const cause = (err as { cause?: { code?: string } }).cause;
       throw new ApiError(0, 'MOLT_ERR_UNREACHABLE', `cannot reach the molt server at ${this.server} (${cause?.code ?? (err as Error).message}); is \`molt server\` running?`);
     }
-    if (!res.ok) {
-      const text = await res.text();
-      let code: ErrorCode | string = 'MOLT_ERR_HTTP';
-      let message = text || res.statusText;
-      try {
-        const parsed = JSON.parse(text) as { error?: { code: string; message: string } };
-        if (parsed.error) ({ code, message } = parsed.error);
-      } catch {
-        // not JSON: keep the text
-      }
-      throw new ApiError(res.status, code, message);
-    }
+    if (!res.ok) throw this.apiError(res.status, await res.text());
     return res;
+  }
+
+  /** The server's `{ error: { code, message } }` as an ApiError (or the raw text if it is not that). */
+  private apiError(status: number, text: string): ApiError {
+    let code: ErrorCode | string = 'MOLT_ERR_HTTP';
+    let message = text || `HTTP ${status}`;
+    try {
+      const parsed = JSON.parse(text) as { error?: { code: string; message: string } };
+      if (parsed.error) ({ code, message } = parsed.error);
+    } catch {
+      // not JSON: keep the text
+    }
+    return new ApiError(status, code, message);
   }
 }

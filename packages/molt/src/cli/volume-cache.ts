@@ -9,7 +9,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Parser, type ReadEntry } from 'tar';
-import { type ScannedTree, scanTree, type Tree, treeHash } from '../blobs/tree.js';
+import { type HashIndex, type ScannedTree, scanTree, type Tree, treeHash } from '../blobs/tree.js';
 import { MoltError } from '../errors.js';
 import type { VolumeRevisionRow, VolumeRow } from '../store/types.js';
 import type { Client } from './client.js';
@@ -37,6 +37,24 @@ const EMPTY_TREE_HASH = treeHash({ entries: [] });
 
 function cacheRoot(): string {
   return join(process.env.MOLT_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'molt'), 'volumes');
+}
+
+/**
+ * Scans a directory with a hash index kept in the cache, so that a push or a check of a large
+ * volume only hashes the files that changed since the last one.
+ */
+export async function scanIndexed(root: string): Promise<ScannedTree> {
+  const file = join(cacheRoot(), 'index', `${createHash('sha256').update(root).digest('hex').slice(0, 32)}.json`);
+  let index: HashIndex = { indexedAt: 0, entries: {} };
+  try {
+    index = JSON.parse(readFileSync(file, 'utf8')) as HashIndex;
+  } catch {
+    // no index yet: every file is hashed
+  }
+  const scanned = await scanTree(root, () => false, index);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(index));
+  return scanned;
 }
 
 export function volumePath(volumeId: string): string {
@@ -81,7 +99,7 @@ export async function localChanges(volumeId: string): Promise<{ state: CacheStat
   const state = readState(volumeId);
   const dir = volumePath(volumeId);
   if (!state || !existsSync(dir)) return undefined;
-  const scanned = await scanTree(dir);
+  const scanned = await scanIndexed(dir);
   return { state, scanned, changed: treeHash(scanned.tree) !== state.treeHash };
 }
 
@@ -177,7 +195,7 @@ export async function push(client: Client, volume: VolumeRow, dir?: string, opts
   if (!existsSync(root)) {
     throw new MoltError('MOLT_ERR_BAD_REQUEST', `${root} does not exist; pass the directory to push, or run \`molt volume get ${volume.name}\` to make the local copy`);
   }
-  const scanned = await scanTree(root);
+  const scanned = await scanIndexed(root);
   const plan = await planUpload(client, `${base(volume)}/blobs/missing`, scanned);
   const state = fromCache ? readState(volume.id) : undefined;
   const guard = fromCache && state && !opts.force ? `?base=${encodeURIComponent(state.revision)}` : '';
