@@ -42,7 +42,7 @@ describe('draining and stopping old workers', () => {
     })();
     writeApp(dir, files('new'));
     const started = Date.now();
-    const update = server.molt(['app', 'update'], { cwd: dir });
+    const update = server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     const outcome = await reading;
     const streamLasted = Date.now() - started;
     expect((await update).code).toBe(0);
@@ -71,7 +71,7 @@ describe('draining and stopping old workers', () => {
     await new Promise((r) => setTimeout(r, 200));
     writeApp(dir, files('v2'));
     const started = Date.now();
-    const update = await server.molt(['app', 'update'], { cwd: dir });
+    const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     expect(update.code).toBe(0);
     expect(update.stderr).toMatch(/terminated \(killed by SIGKILL\)/);
     expect(Date.now() - started).toBeLessThan(10_000);

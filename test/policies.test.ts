@@ -58,7 +58,7 @@ describe('update policies', () => {
     expect(dry.stdout).toContain('env: {} → {"MODE":"fast"}');
     expect(dry.stdout).toContain('workers: 1 → 2');
     expect(dry.stdout).toContain('resources: {} → {"cpu":0.5}');
-    expect(dry.stdout).toMatch(/strategy: rolling \(code \(new release\), env, workers, resources changed: workers are replaced one by one\)/);
+    expect(dry.stdout).toContain('strategy: rolling (the runtime config changed (env, resources); the worker count changes: workers are replaced one by one)');
     expect(dry.stdout).toContain('dry run: nothing was changed');
     expect(await call('dry')).toBe('before');
     expect((await server.api('GET', '/api/v1/namespaces/default/apps/dry/history')).body.revisions).toHaveLength(1);

@@ -19,8 +19,8 @@ describe('releases', () => {
     expect(a.manifest.dependencyHash).toMatch(/^[0-9a-f]{64}$/);
     expect(a.manifest.configHash).toMatch(/^[0-9a-f]{64}$/);
     expect(a.manifest.modules).toEqual([
-      { path: 'app.js', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: ['greeting.js'] },
-      { path: 'greeting.js', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: [] },
+      { path: 'app.js', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: ['greeting.js'], processes: [], codeChange: false, configChange: false },
+      { path: 'greeting.js', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: [], processes: [], codeChange: false, configChange: false },
     ]);
     // Compiled one by one: app.js imports greeting.js instead of inlining it.
     expect(readFileSync(join(a.dir, 'app.js'), 'utf8')).toContain('from "./greeting.js"');

@@ -121,7 +121,7 @@ describe('CPU and memory capacity', () => {
       return ws.find((w: { status: string }) => w.status === 'PENDING');
     }, 15_000, 'a PENDING worker');
     expect(pendingRow.detail).toBe('waiting for capacity: needs 200 MiB memory (112 of 512 MiB free)');
-    expect((await server.molt(['worker', 'list', '--app', 'mem'])).stdout).toMatch(/PENDING\s+\S+\s+1\s+waiting for capacity: needs 200 MiB memory/);
+    expect((await server.molt(['worker', 'list', '--app', 'mem'])).stdout).toMatch(/PENDING\s+\S+\s+1\s+[0-9a-f]{12}\s+waiting for capacity: needs 200 MiB memory/);
     // Another app going away frees its memory: the pending worker is placed and the create completes.
     expect((await server.molt(['app', 'delete', '--app', 'filler'])).code).toBe(0);
     const result = await create;

@@ -22,7 +22,7 @@ describe('rolling updates', () => {
     // v2 never becomes ready: its readiness path answers 503.
     simpleApp(dir, { name: 'abort-me', body: 'v2', config: { readiness: { path: '/unready', timeoutMs: 1500 } } });
     const load = runLoad(server.route('default', 'abort-me', '/'), { concurrency: 4, headers: { authorization: `Bearer ${server.adminToken}` } });
-    const update = await server.molt(['app', 'update'], { cwd: dir });
+    const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     const result = await load.stop();
 
     expect(update.code).toBe(1);
@@ -48,7 +48,7 @@ describe('rolling updates', () => {
     const dir = simpleApp(join(tempDir(), 'app'), { name: 'crash-load' });
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
     simpleApp(dir, { name: 'crash-load', extra: "throw new Error('boom at load');" });
-    const update = await server.molt(['app', 'update'], { cwd: dir });
+    const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     expect(update.code).toBe(1);
     expect(update.stderr).toContain('boom at load');
     const res = await fetch(server.route('default', 'crash-load', '/'), { headers: { authorization: `Bearer ${server.adminToken}` } });
@@ -62,10 +62,10 @@ describe('rolling updates', () => {
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
     // A slow-starting v2 keeps the first update busy.
     simpleApp(dir, { name: 'busy', body: 'v2', extra: 'await new Promise((r) => setTimeout(r, 2000));' });
-    const first = server.molt(['app', 'update'], { cwd: dir });
+    const first = server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     await waitFor(async () => (await server.api('GET', '/api/v1/namespaces/default/apps/busy')).body.app.rolloutId, 10_000, 'rollout to start');
     simpleApp(dir, { name: 'busy', body: 'v3' });
-    const second = await server.molt(['app', 'update'], { cwd: dir });
+    const second = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     expect(second.code).toBe(1);
     expect(second.stderr).toContain('MOLT_ERR_ROLLOUT_IN_PROGRESS');
     expect(second.stderr).toMatch(/is being updated/);
@@ -76,11 +76,11 @@ describe('rolling updates', () => {
     expect(await res.text()).toBe('v2');
   });
 
-  it('rolls back to the previous revision the same way, as a new revision', async () => {
+  it('rolls back to the previous revision (in place when the plan allows), as a new revision', async () => {
     const dir = simpleApp(join(tempDir(), 'app'), { name: 'roll', body: 'one' });
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
     simpleApp(dir, { name: 'roll', body: 'two' });
-    expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
+    expect((await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir })).code).toBe(0);
     const rollback = await server.molt(['app', 'rollback', '--app', 'roll']);
     expect(rollback.code, rollback.stderr).toBe(0);
     const res = await fetch(server.route('default', 'roll', '/'), { headers: { authorization: `Bearer ${server.adminToken}` } });
@@ -90,7 +90,7 @@ describe('rolling updates', () => {
     expect(history.revisions.map((r: any) => [r.revision, r.status, r.cause])).toEqual([
       [1, 'superseded', 'create'],
       [2, 'superseded', 'update'],
-      [3, 'active', 'rollback to 1'],
+      [3, 'active', 'hot rollback to 1'],
     ]);
     const to2 = await server.molt(['app', 'rollback', '--app', 'roll', '--to', '2']);
     expect(to2.code).toBe(0);
@@ -111,7 +111,7 @@ describe('rolling updates', () => {
       }
     })();
     const dry = await server.molt(['app', 'update', '--dry-run'], { cwd: dir });
-    const update = await server.molt(['app', 'update'], { cwd: dir }).finally(() => (running = false));
+    const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir }).finally(() => (running = false));
     await watch;
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain('workers: 2 → 3');
@@ -133,7 +133,7 @@ describe('rolling updates', () => {
       const r = await server.molt(['worker', 'list', '-a', '--app', 'crashy']);
       return /ERROR.*crashed \(exit code 3\)/.test(r.stdout) && /RUNNING/.test(r.stdout) ? r.stdout : undefined;
     }, 20_000, 'a replacement worker');
-    expect(list).toMatch(/ERROR\s+\S+\s+\S+\s+1\s+crashed \(exit code 3\)/);
+    expect(list).toMatch(/ERROR\s+\S+\s+\S+\s+1\s+[0-9a-f]{12}\s+crashed \(exit code 3\)/);
     expect((await fetch(server.route('default', 'crashy', '/'), { headers: auth })).status).toBe(200);
     expect((await server.molt(['app', 'logs', '--app', 'crashy'])).stdout).toContain('worker crashed (exit code 3)');
   });
@@ -159,7 +159,7 @@ describe('rolling updates', () => {
     const slow = fetch(server.route('default', 'drainer', '/slow?ms=2500'), { headers: auth }).then(async (r) => [r.status, await r.text()]);
     await sleep(200);
     simpleApp(dir, { name: 'drainer', body: 'v2' });
-    const update = await server.molt(['app', 'update'], { cwd: dir });
+    const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     expect(update.code).toBe(0);
     expect(await slow).toEqual([200, 'slow done']);
   });
@@ -172,11 +172,11 @@ describe('a server restart', () => {
     const dir = simpleApp(join(tempDir(), 'app'), { name: 'durable', body: 'one' });
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
     simpleApp(dir, { name: 'durable', body: 'two' });
-    expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
+    expect((await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir })).code).toBe(0);
     const invoker = await server.createToken('default', 'invoker');
     // Start an update that is slow to become ready, and kill the server in the middle of it.
     simpleApp(dir, { name: 'durable', body: 'three', extra: 'await new Promise((r) => setTimeout(r, 5000));' });
-    const pending = server.molt(['app', 'update'], { cwd: dir });
+    const pending = server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     await waitFor(async () => (await server.api('GET', '/api/v1/namespaces/default/apps/durable')).body.app.rolloutId, 10_000);
     await server.stop('SIGKILL');
     await pending;
@@ -197,7 +197,7 @@ describe('a server restart', () => {
       expect(workers.filter((w: any) => w.status === 'RUNNING')).toHaveLength(1);
       // The app can be updated again: the lock of the interrupted rollout was released.
       simpleApp(dir, { name: 'durable', body: 'four' });
-      expect((await again.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
+      expect((await again.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir })).code).toBe(0);
     } finally {
       await again.stop();
     }

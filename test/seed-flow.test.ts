@@ -49,7 +49,7 @@ describe('the seed "update image" flow with examples/get-start', () => {
         await new Promise((r) => setTimeout(r, 10));
       }
     })();
-    const update = await server.molt(['app', 'update'], { cwd: app });
+    const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: app });
     updating = false;
     await watcher;
     // Keep the load on a little after the switch.
@@ -71,7 +71,7 @@ describe('the seed "update image" flow with examples/get-start', () => {
     const rows = after.stdout.split('\n').slice(2).filter(Boolean);
     expect(rows).toHaveLength(2);
     expect(rows[0]).toMatch(new RegExp(`^${oldId}\\s+TERMINATED\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+\\+0000\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+\\+0000`));
-    expect(rows[1]).toMatch(/^\w{22}\s+RUNNING\s+FREE\s+\S+\s+2$/);
+    expect(rows[1]).toMatch(/^\w{22}\s+RUNNING\s+FREE\s+\S+\s+2\s+[0-9a-f]{12}$/);
     // The new worker was seen starting (CREATED or INITIALIZED, IN_FLIGHT) while the old one still ran.
     const states = (id: string) => [...new Set(snapshots.map((s) => s.find((w) => w.id === id)).filter(Boolean).map((w) => `${w!.status}/${w!.detailStatus ?? ''}`))];
     const newId = rows[1]!.split(/\s+/)[0]!;

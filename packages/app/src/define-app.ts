@@ -37,6 +37,16 @@ export interface RolloutConfig {
   stopGraceMs?: number;
 }
 
+/** How hot upgrades (in place) run. */
+export interface HotConfig {
+  /** How long the first upgraded worker is watched (crash, 5xx) before the next. Default 1000. */
+  canaryWindowMs?: number;
+  /** How long a process may take to finish its current message when suspended. Default 5000. */
+  suspendTimeoutMs?: number;
+  /** Module versions a worker may retain before it is recycled by a rolling replacement. Default 2000. */
+  maxRetainedModules?: number;
+}
+
 /** An app's configuration, as written in `molt.config.ts`. */
 export interface AppConfig {
   /** App name: lower-case letters, digits and dashes. */
@@ -55,6 +65,7 @@ export interface AppConfig {
   /** `true` lets anyone call the app's routes without a token. Default `false`. */
   public?: boolean;
   rollout?: RolloutConfig;
+  hot?: HotConfig;
 }
 
 /** What an app's entry module default-exports: the web-standard `fetch` shape. */

@@ -10,6 +10,9 @@ export type {
   VolumeRef,
   ReadinessConfig,
   RolloutConfig,
+  HotConfig,
 } from './define-app.js';
 export { runtime } from './runtime-api.js';
+export { defineProcess, processRuntime } from './process.js';
+export type { CodeChange, Handler, HandlerResult, ProcessHandle, ProcessSpec } from './process.js';
 export type { RuntimeInfo, VolumeInfo } from './runtime-api.js';

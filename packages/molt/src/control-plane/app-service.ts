@@ -4,6 +4,9 @@ import { MoltError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { AppRow, ResolvedVolume, RevisionRow, RolloutRow, VolumeRevisionRow, VolumeRow } from '../store/types.js';
 import type { ControlPlane } from './control-plane.js';
+import type { HotRollout } from './rollout-engine.js';
+import { generatePlan, type UpgradePlan, validatePlan } from '../release/upgrade-plan.js';
+import type { UpgradeInstruction } from '../runtime/control-messages.js';
 
 export interface Change {
   field: 'code' | 'env' | 'workers' | 'resources' | 'volumes' | 'readiness' | 'rollout' | 'public' | 'entry' | 'updatable';
@@ -13,8 +16,20 @@ export interface Change {
 
 export interface UpdatePlan {
   changes: Change[];
-  strategy: 'rolling' | 'none';
+  strategy: 'rolling' | 'hot' | 'none';
   reason: string;
+  /** The in-place plan between the two releases (shown by dry runs; used when hot). */
+  upgrade?: UpgradePlan;
+}
+
+/** How an update may be carried out: chosen by molt (`auto`) or asked for. */
+export type StrategyRequest = 'auto' | 'hot' | 'rolling';
+
+/** A hand-written or transformed plan sent with an update (`rel/plans/<from>-<to>.json`). */
+export interface PlanOverride {
+  up: UpgradeInstruction[];
+  down: UpgradeInstruction[];
+  source?: string;
 }
 
 export interface UpdateResult extends UpdatePlan {
@@ -119,7 +134,63 @@ export class AppService {
     return app.currentRevision ? this.cp.store.getRevision(app.namespace, app.name, app.currentRevision) : undefined;
   }
 
-  async update(namespace: string, name: string, input: { config?: unknown; releaseId?: string; dryRun?: boolean }): Promise<UpdateResult> {
+  /**
+   * Hot or rolling, and why. Hot needs a hot-safe plan between the two releases and no change
+   * that needs new processes (worker count, resources, volumes, readiness, …); `auto` takes hot
+   * whenever it is safe. Asking for hot where it is unsafe is refused with the reason.
+   */
+  private async chooseStrategy(
+    app: AppRow,
+    current: RevisionRow,
+    releaseId: string,
+    spec: AppSpec,
+    plan: UpdatePlan,
+    requested: StrategyRequest,
+    override: PlanOverride | undefined,
+    retry: boolean,
+  ): Promise<{ plan: UpdatePlan; hot?: { up: UpgradeInstruction[]; down: UpgradeInstruction[] } }> {
+    const [fromRelease, toRelease] = await Promise.all([this.cp.store.getRelease(app.namespace, current.releaseId), this.cp.store.getRelease(app.namespace, releaseId)]);
+    if (!fromRelease || !toRelease) return { plan };
+    const upgrade = generatePlan({ id: fromRelease.id, manifest: fromRelease.manifest, spec: current.spec }, { id: toRelease.id, manifest: toRelease.manifest, spec });
+    const blockers = plan.changes
+      .filter((c) => !['code', 'env', 'rollout', 'updatable', 'public', 'entry', 'resources', 'readiness'].includes(c.field))
+      .map((c) => (c.field === 'workers' ? 'the worker count changes' : c.field === 'volumes' ? 'volumes changed (the app has no volume hook)' : `${c.field} changed`));
+    if (upgrade.strategy === 'rolling') blockers.unshift(upgrade.reason.replace(/^hot is unsafe: /, ''));
+    if (!plan.changes.some((c) => c.field === 'code')) blockers.push('the code did not change');
+    if (override) {
+      const problems = validatePlan(override, fromRelease.manifest, toRelease.manifest);
+      if (problems.length > 0) throw new MoltError('MOLT_ERR_BAD_PLAN', `the plan ${override.source ?? 'sent'} does not fit releases ${fromRelease.id.slice(0, 12)} → ${toRelease.id.slice(0, 12)}:\n  - ${problems.join('\n  - ')}`);
+      upgrade.up = override.up;
+      upgrade.down = override.down;
+    }
+    const hotSafe = blockers.length === 0;
+    if (requested === 'hot' && !hotSafe) {
+      throw new MoltError('MOLT_ERR_HOT_UNSAFE', `a hot upgrade of ${app.name} is unsafe: ${blockers.join('; ')}; update with --strategy rolling (or leave --strategy out)`);
+    }
+    const strategy = requested === 'rolling' || !hotSafe ? 'rolling' : 'hot';
+    if (strategy === 'hot' && !retry) {
+      const ghost = (await this.cp.store.listRevisions(app.namespace, app.name)).find((r) => r.releaseId === releaseId && r.status === 'failed' && r.cause.startsWith('hot'));
+      if (ghost) {
+        throw new MoltError(
+          'MOLT_ERR_RELEASE_GHOSTED',
+          `release ${releaseId.slice(0, 12)} failed its hot upgrade as revision ${ghost.revision} (${ghost.reason ?? 'no reason recorded'}); it is not tried again until you say so: \`molt app update --retry\`, or fix it and build a new release`,
+        );
+      }
+    }
+    const reason =
+      strategy === 'hot'
+        ? `${upgrade.reason}; processes keep their state, no worker restarts${override ? ` (plan from ${override.source ?? 'the request'})` : ''}`
+        : requested === 'rolling'
+          ? `asked for (--strategy rolling); ${plan.reason}`
+          : `${blockers.join('; ')}: workers are replaced one by one`;
+    return { plan: { ...plan, strategy, reason, upgrade }, hot: strategy === 'hot' ? { up: upgrade.up, down: upgrade.down } : undefined };
+  }
+
+  async update(
+    namespace: string,
+    name: string,
+    input: { config?: unknown; releaseId?: string; dryRun?: boolean; strategy?: StrategyRequest; plan?: PlanOverride; retry?: boolean },
+  ): Promise<UpdateResult> {
     const app = await this.get(namespace, name);
     if (app.immutable) {
       throw new MoltError(
@@ -147,8 +218,10 @@ export class AppService {
       }
     }
     if (plan.strategy === 'none' && current) plan.reason = `revision ${current.revision} (${current.cause}) already runs this release, config and volume revisions`;
-    if (input.dryRun || plan.strategy === 'none') return { app: name, dryRun: !!input.dryRun, ...plan };
-    return this.deploy(app, releaseId, spec, volumes, 'update', plan);
+    if (plan.strategy === 'none') return { app: name, dryRun: !!input.dryRun, ...plan };
+    const chosen = current ? await this.chooseStrategy(app, current, releaseId, spec, plan, input.strategy ?? 'auto', input.plan, input.retry === true) : { plan };
+    if (input.dryRun) return { app: name, dryRun: true, ...chosen.plan };
+    return this.deploy(app, releaseId, spec, volumes, chosen.hot ? 'hot update' : 'update', chosen.plan, chosen.hot && current ? { from: current, ...chosen.hot, direction: 'up' } : undefined);
   }
 
   /**
@@ -193,14 +266,14 @@ export class AppService {
     }
   }
 
-  private async deploy(app: AppRow, releaseId: string, spec: AppSpec, volumes: ResolvedVolume[], cause: string, plan: UpdatePlan): Promise<UpdateResult> {
+  private async deploy(app: AppRow, releaseId: string, spec: AppSpec, volumes: ResolvedVolume[], cause: string, plan: UpdatePlan, hot?: HotRollout): Promise<UpdateResult> {
     const rolloutId = await this.cp.rollouts.claim(app);
     try {
       const revisions = await this.cp.store.listRevisions(app.namespace, app.name);
       const next = (revisions.at(-1)?.revision ?? 0) + 1;
       const rev = await this.insertRevision(app, next, releaseId, spec, volumes, cause);
       await this.cp.syncRoutes(app.namespace, app.name);
-      const rollout = await this.cp.rollouts.start(rolloutId, app, rev);
+      const rollout = await this.cp.rollouts.start(rolloutId, app, rev, hot);
       return { app: app.name, revision: next, rollout, dryRun: false, ...plan };
     } catch (err) {
       await this.cp.rollouts.release(app);
@@ -226,7 +299,12 @@ export class AppService {
     if (target.revision === app.currentRevision) throw new MoltError('MOLT_ERR_BAD_REQUEST', `revision ${to} is already serving`);
     const current = await this.current(app);
     const plan = planUpdate(diffRevision(current, target.releaseId, target.spec, target.volumes));
-    return this.deploy(app, target.releaseId, target.spec, target.volumes, `rollback to ${target.revision}`, { ...plan, strategy: 'rolling' });
+    // In place when the plan back allows it (OTP's downgrade), else worker by worker.
+    const chosen = current ? await this.chooseStrategy(app, current, target.releaseId, target.spec, plan, 'auto', undefined, true) : { plan };
+    if (chosen.hot && current) {
+      return this.deploy(app, target.releaseId, target.spec, target.volumes, `hot rollback to ${target.revision}`, chosen.plan, { from: current, ...chosen.hot, direction: 'down' });
+    }
+    return this.deploy(app, target.releaseId, target.spec, target.volumes, `rollback to ${target.revision}`, { ...chosen.plan, strategy: 'rolling' });
   }
 
   async pause(namespace: string, name: string): Promise<AppRow> {

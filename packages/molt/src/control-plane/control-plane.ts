@@ -60,7 +60,7 @@ export class ControlPlane {
       new Scheduler(opts.node),
       opts.cgroups,
     );
-    this.rollouts = new RolloutEngine(store, this.supervisor, this.events);
+    this.rollouts = new RolloutEngine(store, this.supervisor, this.events, this.routes);
     this.apps = new AppService(this);
     this.volumes = new VolumeService(this);
   }

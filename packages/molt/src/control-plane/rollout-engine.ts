@@ -4,6 +4,8 @@ import type { Store } from '../store/store.js';
 import type { AppRow, RevisionRow, RolloutRow } from '../store/types.js';
 import type { EventLog } from './event-log.js';
 import type { Supervisor } from './supervisor.js';
+import type { RouteTable } from '../gateway/route-table.js';
+import type { UpgradeInstruction } from '../runtime/control-messages.js';
 
 /**
  * Rolling replacement of an app's workers by those of a new revision.
@@ -15,6 +17,19 @@ import type { Supervisor } from './supervisor.js';
  * The app's rollout lock (`apps.rolloutId`) is taken in the store before anything starts, so a
  * second update of the same app gets 409 even from another control plane.
  */
+/** What a hot rollout needs besides the target revision: where it comes from and the plan. */
+export interface HotRollout {
+  from: RevisionRow;
+  /** The steps to the target and back. */
+  up: UpgradeInstruction[];
+  down: UpgradeInstruction[];
+  /** `down` for a rollback to an older release (its codeChange is told so). */
+  direction: 'up' | 'down';
+}
+
+const DEFAULT_HOT = { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 export class RolloutEngine {
   private readonly running = new Map<string, Promise<void>>();
 
@@ -22,6 +37,7 @@ export class RolloutEngine {
     private readonly store: Store,
     private readonly supervisor: Supervisor,
     private readonly events: EventLog,
+    private readonly routes: RouteTable,
   ) {}
 
   /** Takes the app's rollout lock or throws 409 naming the rollout in progress. */
@@ -43,21 +59,21 @@ export class RolloutEngine {
   }
 
   /** Records the rollout (lock already held) and runs it in the background. */
-  async start(rolloutId: string, app: AppRow, to: RevisionRow): Promise<RolloutRow> {
+  async start(rolloutId: string, app: AppRow, to: RevisionRow, hot?: HotRollout): Promise<RolloutRow> {
     const rollout: RolloutRow = {
       id: rolloutId,
       namespace: app.namespace,
       app: app.name,
       fromRevision: app.currentRevision,
       toRevision: to.revision,
-      strategy: 'rolling',
+      strategy: hot ? 'hot' : 'rolling',
       phase: 'running',
       reason: null,
       createdAt: new Date().toISOString(),
       finishedAt: null,
     };
     await this.store.insertRollout(rollout);
-    const run = this.run(rollout, to).finally(() => this.running.delete(rollout.id));
+    const run = (hot ? this.runHot(rollout, to, hot) : this.run(rollout, to)).finally(() => this.running.delete(rollout.id));
     this.running.set(rollout.id, run);
     return rollout;
   }
@@ -134,6 +150,108 @@ export class RolloutEngine {
       await this.supervisor.reconcile(namespace, app).catch(() => {});
     } finally {
       unsubscribe();
+    }
+  }
+
+  /**
+   * A hot upgrade: each worker in turn loads the new release in place (UPGRADING while it swaps);
+   * the first is a canary watched for `hot.canaryWindowMs` (crash, 5xx). If any worker fails, the
+   * ones already upgraded go back with the `down` plan and the revision fails; its release is not
+   * tried hot again until the user asks (`molt app update --retry`).
+   */
+  private async runHot(rollout: RolloutRow, to: RevisionRow, hot: HotRollout): Promise<void> {
+    const { namespace, app } = rollout;
+    const from = hot.from;
+    const opts = { ...DEFAULT_HOT, ...to.spec.hot };
+    const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'info', workerId: string | null = null) =>
+      this.events.append({ namespace, app, rolloutId: rollout.id, workerId, type, message, level });
+    // The order `worker list` shows: oldest first; the first is the canary.
+    const workers = this.supervisor
+      .workersOf(namespace, app)
+      .sort((a, b) => (a.createdAt === b.createdAt ? (a.id < b.id ? -1 : 1) : a.createdAt < b.createdAt ? -1 : 1))
+      .map((w) => w.id);
+    const upgraded: string[] = [];
+    const overBudget: string[] = [];
+    let crash: string | undefined;
+    const unsubscribe = this.supervisor.onCrash((w) => {
+      if (workers.includes(w.id)) crash = `worker ${w.id} crashed during the hot upgrade`;
+    });
+    const timeoutMs = opts.suspendTimeoutMs + 30_000;
+    await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
+    await ev(
+      'rollout.started',
+      `hot upgrade from revision ${from.revision} to ${to.revision} (release ${from.releaseId.slice(0, 12)} → ${to.releaseId.slice(0, 12)}): ${workers.length} worker(s), one at a time, ${hot.up.length} step(s)`,
+    );
+    try {
+      const releaseDir = this.supervisor.releaseDir(to.releaseId);
+      for (const [i, id] of workers.entries()) {
+        await ev('worker.upgrading', `worker ${id} upgrading in place${i === 0 ? ' (canary)' : ''}`, 'info', id);
+        const r = await this.supervisor.upgradeWorker(
+          id,
+          to.revision,
+          { toRelease: to.releaseId, releaseDir, direction: hot.direction, instructions: hot.up, suspendTimeoutMs: opts.suspendTimeoutMs },
+          timeoutMs,
+          { fromRelease: from.releaseId, fromDir: this.supervisor.releaseDir(from.releaseId), downInstructions: hot.down },
+        );
+        if (!r.ok) throw new Error(`worker ${id} could not upgrade: ${r.phase} failed${r.module ? ` in ${r.module}` : ''}: ${r.error}`);
+        upgraded.push(id);
+        if (r.retainedModules > opts.maxRetainedModules) overBudget.push(id);
+        await ev('worker.upgraded', `worker ${id} runs release ${to.releaseId.slice(0, 12)} (swap ${r.durationMs.toFixed(1)} ms)`, 'info', id);
+        if (i === 0 && opts.canaryWindowMs > 0) {
+          const target = this.routes.target(id);
+          const before = target?.serverErrors ?? 0;
+          const until = Date.now() + opts.canaryWindowMs;
+          while (Date.now() < until && !crash) await sleep(Math.min(100, until - Date.now()));
+          const errors = (target?.serverErrors ?? 0) - before;
+          if (!crash && errors > 0) throw new Error(`canary worker ${id} answered ${errors} request(s) with a 5xx status within ${opts.canaryWindowMs} ms`);
+        }
+        if (crash) throw new Error(crash);
+      }
+      await this.store.updateApp(namespace, app, { currentRevision: to.revision, rolloutId: null });
+      await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
+      if (from.revision > 0) await this.store.setRevisionStatus(namespace, app, from.revision, 'superseded');
+      await this.store.updateRollout(rollout.id, { phase: 'succeeded', finishedAt: new Date().toISOString() });
+      await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
+      for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      await ev('rollout.aborting', `hot upgrade aborted: ${reason}; downgrading ${upgraded.length} upgraded worker(s) in place`, 'error');
+      const fromDir = this.supervisor.releaseDir(from.releaseId);
+      for (const id of [...upgraded].reverse()) {
+        const r = await this.supervisor.upgradeWorker(
+          id,
+          from.revision,
+          { toRelease: from.releaseId, releaseDir: fromDir, direction: hot.direction === 'up' ? 'down' : 'up', instructions: hot.down, suspendTimeoutMs: opts.suspendTimeoutMs },
+          timeoutMs,
+          { fromRelease: to.releaseId, fromDir: this.supervisor.releaseDir(to.releaseId), downInstructions: hot.up },
+        );
+        if (r.ok) await ev('worker.downgraded', `worker ${id} is back on release ${from.releaseId.slice(0, 12)}`, 'warn', id);
+        else {
+          await ev('worker.downgrade.failed', `worker ${id} could not downgrade (${r.phase}: ${r.error}); replacing it`, 'error', id);
+          await this.supervisor.stopWorker(id, { drainTimeoutMs: to.spec.rollout.drainTimeoutMs, graceMs: to.spec.rollout.stopGraceMs, rolloutId: rollout.id, reason: 'downgrade failed' });
+        }
+      }
+      await this.store.setRevisionStatus(namespace, app, to.revision, 'failed', reason);
+      await this.store.updateRollout(rollout.id, { phase: 'failed', reason, finishedAt: new Date().toISOString() });
+      await this.store.updateApp(namespace, app, { rolloutId: null });
+      await ev('rollout.failed', `revision ${to.revision} failed: ${reason}; release ${to.releaseId.slice(0, 12)} is not tried hot again until \`molt app update --retry\``, 'error');
+      await this.supervisor.reconcile(namespace, app).catch(() => {});
+    } finally {
+      unsubscribe();
+    }
+  }
+
+  /**
+   * Node never frees a loaded module: a worker past its budget of retained module versions is
+   * replaced by a fresh one of the same revision (started and ready first, then drained).
+   */
+  private async recycle(namespace: string, app: string, workerId: string, rev: RevisionRow, budget: number): Promise<void> {
+    await this.events.append({ namespace, app, workerId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} retains more than ${budget} module versions: replacing it with a fresh worker` });
+    try {
+      await this.supervisor.startWorker(rev);
+      await this.supervisor.stopWorker(workerId, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, reason: 'recycled: too many retained module versions' });
+    } catch (err) {
+      await this.events.append({ namespace, app, workerId, level: 'error', type: 'worker.recycle.failed', message: `could not recycle worker ${workerId}: ${err instanceof Error ? err.message : String(err)}` });
     }
   }
 }

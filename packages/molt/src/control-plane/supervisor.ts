@@ -5,6 +5,7 @@ import type { RouteTable } from '../gateway/route-table.js';
 import { newId } from '../ids.js';
 import type { Store } from '../store/store.js';
 import type { RevisionRow, WorkerRow } from '../store/types.js';
+import type { UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
 import type { EventLog } from './event-log.js';
 import type { LogHub } from './log-hub.js';
 import { describeExit, type WorkerExit, WorkerProcess, WorkerStartError, type WorkerVolume } from './worker-process.js';
@@ -181,6 +182,36 @@ export class Supervisor {
     this.routes.addWorker(rev.namespace, rev.app, row.id, this.opts.workerHost, proc.port!);
     await this.events.append({ ...base, type: 'worker.running', message: `worker ${row.id} is ready and takes traffic` });
     return row;
+  }
+
+  /**
+   * Upgrades one worker in place (UPGRADING while it swaps). On success the worker belongs to
+   * `revision`; on failure it still runs what it ran, with its state.
+   */
+  async upgradeWorker(
+    workerId: string,
+    revision: number,
+    req: Omit<UpgradeRequest, 'type' | 'id'>,
+    timeoutMs: number,
+    back: { fromRelease: string; fromDir: string; downInstructions: UpgradeRequest['instructions'] },
+  ): Promise<UpgradeResult> {
+    const { fromRelease, fromDir, downInstructions } = back;
+    const live = this.live.get(workerId);
+    if (!live || live.stopping) return { ok: false, phase: 'load', error: `worker ${workerId} is not running` };
+    await this.setStatus(live, 'RUNNING', 'UPGRADING');
+    let result = await live.proc.upgrade(req, timeoutMs);
+    // The new code must still pass readiness, as a new worker would have to.
+    if (result.ok && !(await live.proc.ready())) {
+      const path = live.proc.launch.spec.readiness.path;
+      const back = await live.proc.upgrade({ ...req, toRelease: fromRelease, releaseDir: fromDir, direction: req.direction === 'up' ? 'down' : 'up', instructions: downInstructions }, timeoutMs);
+      result = { ok: false, phase: 'apply', error: `the upgraded worker failed readiness (GET ${path})${back.ok ? '; it went back to its release' : `; going back failed too (${back.error})`}` };
+    }
+    if (result.ok) {
+      live.row.revision = revision;
+      await this.store.updateWorker(workerId, { revision });
+    }
+    if (this.live.has(workerId)) await this.setStatus(live, 'RUNNING', 'FREE');
+    return result;
   }
 
   /** `OOM: …` when the kernel killed the worker at its memory limit. */

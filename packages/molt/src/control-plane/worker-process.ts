@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import type { AppSpec } from '../config/app-spec.js';
-import type { ServerToWorker, WorkerToServer } from '../runtime/control-messages.js';
+import type { ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
 import { launcher } from './resources/isolation.js';
 
@@ -60,6 +60,7 @@ export class WorkerProcess {
   child?: ChildProcess;
   port?: number;
   private stopping = false;
+  private upgradeSeq = 0;
   private exited?: WorkerExit;
   private exitWaiters: ((e: WorkerExit) => void)[] = [];
 
@@ -165,6 +166,39 @@ export class WorkerProcess {
     if (this.child?.connected) this.child.send(msg);
   }
 
+  /** One readiness request: whether the worker answers its readiness path with 2xx now. */
+  async ready(): Promise<boolean> {
+    if (!this.port) return false;
+    const status = await probe(this.launch.host, this.port, this.launch.spec.readiness.path).catch(() => 0);
+    return status >= 200 && status < 300;
+  }
+
+  /**
+   * Asks the worker to upgrade in place and waits for its answer; a worker that exits or does not
+   * answer within `timeoutMs` counts as a failed upgrade.
+   */
+  upgrade(req: Omit<UpgradeRequest, 'type' | 'id'>, timeoutMs: number): Promise<UpgradeResult> {
+    const child = this.child;
+    if (!child?.connected) return Promise.resolve({ ok: false, phase: 'load', error: 'the worker is not running' });
+    const id = `u${++this.upgradeSeq}`;
+    return new Promise((resolvePromise) => {
+      const done = (r: UpgradeResult) => {
+        clearTimeout(timer);
+        child.off('message', onMessage);
+        child.off('exit', onExit);
+        resolvePromise(r);
+      };
+      const onMessage = (m: WorkerToServer) => {
+        if (m.type === 'upgrade-result' && m.id === id) done(m.result);
+      };
+      const onExit = () => done({ ok: false, phase: 'load', error: 'the worker exited during the upgrade' });
+      const timer = setTimeout(() => done({ ok: false, phase: 'load', error: `the worker did not finish the upgrade within ${timeoutMs} ms` }), timeoutMs);
+      child.on('message', onMessage);
+      child.once('exit', onExit);
+      child.send({ type: 'upgrade', id, ...req } satisfies UpgradeRequest);
+    });
+  }
+
   waitExit(): Promise<WorkerExit> {
     if (this.exited) return Promise.resolve(this.exited);
     return new Promise((resolvePromise) => this.exitWaiters.push(resolvePromise));
@@ -186,7 +220,7 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
   return signal ? `killed by ${signal}` : `exit code ${code}`;
 }
 
-function probe(host: string, port: number, path: string): Promise<number> {
+export function probe(host: string, port: number, path: string): Promise<number> {
   return new Promise((resolvePromise, reject) => {
     const req = request({ host, port, path, method: 'GET', timeout: 2000, agent: false }, (res) => {
       res.resume();

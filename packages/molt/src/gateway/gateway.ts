@@ -243,6 +243,7 @@ export class Gateway {
           if (!isResponseHopByHop(name)) headers.push(name, raw[i + 1]!);
         }
         headers.push('x-request-id', requestId);
+        if (status >= 500) target.serverErrors++;
         res.writeHead(status, statusMessage, headers);
       },
       // SSE and other streams: every chunk is written as it arrives, never buffered whole.

@@ -12,6 +12,8 @@ export type TargetState = 'ready' | 'draining' | 'removed';
 export class Target {
   state: TargetState = 'ready';
   outstanding = 0;
+  /** Responses with status 500 or above (a hot upgrade's canary is watched with it). */
+  serverErrors = 0;
   readonly pool: UpstreamPool;
   private drainWaiters: (() => void)[] = [];
 

@@ -8,7 +8,8 @@ import { sha256 } from '../ids.js';
 import { scanTree, treeHash, type ScannedTree } from '../blobs/tree.js';
 import type { ReleaseManifest } from '../store/types.js';
 
-export const MANIFEST_FILE = 'molt-release.json';
+export { MANIFEST_FILE } from './manifest.js';
+import { MANIFEST_FILE } from './manifest.js';
 const CODE = new Set(['.ts', '.tsx', '.mts', '.cts', '.js', '.jsx', '.mjs', '.cjs']);
 
 export interface BuiltRelease {
@@ -46,7 +47,8 @@ export async function buildRelease(dir: string, opts: { file?: string; outDir?: 
 
   const modules = [...graph.entries()].map(([rel, imports]) => {
     const path = outputPath(rel);
-    return { path, hash: sha256(readFileSync(join(outDir, path))), imports: imports.map(outputPath).sort() };
+    const code = readFileSync(join(outDir, path), 'utf8');
+    return { path, hash: sha256(code), imports: imports.map(outputPath).sort(), ...moduleTraits(code) };
   });
   modules.sort((a, b) => (a.path < b.path ? -1 : 1));
 
@@ -72,8 +74,20 @@ export async function buildRelease(dir: string, opts: { file?: string; outDir?: 
 
 /** The hash of the config fields that change how the app runs (not how many workers it has). */
 export function configHash(spec: AppSpec): string {
-  const { workers: _w, rollout: _r, ...rest } = spec;
+  const { workers: _w, rollout: _r, hot: _h, ...rest } = spec;
   return sha256(JSON.stringify(rest, Object.keys(rest).sort()));
+}
+
+/**
+ * What an upgrade plan needs to know of a module: the processes it defines (names given as string
+ * literals to `defineProcess`), whether it has a `codeChange`, and whether it exports
+ * `configChange` (the hook that lets a runtime config change be applied in place).
+ */
+export function moduleTraits(code: string): { processes: string[]; codeChange: boolean; configChange: boolean } {
+  const processes: string[] = [];
+  for (const m of code.matchAll(/\bdefineProcess\s*\(\s*\{[^]*?\bname\s*:\s*(['"`])([^'"`]+)\1/g)) processes.push(m[2]!);
+  if (processes.length === 0 && /\bdefineProcess\s*\(/.test(code)) processes.push('(unnamed)');
+  return { processes, codeChange: /\bcodeChange\s*[:(]/.test(code), configChange: /export\s+(async\s+)?(function\s+configChange|(const|let)\s+configChange)\b|export\s*\{[^}]*\bconfigChange\b/.test(code) };
 }
 
 /** Local modules reachable from the entry, each with the local modules it imports (paths relative to appDir). */

@@ -9,9 +9,13 @@ import { register } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { MOLT_APP_ENTRY } from './molt-app-entry.js';
-import type { ServerToWorker, WorkerToServer } from './control-messages.js';
+import type { ServerToWorker, UpgradeResult, WorkerToServer } from './control-messages.js';
 import { type AppSlot, fetchHandler } from './serve-fetch.js';
 import { installWebObjects } from './web-objects.js';
+import { HotUpgrader, type ProcessRuntime } from './hot-upgrade.js';
+import { MANIFEST_FILE } from '../release/manifest.js';
+import { existsSync } from 'node:fs';
+import { MessageChannel } from 'node:worker_threads';
 import type { AppModule } from '@molt/app';
 
 const send = (msg: WorkerToServer): void => {
@@ -19,7 +23,22 @@ const send = (msg: WorkerToServer): void => {
 };
 
 installWebObjects();
-register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href } });
+const hooksPort = new MessageChannel();
+register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href, port: hooksPort.port2 }, transferList: [hooksPort.port2] });
+const acks = new Map<number, () => void>();
+let redirectSeq = 0;
+hooksPort.port1.on('message', (m: { id: number }) => acks.get(m.id)?.());
+hooksPort.port1.unref();
+/** Tells the loader hooks which modules of a release resolve to instances already running; waits until they know. */
+const setRedirects = (dir: string, map: Record<string, string>): Promise<void> =>
+  new Promise((resolvePromise) => {
+    const id = ++redirectSeq;
+    acks.set(id, () => {
+      acks.delete(id);
+      resolvePromise();
+    });
+    hooksPort.port1.postMessage({ id, dirUrl: `${pathToFileURL(dir).href}/`, map });
+  });
 
 const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
 const entry = process.env.MOLT_ENTRY ?? 'index.js';
@@ -43,6 +62,8 @@ try {
 }
 
 const slot: AppSlot = { app };
+const { processRuntime } = (await import(pathToFileURL(MOLT_APP_ENTRY).href)) as { processRuntime: ProcessRuntime };
+const upgrader = existsSync(join(releaseDir, MANIFEST_FILE)) ? new HotUpgrader(slot, process.env.MOLT_RELEASE ?? 'local', releaseDir, processRuntime, setRedirects) : undefined;
 let draining = false;
 const server = createServer(
   fetchHandler(slot, (err) => console.error('molt: request failed:', err), () => draining),
@@ -75,6 +96,16 @@ process.on('SIGTERM', () => void shutdown());
 process.on('SIGINT', () => void shutdown());
 process.on('message', (msg: ServerToWorker) => {
   if (msg.type === 'drain') drain();
+  else if (msg.type === 'upgrade') {
+    const result: Promise<UpgradeResult> = upgrader
+      ? upgrader.apply(msg)
+      : Promise.resolve({ ok: false, phase: 'load', error: `this worker has no ${MANIFEST_FILE} to upgrade from` });
+    void result.then((r) => {
+      if (r.ok) console.log(`molt: upgraded in place to release ${r.release.slice(0, 12)} in ${r.durationMs.toFixed(1)} ms (${r.retainedModules} module versions retained)`);
+      else console.error(`molt: upgrade to ${msg.toRelease.slice(0, 12)} failed at ${r.phase}${r.module ? ` in ${r.module}` : ''}: ${r.error}; the old code and state keep running`);
+      send({ type: 'upgrade-result', id: msg.id, result: r });
+    });
+  }
 });
 // The server owns this worker: when its channel closes (the server exited), stop too.
 process.on('disconnect', () => void shutdown());

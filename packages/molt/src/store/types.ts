@@ -32,8 +32,20 @@ export interface ReleaseManifest {
   configHash: string;
   /** Entry module, relative to the release root. */
   entry: string;
-  /** Every app module: its path, content hash and the app modules it imports. */
-  modules: { path: string; hash: string; imports: string[] }[];
+  /** Every app module: its path, content hash, the app modules it imports, and what it defines. */
+  modules: ReleaseModule[];
+}
+
+export interface ReleaseModule {
+  path: string;
+  hash: string;
+  imports: string[];
+  /** Names of the processes it defines (`defineProcess({ name })`). */
+  processes?: string[];
+  /** Whether it defines a `codeChange`. */
+  codeChange?: boolean;
+  /** Whether it exports `configChange` (a runtime config change applies in place). */
+  configChange?: boolean;
 }
 
 export interface ReleaseRow {
@@ -101,7 +113,7 @@ export interface RolloutRow {
   app: string;
   fromRevision: number;
   toRevision: number;
-  strategy: 'rolling';
+  strategy: 'rolling' | 'hot';
   phase: RolloutPhase;
   reason: string | null;
   createdAt: string;

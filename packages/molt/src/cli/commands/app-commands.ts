@@ -8,6 +8,8 @@ import { type AppOptions, appTarget, namespaceOf } from '../context.js';
 import { followRollout, pushRelease } from '../deploy.js';
 import { printJson, run, say } from '../output.js';
 import { stamp, table } from '../table.js';
+import { describeUpgrade } from '../plan-view.js';
+import { MoltError } from '../../errors.js';
 
 type AppCmdOptions = AppOptions & { json?: boolean };
 
@@ -48,7 +50,8 @@ function describePlan(r: UpdateResult): string[] {
     if (c.field === 'code') return `  code: release ${String(c.from ?? 'none').slice(0, 12)} → ${String(c.to).slice(0, 12)}`;
     return `  ${c.field}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`;
   });
-  return ['changes:', ...lines, `strategy: ${r.strategy} (${r.reason})`];
+  const upgrade = r.upgrade && (r.strategy === 'hot' || r.dryRun) ? ['upgrade plan:', ...describeUpgrade(r.upgrade).map((l) => `  ${l}`)] : [];
+  return ['changes:', ...lines, `strategy: ${r.strategy} (${r.reason})`, ...upgrade];
 }
 
 /** Builds and uploads the app of `--dir`/`--file` to the profile's server: the first step of create and update. */
@@ -98,16 +101,26 @@ export function appCommands(program: Command): void {
     .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
     .option('--dir <dir>', 'app directory', '.')
     .option('--dry-run', 'print what would change and how, change nothing')
+    .option('--strategy <strategy>', 'hot (in place) or rolling (new workers); default: hot when it is safe')
+    .option('--retry', 'try a release whose hot upgrade failed again')
     .option('--json', 'print the plan as JSON')
     .option('--no-wait', 'return once the update has started')
     .action(
-      run(async (opts: AppCmdOptions & { dryRun?: boolean; wait: boolean }) => {
+      run(async (opts: AppCmdOptions & { dryRun?: boolean; wait: boolean; strategy?: string; retry?: boolean }) => {
+        if (opts.strategy && !['hot', 'rolling'].includes(opts.strategy)) throw new MoltError('MOLT_ERR_BAD_REQUEST', `--strategy must be hot or rolling (got ${opts.strategy})`);
         const { client, namespace, built, release } = await pushFromOptions(opts);
         const name = opts.app ?? built.spec.name;
+        // A plan reviewed and written with `molt release plan --write` is used instead of the generated one.
+        const current = await client.request<{ app: { release: string | null } }>('GET', `/api/v1/namespaces/${namespace}/apps/${name}`);
+        const { readPlanFile } = await import('../plan-view.js');
+        const plan = current.app.release ? readPlanFile(resolve(opts.dir ?? '.'), current.app.release, release.id) : undefined;
         const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${namespace}/apps/${name}/update`, {
           config: built.spec,
           releaseId: release.id,
           dryRun: opts.dryRun === true,
+          ...(opts.strategy ? { strategy: opts.strategy } : {}),
+          ...(plan ? { plan } : {}),
+          ...(opts.retry ? { retry: true } : {}),
         });
         if (opts.json) printJson(result);
         else for (const line of describePlan(result)) console.log(line);
@@ -115,7 +128,7 @@ export function appCommands(program: Command): void {
           if (!opts.json) console.log('dry run: nothing was changed');
           return 0;
         }
-        if (result.revision) say(`revision ${result.revision} is rolling out`);
+        if (result.revision) say(`revision ${result.revision} is ${result.strategy === 'hot' ? 'being upgraded in place' : 'rolling out'}`);
         return opts.wait ? finish(client, namespace, result) : 0;
       }),
     );
@@ -129,7 +142,7 @@ export function appCommands(program: Command): void {
         const client = Client.fromProfile();
         const t = await appTarget(opts);
         const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/rollback`, opts.to ? { to: Number(opts.to) } : {});
-        say(`rolling back ${t.app} as revision ${result.revision}`);
+        say(`rolling back ${t.app} as revision ${result.revision}: ${result.strategy === "hot" ? "in place (down plan)" : "worker by worker"}`);
         return opts.wait ? finish(client, t.namespace, result) : 0;
       }),
     );
@@ -274,12 +287,12 @@ export function appCommands(program: Command): void {
     .action(
       run(async (opts: AppCmdOptions & { all?: boolean }) => {
         const t = await appTarget(opts);
-        const { workers } = await Client.fromProfile().request<{ workers: WorkerRow[] }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/workers${opts.all ? '?all=1' : ''}`);
+        const { workers } = await Client.fromProfile().request<{ workers: (WorkerRow & { release: string | null })[] }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/workers${opts.all ? '?all=1' : ''}`);
         if (opts.json) return printJson(workers);
         // LIMITS appears once a worker holds resources: what is enforced, or why not.
         const withLimits = workers.some((w) => w.limits);
-        const headers = ['ID', 'STATUS', 'DETAIL_STATUS', 'CREATED_AT', 'DELETED_AT', 'REVISION', ...(withLimits ? ['LIMITS'] : []), 'DETAIL'];
-        const rows = workers.map((w) => [w.id, w.status, w.detailStatus, stamp(w.createdAt), stamp(w.deletedAt), w.revision, ...(withLimits ? [w.limits] : []), w.detail]);
+        const headers = ['ID', 'STATUS', 'DETAIL_STATUS', 'CREATED_AT', 'DELETED_AT', 'REVISION', 'RELEASE', ...(withLimits ? ['LIMITS'] : []), 'DETAIL'];
+        const rows = workers.map((w) => [w.id, w.status, w.detailStatus, stamp(w.createdAt), stamp(w.deletedAt), w.revision, w.release?.slice(0, 12), ...(withLimits ? [w.limits] : []), w.detail]);
         console.log(table(headers, rows));
       }),
     );

@@ -1,11 +1,15 @@
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { ReleaseRow } from '../../store/types.js';
 import { Client } from '../client.js';
 import { namespaceOf } from '../context.js';
 import { pushRelease } from '../deploy.js';
 import { printJson, run, say } from '../output.js';
 import { stamp, table } from '../table.js';
+import { describeUpgrade, planFile } from '../plan-view.js';
+import { MoltError } from '../../errors.js';
+import type { AppSpec } from '../../config/app-spec.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
 
 export function releaseCommands(program: Command): void {
   const release = program.command('release').description('build and list releases');
@@ -31,6 +35,48 @@ export function releaseCommands(program: Command): void {
         console.log(`release ${built.id}`);
         console.log(`  app ${built.manifest.app} ${built.manifest.version}, node ${built.manifest.node}, ${built.manifest.modules.length} module(s), ${built.scanned.tree.entries.length} file(s)`);
         console.log(`  in ${built.dir}`);
+      }),
+    );
+  release
+    .command('plan')
+    .description('show the in-place upgrade plan from the running release to this build (or between two releases)')
+    .option('--dir <dir>', 'app directory', '.')
+    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
+    .option('--app <name>', 'app name (default: the app config in the directory)')
+    .option('-n, --namespace <ns>', 'namespace')
+    .option('--from <release>', 'release to upgrade from (default: the one the app runs)')
+    .option('--to <release>', 'release to upgrade to (default: a build of the app directory)')
+    .option('--write', 'write the plan to rel/plans/<from>-<to>.json, where `molt app update` will use it')
+    .option('--json', 'print the plan as JSON')
+    .action(
+      run(async (opts: { dir: string; file?: string; app?: string; namespace?: string; from?: string; to?: string; write?: boolean; json?: boolean }) => {
+        const client = Client.fromProfile();
+        const namespace = namespaceOf(opts);
+        const dir = resolve(opts.dir);
+        const { generatePlan } = await import('../../release/upgrade-plan.js');
+        const { loadAppConfig } = await import('../../config/load-config.js');
+        const name = opts.app ?? (await loadAppConfig(dir, opts.file)).spec.name;
+        const { app } = await client.request<{ app: { release: string | null; spec: AppSpec | null } }>('GET', `/api/v1/namespaces/${namespace}/apps/${name}`);
+        const releaseOf = async (id: string) => (await client.request<{ release: ReleaseRow }>('GET', `/api/v1/namespaces/${namespace}/releases/${id}`)).release;
+        const fromId = opts.from ?? app.release;
+        if (!fromId) throw new MoltError('MOLT_ERR_BAD_REQUEST', `app ${name} runs no release yet; pass --from`);
+        const from = await releaseOf(fromId);
+        let to: { id: string; manifest: ReleaseRow['manifest']; spec: AppSpec };
+        if (opts.to) to = { ...(await releaseOf(opts.to)), spec: app.spec! };
+        else {
+          const { buildRelease } = await import('../../release/build-release.js');
+          const built = await buildRelease(dir, { file: opts.file });
+          to = { id: built.id, manifest: built.manifest, spec: built.spec };
+        }
+        const plan = generatePlan({ id: from.id, manifest: from.manifest, spec: app.spec! }, to);
+        if (opts.json) printJson(plan);
+        else for (const line of describeUpgrade(plan)) console.log(line);
+        if (opts.write) {
+          const file = planFile(dir, from.id, to.id);
+          mkdirSync(dirname(file), { recursive: true });
+          writeFileSync(file, `${JSON.stringify({ from: from.id, to: to.id, up: plan.up, down: plan.down }, null, 2)}\n`);
+          say(`wrote ${file}; edit it if you need to, \`molt app update\` uses it for this pair of releases`);
+        }
       }),
     );
   release

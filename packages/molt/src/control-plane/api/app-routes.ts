@@ -3,6 +3,7 @@ import { MoltError } from '../../errors.js';
 import type { EventRow } from '../../store/types.js';
 import { requireRole } from '../auth.js';
 import { type ApiContext, ndjson, principal } from './context.js';
+import type { PlanOverride, StrategyRequest } from '../app-service.js';
 
 type AppParams = { ns: string; app: string };
 const FINAL_EVENTS = new Set(['rollout.succeeded', 'rollout.failed']);
@@ -45,9 +46,22 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
     return { app: await summary(req.params.ns, req.params.app) };
   });
 
-  api.post<{ Params: AppParams; Body: { config?: unknown; releaseId?: string; dryRun?: boolean } }>(
+  api.post<{ Params: AppParams; Body: { config?: unknown; releaseId?: string; dryRun?: boolean; strategy?: StrategyRequest; plan?: PlanOverride; retry?: boolean } }>(
     '/namespaces/:ns/apps/:app/update',
-    { schema: { body: { type: 'object', properties: { releaseId: { type: 'string' }, dryRun: { type: 'boolean' } } } } },
+    {
+      schema: {
+        body: {
+          type: 'object',
+          properties: {
+            releaseId: { type: 'string' },
+            dryRun: { type: 'boolean' },
+            strategy: { type: 'string', enum: ['auto', 'hot', 'rolling'] },
+            plan: { type: 'object', required: ['up', 'down'], properties: { up: { type: 'array' }, down: { type: 'array' }, source: { type: 'string' } } },
+            retry: { type: 'boolean' },
+          },
+        },
+      },
+    },
     async (req, reply) => {
       requireRole(principal(req), req.params.ns, 'deployer');
       const result = await apps.update(req.params.ns, req.params.app, req.body ?? {});
@@ -93,7 +107,9 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
     requireRole(principal(req), req.params.ns, 'deployer');
     await apps.get(req.params.ns, req.params.app);
     const rows = await cp.store.listWorkers(req.params.ns, req.params.app, req.query.all === '1' || req.query.all === 'true');
-    return { workers: rows.map((w) => ({ ...w, detailStatus: cp.supervisor.detailOf(w) })) };
+    // Each worker's release: the one of the revision it runs (a hot upgrade moves it).
+    const releases = new Map((await cp.store.listRevisions(req.params.ns, req.params.app)).map((r) => [r.revision, r.releaseId]));
+    return { workers: rows.map((w) => ({ ...w, detailStatus: cp.supervisor.detailOf(w), release: releases.get(w.revision) ?? null })) };
   });
 
   api.get<{ Params: AppParams; Querystring: { worker?: string; follow?: string; tail?: string } }>('/namespaces/:ns/apps/:app/logs', async (req, reply) => {

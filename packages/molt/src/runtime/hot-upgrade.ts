@@ -1,0 +1,236 @@
+/**
+ * Upgrades a running worker in place, as OTP's release_handler does:
+ *
+ *   load + link the new modules (nothing swapped) ─▶ check: codeChange on a copy of each state
+ *     ─▶ suspend processes in dependency order ─▶ codeChange ─▶ apply ─▶ POINT OF NO RETURN
+ *     ─▶ swap handlers, states and the app's fetch ─▶ resume
+ *
+ * Any failure before the point of no return leaves the old code and every state as they were.
+ * Modules that neither changed nor import a changed module are not loaded again: the loader hooks
+ * resolve them to the instances already running, so only what changed gets new code.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { AppModule, CodeChange } from '@molt/app';
+import { MANIFEST_FILE } from '../release/manifest.js';
+import type { ReleaseManifest } from '../store/types.js';
+import type { UpgradeInstruction, UpgradeRequest, UpgradeResult } from './control-messages.js';
+import type { AppSlot } from './serve-fetch.js';
+
+type Spec = {
+  name: string;
+  codeChange?: (state: unknown, change: CodeChange) => unknown;
+};
+
+/** The runtime's copy of `@molt/app`'s process registry. */
+export interface ProcessRuntime {
+  beginStaging(): void;
+  endStaging(): Map<string, Spec>;
+  specs(): Map<string, Spec>;
+  has(name: string): boolean;
+  stateCopy(name: string): Promise<unknown>;
+  suspend(name: string, timeoutMs: number): Promise<void>;
+  resume(name: string): void;
+  commit(name: string, spec: Spec, state: unknown): void;
+  start(spec: Spec): Promise<void>;
+  remove(name: string): void;
+}
+
+/** Points the loader at modules already running: release-relative path → URL. */
+export type SetRedirects = (targetDir: string, redirects: Record<string, string>) => Promise<void>;
+
+interface LoadedRelease {
+  dir: string;
+  manifest: ReleaseManifest;
+  /** The URL each module of this release runs from (its own, or an older release's when unchanged). */
+  urls: Map<string, string>;
+}
+
+class UpgradeFailure extends Error {
+  constructor(
+    readonly phase: Extract<UpgradeResult, { ok: false }>['phase'],
+    readonly module: string | undefined,
+    cause: unknown,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause));
+  }
+}
+
+function readManifest(dir: string): ReleaseManifest {
+  return JSON.parse(readFileSync(join(dir, MANIFEST_FILE), 'utf8')) as ReleaseManifest;
+}
+
+export class HotUpgrader {
+  private current: { id: string } & LoadedRelease;
+  private readonly loaded = new Map<string, LoadedRelease>();
+  /** The process specs that were live while each release ran: what a downgrade goes back to. */
+  private readonly snapshots = new Map<string, Map<string, Spec>>();
+  /** Module instances loaded since the worker started: Node's loader never frees them. */
+  retainedModules: number;
+  private busy = false;
+
+  constructor(
+    private readonly slot: AppSlot,
+    releaseId: string,
+    releaseDir: string,
+    private readonly processes: ProcessRuntime,
+    private readonly setRedirects: SetRedirects,
+  ) {
+    const manifest = readManifest(releaseDir);
+    const urls = new Map(manifest.modules.map((m) => [m.path, pathToFileURL(join(releaseDir, m.path)).href]));
+    this.current = { id: releaseId, dir: releaseDir, manifest, urls };
+    this.loaded.set(releaseId, this.current);
+    this.retainedModules = manifest.modules.length;
+  }
+
+  get releaseId(): string {
+    return this.current.id;
+  }
+
+  async apply(req: UpgradeRequest): Promise<UpgradeResult> {
+    if (this.busy) return { ok: false, phase: 'load', error: 'another upgrade of this worker is in progress' };
+    this.busy = true;
+    const t0 = performance.now();
+    try {
+      await this.run(req);
+      return { ok: true, durationMs: performance.now() - t0, retainedModules: this.retainedModules, release: this.current.id };
+    } catch (err) {
+      if (err instanceof UpgradeFailure) return { ok: false, phase: err.phase, module: err.module, error: err.message };
+      return { ok: false, phase: 'load', error: err instanceof Error ? err.message : String(err) };
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async run(req: UpgradeRequest): Promise<void> {
+    const from = this.current;
+    const change = (i?: UpgradeInstruction): CodeChange => ({ from: from.id, to: req.toRelease, direction: req.direction, extra: i?.extra });
+    const byProcess = new Map<string, UpgradeInstruction>();
+    for (const i of req.instructions) for (const p of i.processes ?? []) byProcess.set(p, i);
+
+    // 1. Load and link, nothing swapped. A release loaded before is still in Node's module map:
+    //    its modules are not evaluated again, and its processes' specs come from its snapshot.
+    let target = this.loaded.get(req.toRelease);
+    let staged: Map<string, Spec>;
+    let fresh = false;
+    if (target) {
+      staged = new Map(this.snapshots.get(req.toRelease) ?? []);
+    } else {
+      target = await this.link(req, from);
+      fresh = true;
+      this.processes.beginStaging();
+      try {
+        const order = [...req.instructions.filter((i) => i.op !== 'remove' && i.op !== 'apply').map((i) => i.module), target.manifest.entry];
+        for (const module of order) {
+          try {
+            await import(target.urls.get(module)!);
+          } catch (err) {
+            throw new UpgradeFailure('load', module, err);
+          }
+        }
+      } finally {
+        staged = this.processes.endStaging();
+      }
+    }
+    const entryUrl = target.urls.get(target.manifest.entry)!;
+    let app: AppModule;
+    try {
+      app = ((await import(entryUrl)) as { default?: AppModule }).default!;
+      if (!app || typeof app.fetch !== 'function') throw new TypeError(`${target.manifest.entry} must default-export { fetch(request) }`);
+    } catch (err) {
+      throw new UpgradeFailure('load', target.manifest.entry, err);
+    }
+
+    // What happens to each process.
+    const live = new Set(this.processes.specs().keys());
+    const updated = [...staged.keys()].filter((n) => live.has(n));
+    const added = [...staged.keys()].filter((n) => !live.has(n));
+    const removed = fresh
+      ? req.instructions.filter((i) => i.op === 'remove').flatMap((i) => i.processes ?? []).filter((n) => live.has(n) && !staged.has(n))
+      : [...live].filter((n) => !staged.has(n));
+    // Dependency order: the plan's instruction order (dependencies first); the rest after.
+    const rank = (n: string) => {
+      const i = byProcess.get(n);
+      return i ? req.instructions.indexOf(i) : req.instructions.length;
+    };
+    const ordered = [...updated, ...removed].sort((a, b) => rank(a) - rank(b));
+    const migrates = (n: string) => updated.includes(n) && (byProcess.get(n)?.op ?? 'update') === 'update' && typeof staged.get(n)?.codeChange === 'function';
+
+    // 2. Check: every codeChange on a copy of the state, before anything is suspended.
+    for (const n of ordered.filter(migrates)) {
+      try {
+        await staged.get(n)!.codeChange!(await this.processes.stateCopy(n), change(byProcess.get(n)));
+      } catch (err) {
+        throw new UpgradeFailure('check', byProcess.get(n)?.module, new Error(`codeChange of process ${n} threw: ${err instanceof Error ? err.message : String(err)}`));
+      }
+    }
+
+    // 3. Suspend in dependency order, 4. codeChange for real (on copies), 5. apply.
+    const suspended: string[] = [];
+    const newStates = new Map<string, unknown>();
+    try {
+      for (const n of ordered) {
+        try {
+          await this.processes.suspend(n, req.suspendTimeoutMs);
+          suspended.push(n);
+        } catch (err) {
+          suspended.push(n);
+          throw new UpgradeFailure('suspend', byProcess.get(n)?.module, err);
+        }
+      }
+      for (const n of ordered.filter(migrates)) {
+        try {
+          newStates.set(n, await staged.get(n)!.codeChange!(await this.processes.stateCopy(n), change(byProcess.get(n))));
+        } catch (err) {
+          throw new UpgradeFailure('codeChange', byProcess.get(n)?.module, new Error(`codeChange of process ${n} threw: ${err instanceof Error ? err.message : String(err)}`));
+        }
+      }
+      for (const i of req.instructions.filter((x) => x.op === 'apply')) {
+        try {
+          const ns = (await import(target.urls.get(i.module)!)) as Record<string, unknown>;
+          const fn = ns[i.fn ?? ''];
+          if (typeof fn !== 'function') throw new Error(`${i.module} exports no function ${i.fn}`);
+          await fn(i.extra);
+        } catch (err) {
+          throw new UpgradeFailure('apply', i.module, err);
+        }
+      }
+    } catch (err) {
+      for (const n of suspended) this.processes.resume(n);
+      throw err;
+    }
+
+    // POINT OF NO RETURN: swap handlers, states and the app's fetch; resume.
+    this.snapshots.set(from.id, this.processes.specs());
+    for (const n of updated) this.processes.commit(n, staged.get(n)!, newStates.has(n) ? newStates.get(n) : await this.processes.stateCopy(n));
+    for (const n of removed) this.processes.remove(n);
+    this.slot.app = app;
+    if (fresh) {
+      this.loaded.set(req.toRelease, target);
+      this.retainedModules += req.instructions.filter((i) => i.op === 'update' || i.op === 'load' || i.op === 'add').length;
+    }
+    this.current = { id: req.toRelease, ...target };
+    for (const n of added) await this.processes.start(staged.get(n)!);
+    for (const n of suspended) this.processes.resume(n);
+  }
+
+  /** The new release's module URLs: reloaded modules from its directory, the rest as they run now. */
+  private async link(req: UpgradeRequest, from: { urls: Map<string, string> }): Promise<LoadedRelease> {
+    const manifest = readManifest(req.releaseDir);
+    const reload = new Set(req.instructions.filter((i) => i.op === 'update' || i.op === 'load' || i.op === 'add').map((i) => i.module));
+    reload.add(manifest.entry);
+    const urls = new Map<string, string>();
+    const redirects: Record<string, string> = {};
+    for (const m of manifest.modules) {
+      const own = pathToFileURL(join(req.releaseDir, m.path)).href;
+      const running = from.urls.get(m.path);
+      if (!reload.has(m.path) && running) {
+        urls.set(m.path, running);
+        redirects[m.path] = running;
+      } else urls.set(m.path, own);
+    }
+    await this.setRedirects(req.releaseDir, redirects);
+    return { dir: req.releaseDir, manifest, urls };
+  }
+}

@@ -1,0 +1,285 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ServerProcess, tempDir, waitFor, writeApp } from './helpers.js';
+import { runLoad } from './load.js';
+
+const COUNTER_V1 = `
+import { defineProcess } from '@molt/app';
+export const counter = defineProcess({
+  name: 'counter',
+  init: () => ({ count: 0 }),
+  handlers: {
+    add: (s: { count: number }, n: number) => ({ state: { count: s.count + n }, reply: s.count + n }),
+    get: (s: { count: number }) => ({ reply: 'v1 count=' + s.count }),
+    slow: async (s: { count: number }) => { await new Promise((r) => setTimeout(r, 800)); return { reply: 'slow done' }; },
+  },
+  codeChange: (old: any, change) => (change.direction === 'down' ? { count: old.total } : old),
+});
+`;
+
+/** Version 2 changes the state's shape; codeChange carries the count over (and back). */
+const COUNTER_V2 = (codeChange = "(old: any, change) => (change.direction === 'up' ? { total: old.count, version: 2 } : old)") => `
+import { defineProcess } from '@molt/app';
+export const counter = defineProcess({
+  name: 'counter',
+  init: () => ({ total: 0, version: 2 }),
+  handlers: {
+    add: (s: { total: number; version: number }, n: number) => ({ state: { ...s, total: s.total + n }, reply: s.total + n }),
+    get: (s: { total: number; version: number }) => ({ reply: 'v2 total=' + s.total + ' shape=' + Object.keys(s).join(',') }),
+  },
+  codeChange: ${codeChange},
+});
+`;
+
+const INDEX = `
+import { counter } from './counter.ts';
+const enc = new TextEncoder();
+export default {
+  async fetch(req: Request) {
+    const url = new URL(req.url);
+    if (url.pathname === '/healthz') return new Response('ok');
+    if (url.pathname === '/add') return new Response(String(await counter.call('add', 1)));
+    if (url.pathname === '/pid') return new Response(String(process.pid));
+    if (url.pathname === '/slow') return new Response(String(await counter.call('slow')));
+    if (url.pathname === '/sse') {
+      let timer: ReturnType<typeof setInterval>;
+      return new Response(new ReadableStream({
+        start(c) { timer = setInterval(async () => c.enqueue(enc.encode('data: ' + (await counter.call('get')) + '\\n\\n')), 100); },
+        cancel() { clearInterval(timer); },
+      }), { headers: { 'content-type': 'text/event-stream' } });
+    }
+    return new Response(String(await counter.call('get')));
+  },
+};
+`;
+
+function counterApp(name: string, workers = 1): string {
+  return writeApp(join(tempDir(), name), {
+    'molt.config.json': JSON.stringify({ name, entry: 'index.ts', workers, readiness: { path: '/healthz' }, hot: { canaryWindowMs: 200 }, rollout: { drainTimeoutMs: 1000, stopGraceMs: 1000 } }),
+    'counter.ts': COUNTER_V1,
+    'index.ts': INDEX,
+  });
+}
+
+describe('hot upgrades in place', () => {
+  const server = new ServerProcess(tempDir());
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+  const call = async (app: string, path = '/') => (await fetch(server.route('default', app, path), { headers: { authorization: `Bearer ${server.adminToken}` } })).text();
+  const workerIds = async (app: string) => (await server.api('GET', `/api/v1/namespaces/default/apps/${app}/workers`)).body.workers.map((w: { id: string }) => w.id).sort();
+
+  it('keeps a process\'s count through an upgrade that changes its state shape, with no worker restart; rollback goes back in place', async () => {
+    const dir = counterApp('counter');
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    for (let i = 0; i < 3; i++) await call('counter', '/add');
+    const pid = await call('counter', '/pid');
+    const before = await workerIds('counter');
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    // A message in progress: the process is suspended only once it is done, and the worker shows UPGRADING.
+    const slow = call('counter', '/slow');
+    await new Promise((r) => setTimeout(r, 100));
+    let upgrading = false;
+    let updating = true;
+    const watching = (async () => {
+      while (updating && !upgrading) {
+        const ws = (await server.api('GET', '/api/v1/namespaces/default/apps/counter/workers')).body.workers;
+        upgrading = ws.some((w: { status: string; detailStatus: string; revision: number }) => w.status === 'RUNNING' && w.detailStatus === 'UPGRADING' && w.revision === 1);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    const update = await server.molt(['app', 'update'], { cwd: dir }).finally(() => (updating = false));
+    expect(await slow).toBe('slow done');
+    await watching;
+    expect(upgrading).toBe(true);
+    expect(update.code, update.stderr).toBe(0);
+    expect(update.stdout).toMatch(/strategy: hot \(1 module\(s\) changed, 2 step\(s\) in place/);
+    expect((await server.molt(['worker', 'list'], { cwd: dir })).stdout).toMatch(/RUNNING\s+FREE\s+\S+\s+2\s+[0-9a-f]{12}/);
+    expect(update.stdout).toMatch(/1\. update counter\.js\s+\(changed; defines process counter\)/);
+    expect(update.stdout).toMatch(/2\. load\s+index\.js\s+\(imports counter\.js, which changed\)/);
+    expect(update.stderr).toContain('revision 2 serves all traffic (hot: no worker restarted)');
+    expect(await call('counter')).toBe('v2 total=3 shape=total,version');
+    expect(await call('counter', '/pid')).toBe(pid);
+    expect(await workerIds('counter')).toEqual(before);
+
+    const rollback = await server.molt(['app', 'rollback'], { cwd: dir });
+    expect(rollback.code, rollback.stderr).toBe(0);
+    expect(rollback.stderr).toContain('in place (down plan)');
+    expect(await call('counter')).toBe('v1 count=3');
+    expect(await call('counter', '/pid')).toBe(pid);
+  });
+
+  it('leaves the old code and every state as they were when codeChange throws or a module throws on load', async () => {
+    const dir = counterApp('sturdy');
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    await call('sturdy', '/add');
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2("() => { throw new Error('cannot convert'); }"));
+    const bad = await server.molt(['app', 'update'], { cwd: dir });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/check failed in counter\.js: codeChange of process counter threw: cannot convert/);
+    expect(await call('sturdy')).toBe('v1 count=1');
+    await call('sturdy', '/add');
+    expect(await call('sturdy')).toBe('v1 count=2');
+
+    writeFileSync(join(dir, 'counter.ts'), `${COUNTER_V2()}\nthrow new Error('broken at load');\n`);
+    const broken = await server.molt(['app', 'update'], { cwd: dir });
+    expect(broken.code).toBe(1);
+    expect(broken.stderr).toMatch(/load failed in counter\.js: broken at load/);
+    expect(await call('sturdy')).toBe('v1 count=2');
+    // A release whose hot upgrade failed is not tried again until asked.
+    const ghost = await server.molt(['app', 'update'], { cwd: dir });
+    expect(ghost.stderr).toContain('MOLT_ERR_RELEASE_GHOSTED');
+
+    // New code that fails readiness goes back at once, state included.
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    writeFileSync(join(dir, 'index.ts'), INDEX.replace("return new Response('ok')", "return new Response('sick', { status: 503 })"));
+    const unready = await server.molt(['app', 'update'], { cwd: dir });
+    expect(unready.code).toBe(1);
+    expect(unready.stderr).toContain('the upgraded worker failed readiness (GET /healthz); it went back to its release');
+    expect(await call('sturdy')).toBe('v1 count=2');
+  });
+
+  it('keeps an SSE stream open through the upgrade; later events come from the new code', async () => {
+    const dir = counterApp('stream');
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    const res = await fetch(server.route('default', 'stream', '/sse'), { headers: { authorization: `Bearer ${server.adminToken}` } });
+    const reader = res.body!.getReader();
+    const events: string[] = [];
+    const decoder = new TextDecoder();
+    const reading = (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        events.push(...decoder.decode(value).split('\n\n').filter(Boolean));
+      }
+    })();
+    await waitFor(() => events.length >= 3, 5000, 'events before the upgrade');
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
+    await waitFor(() => events.some((e) => e.includes('v2 total=')), 5000, 'events from the new code');
+    await reader.cancel();
+    await reading.catch(() => {});
+    const firstNew = events.findIndex((e) => e.includes('v2'));
+    expect(firstNew).toBeGreaterThan(2);
+    expect(events.slice(0, firstNew).every((e) => e.includes('v1 count=0'))).toBe(true);
+  });
+
+  it('upgrades a chain of three processes in dependency order', async () => {
+    const proc = (name: string, dep: string | undefined, version: string) => `
+${dep ? `import { ${dep} } from './${dep}.ts';` : ''}
+import { defineProcess } from '@molt/app';
+export const ${name} = defineProcess({
+  name: '${name}',
+  init: () => ({ v: '${version}' }),
+  handlers: { get: (s: { v: string }) => ({ reply: s.v }) },
+  codeChange: (old: any) => { ((globalThis as any).order ??= []).push('${name}'); return { v: '${version}' }; },
+});
+${dep ? `export const uses${name} = ${dep};` : ''}
+`;
+    const files = (version: string) => ({ 'a.ts': proc('a', undefined, version), 'b.ts': proc('b', 'a', version), 'c.ts': proc('c', 'b', version) });
+    const dir = writeApp(join(tempDir(), 'chain'), {
+      'molt.config.json': JSON.stringify({ name: 'chain', entry: 'index.ts', readiness: { path: '/' }, hot: { canaryWindowMs: 0 } }),
+      'index.ts': `import { c } from './c.ts';\nimport { b } from './b.ts';\nimport { a } from './a.ts';\nexport default { async fetch(req: Request) { return new URL(req.url).pathname === '/order' ? Response.json((globalThis as any).order ?? []) : new Response([await a.call('get'), await b.call('get'), await c.call('get')].join(',')); } };\n`,
+      ...files('1'),
+    });
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    writeApp(dir, files('2'));
+    const plan = await server.molt(['release', 'plan'], { cwd: dir });
+    expect(plan.stdout).toMatch(/1\. update a\.js[^]*2\. update b\.js[^]*3\. update c\.js[^]*4\. load\s+index\.js/);
+    expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
+    expect(await call('chain')).toBe('2,2,2');
+    // Each codeChange runs twice (the check on a copy, then for real), both times a → b → c.
+    expect(JSON.parse(await call('chain', '/order'))).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
+  });
+
+  it('uses a plan written to rel/plans, refuses one that names a module the release lacks, and refuses hot when unsafe', async () => {
+    const dir = counterApp('planned');
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    const written = await server.molt(['release', 'plan', '--write'], { cwd: dir });
+    expect(written.code, written.stderr).toBe(0);
+    const file = /wrote (\S+);/.exec(written.stderr)![1]!;
+    const plan = JSON.parse((await import('node:fs')).readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...plan, up: [...plan.up, { op: 'load', module: 'missing.js' }] }));
+    const refused = await server.molt(['app', 'update'], { cwd: dir });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/MOLT_ERR_BAD_PLAN.*up\[2\]: load names module missing\.js, which the new release lacks/s);
+    writeFileSync(file, JSON.stringify(plan));
+    const used = await server.molt(['app', 'update'], { cwd: dir });
+    expect(used.code, used.stderr).toBe(0);
+    expect(used.stdout).toContain('(plan from rel/plans/');
+
+    // An env change needs new processes (no configChange hook): auto picks rolling and says why; hot is refused.
+    const config = JSON.parse((await import('node:fs')).readFileSync(join(dir, 'molt.config.json'), 'utf8'));
+    writeFileSync(join(dir, 'molt.config.json'), JSON.stringify({ ...config, env: { MODE: 'x' } }));
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2().replace("'v2 total='", "'v2b total='"));
+    const hot = await server.molt(['app', 'update', '--strategy', 'hot'], { cwd: dir });
+    expect(hot.stderr).toMatch(/MOLT_ERR_HOT_UNSAFE.*the runtime config changed \(env\) and the entry exports no configChange hook/);
+    const auto = await server.molt(['app', 'update', '--dry-run'], { cwd: dir });
+    expect(auto.stdout).toMatch(/strategy: rolling \(the runtime config changed \(env\) and the entry exports no configChange hook: workers are replaced one by one\)/);
+  });
+
+  it('downgrades the workers already upgraded when a later one fails, and leaves them all on the old code', async () => {
+    const dir = counterApp('canary', 2);
+    writeFileSync(join(dir, 'index.ts'), INDEX.replace("if (url.pathname === '/pid')", "if (url.pathname === '/arm') { (globalThis as any).refuse = true; return new Response('armed'); }\n    if (url.pathname === '/pid')"));
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    const workers = (await server.api('GET', '/api/v1/namespaces/default/apps/canary/workers')).body.workers;
+    // The second worker to be upgraded will refuse in its codeChange.
+    await fetch(`http://127.0.0.1:${workers[1].port}/arm`);
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2("(old: any) => { if ((globalThis as any).refuse) throw new Error('refused here'); return { total: old.count, version: 2 }; }"));
+    const update = await server.molt(['app', 'update'], { cwd: dir });
+    expect(update.code).toBe(1);
+    expect(update.stderr).toContain(`worker ${workers[1].id} could not upgrade: check failed in counter.js`);
+    expect(update.stderr).toContain(`worker ${workers[0].id} is back on release`);
+    for (const w of workers) expect(await (await fetch(`http://127.0.0.1:${w.port}/`)).text()).toBe('v1 count=0');
+  });
+
+  it('serves a two-worker app through a hot upgrade under load with 0 failed requests', async () => {
+    const dir = counterApp('busy', 2);
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    const load = runLoad(server.route('default', 'busy', '/'), { concurrency: 8, headers: { authorization: `Bearer ${server.adminToken}` }, maxMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    const update = await server.molt(['app', 'update'], { cwd: dir });
+    await new Promise((r) => setTimeout(r, 300));
+    const result = await load.stop();
+    expect(update.code, update.stderr).toBe(0);
+    expect(update.stdout).toContain('strategy: hot');
+    expect(result.errors).toEqual([]);
+    expect(result.requests).toBeGreaterThan(100);
+    const bodies = [...result.bodies.keys()];
+    expect(bodies.some((b) => b.startsWith('v1'))).toBe(true);
+    expect(bodies.some((b) => b.startsWith('v2'))).toBe(true);
+  });
+});
+
+describe('upgrade plans from manifests', () => {
+  it('says rolling, with the reason, for a new Node version, changed dependencies or runtime config', async () => {
+    const { generatePlan } = await import('../packages/molt/src/release/upgrade-plan.js');
+    const { validateAppConfig } = await import('../packages/molt/src/config/validate-config.js');
+    const spec = validateAppConfig({ name: 'p', entry: 'index.ts' });
+    const manifest = (over: object = {}) => ({ app: 'p', version: '1', node: '20.19.0', dependencyHash: 'd1', configHash: 'c', entry: 'index.js', modules: [{ path: 'index.js', hash: 'h1', imports: [] }], ...over });
+    const to = manifest({ modules: [{ path: 'index.js', hash: 'h2', imports: [] }] });
+    expect(generatePlan({ id: 'a', manifest: manifest(), spec }, { id: 'b', manifest: to, spec }).strategy).toBe('hot');
+    const node = generatePlan({ id: 'a', manifest: manifest(), spec }, { id: 'b', manifest: { ...to, node: '22.1.0' }, spec });
+    expect([node.strategy, node.reason]).toEqual(['rolling', 'hot is unsafe: the Node version changes (20.19.0 → 22.1.0)']);
+    const deps = generatePlan({ id: 'a', manifest: manifest(), spec }, { id: 'b', manifest: { ...to, dependencyHash: 'd2' }, spec });
+    expect(deps.reason).toContain('the production dependencies changed (lockfile, versions or native addons)');
+    const env = generatePlan({ id: 'a', manifest: manifest(), spec }, { id: 'b', manifest: to, spec: { ...spec, env: { A: '1' } } });
+    expect(env.reason).toContain('the runtime config changed (env) and the entry exports no configChange hook');
+    const hooked = generatePlan({ id: 'a', manifest: manifest(), spec }, { id: 'b', manifest: { ...to, modules: [{ path: 'index.js', hash: 'h2', imports: [], configChange: true }] }, spec: { ...spec, env: { A: '1' } } });
+    expect(hooked.strategy).toBe('hot');
+  });
+
+  it('orders modules after what they import, keeps cycles in a stable order and reports them', async () => {
+    const { dependencyOrder } = await import('../packages/molt/src/release/upgrade-plan.js');
+    const { order, cycles } = dependencyOrder([
+      { path: 'app.js', hash: '', imports: ['x.js', 'y.js'] },
+      { path: 'x.js', hash: '', imports: ['y.js'] },
+      { path: 'y.js', hash: '', imports: ['x.js', 'z.js'] },
+      { path: 'z.js', hash: '', imports: [] },
+    ]);
+    expect(order).toEqual(['z.js', 'x.js', 'y.js', 'app.js']);
+    expect(cycles).toEqual([['x.js', 'y.js']]);
+  });
+});
