@@ -2,6 +2,7 @@
 import { cpus } from 'node:os';
 import { benchGateway } from './gateway.mjs';
 import { benchVolumes } from './volumes.mjs';
+import { benchHot } from './hot.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -44,4 +45,20 @@ if (want('volumes')) {
   console.log(`| first worker (hard links from the blob store, dirs made read-only) | ${fmt(v.materializeMs / 1000, 2)} |`);
   console.log(`| every later worker (already materialized) | ${fmt(v.reuseMs / 1000, 3)} |`);
   console.log(`| baseline: \`cp -r\` of the same tree | ${fmt(v.copyMs / 1000, 2)} |`);
+}
+
+if (want('hot')) {
+  const h = await benchHot({ upgrades: Number(process.env.BENCH_UPGRADES ?? 1000) });
+  const rolling = h.compare.find((c) => c.strategy === 'rolling').ms;
+  console.log('\n| update of a 2-worker app, accepted → every worker serves the new code | median of 3, ms | × faster than rolling |');
+  console.log('| --- | ---: | ---: |');
+  for (const c of h.compare) {
+    const label = c.strategy === 'rolling' ? 'rolling (surge 1: start, ready, drain, stop)' : `hot, canary window ${c.canary} ms`;
+    console.log(`| ${label} | ${fmt(c.ms, 1)} | ${fmt(rolling / c.ms, 1)} |`);
+  }
+  console.log(`\nswap duration per worker over ${h.swaps.count} hot upgrades: p50 ${fmt(h.swaps.p50, 2)} ms, p99 ${fmt(h.swaps.p99, 2)} ms`);
+  console.log(`\n| hot upgrades of a 50-module app (budget ${h.budget} retained module versions) | worker RSS MiB | worker |`);
+  console.log('| ---: | ---: | --- |');
+  for (const r of h.rss) console.log(`| ${fmt(r.upgrades)} | ${fmt(r.rssMiB, 1)} | ${r.worker} |`);
+  console.log(`\n${fmt(h.upgrades)} upgrades served by ${h.workersUsed} worker process(es) in turn (recycled when over budget)`);
 }

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServerProcess, tempDir, waitFor, writeApp } from './helpers.js';
@@ -250,6 +250,73 @@ ${dep ? `export const uses${name} = ${dep};` : ''}
     const bodies = [...result.bodies.keys()];
     expect(bodies.some((b) => b.startsWith('v1'))).toBe(true);
     expect(bodies.some((b) => b.startsWith('v2'))).toBe(true);
+  });
+});
+
+describe('hot upgrades over time', () => {
+  const server = new ServerProcess(tempDir());
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+  const call = async (app: string, path = '/') => (await fetch(server.route('default', app, path), { headers: { authorization: `Bearer ${server.adminToken}` } })).text();
+  const withHot = (dir: string, hot: object) => {
+    const config = JSON.parse(readFileSync(join(dir, 'molt.config.json'), 'utf8'));
+    writeFileSync(join(dir, 'molt.config.json'), JSON.stringify({ ...config, hot: { ...config.hot, ...hot } }));
+  };
+
+  it('boots the permanent revision in a worker that restarts before the upgraded one has run healthy', async () => {
+    const dir = counterApp('probation');
+    withHot(dir, { permanentAfterMs: 60_000 });
+    writeFileSync(join(dir, 'index.ts'), INDEX.replace("if (url.pathname === '/pid')", "if (url.pathname === '/crash') { setTimeout(() => process.exit(3), 10); return new Response('bye'); }\n    if (url.pathname === '/pid')"));
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
+    expect(await call('probation')).toBe('v2 total=0 shape=total,version');
+    await call('probation', '/crash');
+    const booted = await waitFor(async () => {
+      const events = (await server.molt(['app', 'logs', '--app', 'probation'])).stdout + (await server.molt(['worker', 'list', '--app', 'probation'])).stdout;
+      return /RUNNING\s+FREE\s+\S+\s+1\s/.test(events) ? events : undefined;
+    }, 20_000, 'a replacement on the permanent revision');
+    expect(booted).toMatch(/RUNNING\s+FREE\s+\S+\s+1\s/);
+    expect(await call('probation')).toBe('v1 count=0');
+  });
+
+  it('recycles a worker past its budget of retained module versions, with 0 failed requests, and says so', async () => {
+    const dir = counterApp('budget', 2);
+    withHot(dir, { maxRetainedModules: 3, canaryWindowMs: 0 });
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    const before = (await server.api('GET', '/api/v1/namespaces/default/apps/budget/workers')).body.workers.map((w: { id: string }) => w.id);
+    const load = runLoad(server.route('default', 'budget', '/'), { concurrency: 6, headers: { authorization: `Bearer ${server.adminToken}` }, maxMs: 60_000 });
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
+    const after = await waitFor(async () => {
+      const ws = (await server.api('GET', '/api/v1/namespaces/default/apps/budget/workers')).body.workers;
+      return ws.length === 2 && ws.every((w: { id: string; status: string }) => !before.includes(w.id) && w.status === 'RUNNING') ? ws : undefined;
+    }, 30_000, 'both workers recycled');
+    const result = await load.stop();
+    expect(after).toHaveLength(2);
+    expect(result.errors).toEqual([]);
+    const logs = (await server.api('GET', '/api/v1/namespaces/default/apps/budget/workers?all=1')).body.workers;
+    expect(logs.filter((w: { detail: string | null }) => w.detail === 'recycled: too many retained module versions')).toHaveLength(2);
+    // Fresh workers run the new code (their processes start from init).
+    expect(await call('budget')).toBe('v2 total=0 shape=total,version');
+  });
+
+  it("uses the plan the app config's planTransform makes, e.g. adding an apply step", async () => {
+    const dir = counterApp('transformed');
+    writeFileSync(join(dir, 'molt.config.ts'), `export default {
+  name: 'transformed', entry: 'index.ts', readiness: { path: '/healthz' }, hot: { canaryWindowMs: 0 },
+  planTransform: (plan: any) => ({ up: [...plan.up, { op: 'apply', module: 'migrate.js', fn: 'migrate', extra: 'from the transform' }], down: plan.down }),
+};
+`);
+    (await import('node:fs')).rmSync(join(dir, 'molt.config.json'));
+    writeFileSync(join(dir, 'migrate.ts'), "export function migrate(extra: unknown) { (globalThis as any).migrated = extra; }\n");
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    writeFileSync(join(dir, 'index.ts'), `import './migrate.ts';\n${INDEX.replace("if (url.pathname === '/pid')", "if (url.pathname === '/migrated') return new Response(String((globalThis as any).migrated));\n    if (url.pathname === '/pid')")}`);
+    const update = await server.molt(['app', 'update'], { cwd: dir });
+    expect(update.code, update.stderr).toBe(0);
+    expect(update.stdout).toContain('(plan from planTransform in the app config)');
+    expect(await call('transformed', '/migrated')).toBe('from the transform');
   });
 });
 

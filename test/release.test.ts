@@ -71,7 +71,7 @@ describe('releases', () => {
     expect(text).toMatch(/^\w{22} rev 1$/);
   });
 
-  it('molt app run serves the app locally and restarts it when a file changes', async () => {
+  it('molt app run serves the app locally, hot-swaps a changed module (same process) and restarts on a config change', async () => {
     const dir = simpleApp(join(tempDir(), 'local'), { name: 'local', body: 'first' });
     const port = 20000 + Math.floor(Math.random() * 20000);
     const child = spawn(process.execPath, [MOLT_BIN, 'app', 'run', '--port', String(port)], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -81,10 +81,17 @@ describe('releases', () => {
     try {
       const get = () => fetch(`http://127.0.0.1:${port}/`).then((r) => r.text(), () => undefined);
       expect(await waitFor(get, 15_000, 'local app')).toBe('first');
+      const pid = await fetch(`http://127.0.0.1:${port}/pid`).then((r) => r.text());
       await sleep(300);
-      simpleApp(dir, { name: 'local', body: 'second' });
-      expect(await waitFor(async () => ((await get()) === 'second' ? 'second' : undefined), 15_000, 'restart')).toBe('second');
-      expect(output).toMatch(/index\.ts changed; restarting/);
+      writeFileSync(join(dir, 'index.ts'), readFileSync(join(dir, 'index.ts'), 'utf8').replace('"first"', '"second"'));
+      expect(await waitFor(async () => ((await get()) === 'second' ? 'second' : undefined), 15_000, 'hot swap')).toBe('second');
+      expect(output).toMatch(/index\.ts changed; hot-swapped in [\d.]+ ms \(state kept\)/);
+      expect(await fetch(`http://127.0.0.1:${port}/pid`).then((r) => r.text())).toBe(pid);
+      await sleep(300);
+      simpleApp(dir, { name: 'local', body: 'third', config: { env: { MODE: 'x' } } });
+      expect(await waitFor(async () => ((await get()) === 'third' ? 'third' : undefined), 15_000, 'restart')).toBe('third');
+      expect(output).toMatch(/changed; restarting \(hot is unsafe: the runtime config changed \(env\)/);
+      expect(await fetch(`http://127.0.0.1:${port}/pid`).then((r) => r.text())).not.toBe(pid);
     } finally {
       child.kill('SIGINT');
     }

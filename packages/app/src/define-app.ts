@@ -45,6 +45,8 @@ export interface HotConfig {
   suspendTimeoutMs?: number;
   /** Module versions a worker may retain before it is recycled by a rolling replacement. Default 2000. */
   maxRetainedModules?: number;
+  /** How long a hot-upgraded revision runs healthy before workers that restart boot it. Default 10000. */
+  permanentAfterMs?: number;
 }
 
 /** An app's configuration, as written in `molt.config.ts`. */
@@ -66,6 +68,21 @@ export interface AppConfig {
   public?: boolean;
   rollout?: RolloutConfig;
   hot?: HotConfig;
+  /**
+   * Receives the generated upgrade plan's steps and returns the ones to use (Distillery's appup
+   * transforms), e.g. to add an `apply` step that migrates data. Applied by `molt app update`.
+   */
+  planTransform?: (plan: { from: string; to: string; up: PlanStep[]; down: PlanStep[] }) => { up: PlanStep[]; down: PlanStep[] };
+}
+
+/** One instruction of an upgrade plan (see `molt release plan`). */
+export interface PlanStep {
+  op: 'update' | 'load' | 'add' | 'remove' | 'apply';
+  module: string;
+  processes?: string[];
+  fn?: string;
+  extra?: unknown;
+  reason?: string;
 }
 
 /** What an app's entry module default-exports: the web-standard `fetch` shape. */

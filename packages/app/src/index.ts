@@ -11,6 +11,7 @@ export type {
   ReadinessConfig,
   RolloutConfig,
   HotConfig,
+  PlanStep,
 } from './define-app.js';
 export { runtime } from './runtime-api.js';
 export { defineProcess, processRuntime } from './process.js';

@@ -12,7 +12,7 @@ export interface AppSpec {
   updatable: boolean;
   public: boolean;
   rollout: { maxSurge: number; maxUnavailable: number; drainTimeoutMs: number; stopGraceMs: number };
-  hot: { canaryWindowMs: number; suspendTimeoutMs: number; maxRetainedModules: number };
+  hot: { canaryWindowMs: number; suspendTimeoutMs: number; maxRetainedModules: number; permanentAfterMs: number };
 }
 
 export type { AppConfig };

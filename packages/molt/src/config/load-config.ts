@@ -7,12 +7,18 @@ import { parse as parseYaml } from 'yaml';
 import { MoltError } from '../errors.js';
 import type { AppSpec } from './app-spec.js';
 import { validateAppConfig } from './validate-config.js';
+import type { UpgradeInstruction } from '../runtime/control-messages.js';
 
 export { CONFIG_FILES } from './config-files.js';
 import { CONFIG_FILES } from './config-files.js';
 
 
+/** `planTransform` of molt.config.ts: gets the generated plan's steps, returns the ones to use. */
+export type PlanTransform = (plan: { from: string; to: string; up: UpgradeInstruction[]; down: UpgradeInstruction[] }) => { up: UpgradeInstruction[]; down: UpgradeInstruction[] };
+
 export interface LoadedConfig {
+  /** The config's plan transform, if it has one (functions live only in molt.config.ts/js). */
+  planTransform?: PlanTransform;
   spec: AppSpec;
   /** Directory the config sits in; `entry` is relative to it. */
   appDir: string;
@@ -31,7 +37,8 @@ export async function loadAppConfig(dir: string, file?: string): Promise<LoadedC
   }
   if (!existsSync(path)) throw new MoltError('MOLT_ERR_INVALID_CONFIG', `config file ${path} does not exist; check the --file path`);
   const raw = await readConfigValue(path);
-  return { spec: validateAppConfig(raw, path), appDir: dirname(path), file: path };
+  const transform = (raw as { planTransform?: unknown } | undefined)?.planTransform;
+  return { spec: validateAppConfig(raw, path), appDir: dirname(path), file: path, planTransform: typeof transform === 'function' ? (transform as PlanTransform) : undefined };
 }
 
 async function readConfigValue(path: string): Promise<unknown> {

@@ -14,7 +14,7 @@ describe('app config validation', () => {
       updatable: true,
       public: false,
       rollout: { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: 30_000, stopGraceMs: 5_000 },
-      hot: { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000 },
+      hot: { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000, permanentAfterMs: 10_000 },
     });
   });
 

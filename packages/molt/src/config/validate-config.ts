@@ -6,7 +6,7 @@ const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 const VOLUME_REF = /^([a-z][a-z0-9-]{0,62}\/)?[a-z][a-z0-9-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const REVISION = /^\d{6}-[0-9a-f]{3}$/;
-const KNOWN = new Set(['name', 'entry', 'workers', 'readiness', 'env', 'resources', 'volumes', 'updatable', 'public', 'rollout', 'hot']);
+const KNOWN = new Set(['name', 'entry', 'workers', 'readiness', 'env', 'resources', 'volumes', 'updatable', 'public', 'rollout', 'hot', 'planTransform']);
 
 /** Collects every problem of a config, so the user fixes them in one pass. */
 class Problems {
@@ -149,16 +149,20 @@ export function validateAppConfig(input: unknown, source = 'app config'): AppSpe
     }
   }
 
-  const hot = { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000 };
+  if (c.planTransform !== undefined && typeof c.planTransform !== 'function') {
+    p.add('planTransform', `must be a function (got ${show(c.planTransform)})`, 'set it in molt.config.ts: planTransform: (plan) => ({ up: plan.up, down: plan.down })');
+  }
+  const hot = { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000, permanentAfterMs: 10_000 };
   if (c.hot !== undefined) {
     if (!isObject(c.hot)) p.add('hot', `must be an object (got ${show(c.hot)})`, 'set e.g. hot: { canaryWindowMs: 1000 }');
     else {
       for (const key of Object.keys(c.hot)) {
-        if (!(key in hot)) p.add(`hot.${key}`, 'is not a known setting', 'use canaryWindowMs, suspendTimeoutMs or maxRetainedModules');
+        if (!(key in hot)) p.add(`hot.${key}`, 'is not a known setting', 'use canaryWindowMs, suspendTimeoutMs, maxRetainedModules or permanentAfterMs');
       }
       hot.canaryWindowMs = positiveInt(p, 'hot.canaryWindowMs', c.hot.canaryWindowMs, 1000, 0);
       hot.suspendTimeoutMs = positiveInt(p, 'hot.suspendTimeoutMs', c.hot.suspendTimeoutMs, 5000, 1);
       hot.maxRetainedModules = positiveInt(p, 'hot.maxRetainedModules', c.hot.maxRetainedModules, 2000, 1);
+      hot.permanentAfterMs = positiveInt(p, 'hot.permanentAfterMs', c.hot.permanentAfterMs, 10_000, 0);
     }
   }
 

@@ -99,6 +99,7 @@ export class AppService {
       name: spec.name,
       id: newId(),
       currentRevision: 0,
+      permanentRevision: null,
       immutable: input.immutable === true || spec.updatable === false,
       paused: false,
       rolloutId: null,

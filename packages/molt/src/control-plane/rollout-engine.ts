@@ -27,7 +27,7 @@ export interface HotRollout {
   direction: 'up' | 'down';
 }
 
-const DEFAULT_HOT = { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000 };
+const DEFAULT_HOT = { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000, permanentAfterMs: 10_000 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RolloutEngine {
@@ -132,7 +132,7 @@ export class RolloutEngine {
       await Promise.all(stops);
       if (crash) throw new Error(crash);
       const previous = rollout.fromRevision;
-      await this.store.updateApp(namespace, app, { currentRevision: to.revision, rolloutId: null });
+      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: null, rolloutId: null });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (previous > 0) await this.store.setRevisionStatus(namespace, app, previous, 'superseded');
       await this.store.updateRollout(rollout.id, { phase: 'succeeded', finishedAt: new Date().toISOString() });
@@ -207,11 +207,14 @@ export class RolloutEngine {
         }
         if (crash) throw new Error(crash);
       }
-      await this.store.updateApp(namespace, app, { currentRevision: to.revision, rolloutId: null });
+      // The new revision serves; it becomes permanent (what restarting workers boot) once healthy.
+      const permanent = (await this.store.getApp(namespace, app))?.permanentRevision ?? from.revision;
+      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: permanent, rolloutId: null });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (from.revision > 0) await this.store.setRevisionStatus(namespace, app, from.revision, 'superseded');
       await this.store.updateRollout(rollout.id, { phase: 'succeeded', finishedAt: new Date().toISOString() });
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
+      this.probation(namespace, app, to.revision, permanent, opts.permanentAfterMs);
       for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
@@ -239,6 +242,30 @@ export class RolloutEngine {
     } finally {
       unsubscribe();
     }
+  }
+
+  /**
+   * OTP's current vs permanent: a hot-upgraded revision is permanent only after it has run for
+   * `ms` without a crash of the app's workers; until then a worker that restarts boots `previous`.
+   */
+  private probation(namespace: string, app: string, revision: number, previous: number, ms: number): void {
+    let crashed = false;
+    const unsubscribe = this.supervisor.onCrash((w) => {
+      if (w.namespace === namespace && w.app === app) crashed = true;
+    });
+    setTimeout(() => {
+      unsubscribe();
+      void (async () => {
+        const row = await this.store.getApp(namespace, app);
+        if (!row || row.currentRevision !== revision) return;
+        if (crashed) {
+          await this.events.append({ namespace, app, level: 'warn', type: 'revision.not-permanent', message: `revision ${revision} is not made permanent: a worker crashed within ${ms} ms; restarting workers boot revision ${previous}` });
+          return;
+        }
+        await this.store.updateApp(namespace, app, { permanentRevision: null });
+        await this.events.append({ namespace, app, type: 'revision.permanent', message: `revision ${revision} is permanent: it ran healthy for ${ms} ms` });
+      })().catch(() => {});
+    }, ms).unref();
   }
 
   /**

@@ -335,19 +335,25 @@ export class Supervisor {
     if (this.closing) return;
     const app = await this.store.getApp(namespace, appName);
     if (!app || app.paused || app.rolloutId || app.currentRevision === 0) return;
-    const rev = await this.store.getRevision(namespace, appName, app.currentRevision);
-    if (!rev) return;
-    const mine = this.workersOf(namespace, appName).filter((w) => w.revision === rev.revision);
-    for (let i = mine.length; i < rev.spec.workers; i++) {
+    const current = await this.store.getRevision(namespace, appName, app.currentRevision);
+    if (!current) return;
+    // A hot-upgraded revision still on probation: a worker that (re)starts boots the permanent one.
+    const boot = app.permanentRevision && app.permanentRevision !== app.currentRevision ? await this.store.getRevision(namespace, appName, app.permanentRevision) : undefined;
+    const rev = boot ?? current;
+    const mine = this.workersOf(namespace, appName);
+    for (let i = mine.length; i < current.spec.workers; i++) {
       try {
-        await this.startWorker(rev);
+        const w = await this.startWorker(rev);
+        if (boot) {
+          await this.events.append({ namespace, app: appName, workerId: w.id, level: 'warn', type: 'worker.permanent-boot', message: `worker ${w.id} booted revision ${boot.revision}, the permanent one: revision ${current.revision} was upgraded in place and is not permanent yet` });
+        }
       } catch {
         this.scheduleReconcile(namespace, appName);
         return;
       }
     }
-    for (const extra of mine.slice(rev.spec.workers)) {
-      await this.stopWorker(extra.id, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, reason: 'scaled down' });
+    for (const extra of mine.slice(current.spec.workers)) {
+      await this.stopWorker(extra.id, { drainTimeoutMs: current.spec.rollout.drainTimeoutMs, graceMs: current.spec.rollout.stopGraceMs, reason: 'scaled down' });
     }
   }
 

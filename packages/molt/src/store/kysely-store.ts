@@ -5,7 +5,13 @@ import type { AppRow, EventRow, ReleaseRow, RevisionRow, RolloutRow, TokenRow, V
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
 
-const toApp = (r: Row<'apps'>): AppRow => ({ ...r, immutable: !!r.immutable, paused: !!r.paused, currentRevision: Number(r.currentRevision) });
+const toApp = (r: Row<'apps'>): AppRow => ({
+  ...r,
+  immutable: !!r.immutable,
+  paused: !!r.paused,
+  currentRevision: Number(r.currentRevision),
+  permanentRevision: r.permanentRevision === null || r.permanentRevision === undefined ? null : Number(r.permanentRevision),
+});
 const toRelease = (r: Row<'releases'>): ReleaseRow => ({ ...r, manifest: JSON.parse(r.manifest), size: Number(r.size), files: Number(r.files) });
 const toRevision = (r: Row<'revisions'>): RevisionRow => ({ ...r, revision: Number(r.revision), spec: JSON.parse(r.spec), volumes: JSON.parse(r.volumes), status: r.status as RevisionRow['status'] });
 const toVolume = (r: Row<'volumes'>): VolumeRow => ({ ...r, latestSeq: Number(r.latestSeq) });

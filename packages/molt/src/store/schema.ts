@@ -10,6 +10,7 @@ export interface Database {
     name: string;
     id: string;
     currentRevision: number;
+    permanentRevision: number | null;
     immutable: number;
     paused: number;
     rolloutId: string | null;
@@ -207,6 +208,12 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
       async up(db: Kysely<any>) {
         // How the worker's resources are held: limits and whether they are enforced, GPUs given.
         await db.schema.alterTable('workers').addColumn('limits', 'text').execute();
+      },
+    },
+    '0004-permanent-revision': {
+      async up(db: Kysely<any>) {
+        // OTP's permanent release: what a restarting worker boots while a hot upgrade is on probation.
+        await db.schema.alterTable('apps').addColumn('permanentRevision', 'integer').execute();
       },
     },
   };

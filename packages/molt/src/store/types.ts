@@ -64,6 +64,11 @@ export interface AppRow {
   id: string;
   /** Revision that serves traffic; 0 before the first successful deploy. */
   currentRevision: number;
+  /**
+   * After a hot upgrade, the revision a restarting worker boots until the upgraded one has run
+   * healthy for `hot.permanentAfterMs` (OTP's permanent release); null when it is the current one.
+   */
+  permanentRevision: number | null;
   immutable: boolean;
   paused: boolean;
   /** The rollout in progress, if any; one at a time per app. */

@@ -112,8 +112,11 @@ export function appCommands(program: Command): void {
         const name = opts.app ?? built.spec.name;
         // A plan reviewed and written with `molt release plan --write` is used instead of the generated one.
         const current = await client.request<{ app: { release: string | null } }>('GET', `/api/v1/namespaces/${namespace}/apps/${name}`);
-        const { readPlanFile } = await import('../plan-view.js');
-        const plan = current.app.release ? readPlanFile(resolve(opts.dir ?? '.'), current.app.release, release.id) : undefined;
+        const { readPlanFile, transformedPlan } = await import('../plan-view.js');
+        const dir = resolve(opts.dir ?? '.');
+        const plan = current.app.release
+          ? (readPlanFile(dir, current.app.release, release.id) ?? (await transformedPlan(client, namespace, name, dir, opts.file, current.app.release, built)))
+          : undefined;
         const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${namespace}/apps/${name}/update`, {
           config: built.spec,
           releaseId: release.id,

@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { watch } from 'node:fs';
+import { rmSync, watch } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildRelease } from '../../release/build-release.js';
+import { type BuiltRelease, buildRelease } from '../../release/build-release.js';
+import { generatePlan } from '../../release/upgrade-plan.js';
+import type { UpgradeRequest, UpgradeResult, WorkerToServer } from '../../runtime/control-messages.js';
 import { volumeEnvName } from '../../control-plane/worker-process.js';
 import { namespaceOf } from '../context.js';
 import { say } from '../output.js';
@@ -12,16 +14,24 @@ import { volumeTarget } from './volume-commands.js';
 const WORKER_MAIN = fileURLToPath(new URL('../../runtime/worker-main.js', import.meta.url));
 
 /**
- * `molt app run`: builds the app as a release would be built, runs it in the same worker
- * runtime the server uses, and rebuilds and restarts it when a file of the app changes.
+ * `molt app run`: builds the app as a release would be built and runs it in the same worker runtime
+ * the server uses. On a file save it builds again and, when the upgrade plan allows, swaps the new
+ * modules into the running worker (processes keep their state); otherwise it restarts the worker.
+ * It prints which, and why.
  */
 export async function runLocally(opts: { dir: string; file?: string; port: string; host: string; watch: boolean }): Promise<number> {
   const dir = resolve(opts.dir);
+  const runRoot = join(dir, '.molt', 'run');
+  rmSync(runRoot, { recursive: true, force: true });
   let child: ChildProcess | undefined;
   let stopping = false;
+  let builds = 0;
+  let running: BuiltRelease | undefined;
 
-  const start = async (): Promise<void> => {
-    const built = await buildRelease(dir, { file: opts.file, outDir: join(dir, '.molt', 'run') });
+  // Each build gets its own directory: a hot swap loads the new modules beside the running ones.
+  const build = () => buildRelease(dir, { file: opts.file, outDir: join(runRoot, String(++builds)) });
+
+  const start = async (built: BuiltRelease): Promise<void> => {
     // Volumes come from their local copies (`molt volume get`), edits included.
     const volumeEnv: Record<string, string> = {};
     const volumes: Record<string, { path: string; revision: string }> = {};
@@ -36,13 +46,14 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
       volumes[ref.name] = { path: copy.dir, revision: `${copy.state.revision || 'new'} (local copy)` };
       volumeEnv[volumeEnvName(ref.name)] = copy.dir;
     }
-    child = spawn(process.execPath, ['--enable-source-maps', WORKER_MAIN], {
+    const c = spawn(process.execPath, ['--enable-source-maps', WORKER_MAIN], {
       cwd: built.dir,
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: {
         ...process.env,
         ...built.spec.env,
         MOLT_RELEASE_DIR: built.dir,
+        MOLT_RELEASE: built.id,
         MOLT_ENTRY: built.manifest.entry,
         MOLT_PORT: opts.port,
         MOLT_HOST: opts.host,
@@ -51,7 +62,12 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
         ...volumeEnv,
       },
     });
-    child.on('exit', (code, signal) => {
+    child = c;
+    running = built;
+    c.on('message', (m: WorkerToServer) => {
+      if (m.type === 'listening') say(`molt: ${built.spec.name} listening on http://${opts.host}:${m.port}`);
+    });
+    c.on('exit', (code, signal) => {
       if (!stopping) say(`molt: ${built.spec.name} exited (${signal ?? `code ${code}`}); waiting for a file change`);
     });
   };
@@ -68,20 +84,56 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
     stopping = false;
   };
 
-  await start();
+  /** Swaps the new build into the running worker; false when it could not (the worker is unchanged). */
+  const swap = (next: BuiltRelease, instructions: UpgradeRequest['instructions']): Promise<UpgradeResult> =>
+    new Promise((resolvePromise) => {
+      const c = child!;
+      const id = `local-${builds}`;
+      const onMessage = (m: WorkerToServer) => {
+        if (m.type !== 'upgrade-result' || m.id !== id) return;
+        c.off('message', onMessage);
+        resolvePromise(m.result);
+      };
+      c.on('message', onMessage);
+      c.send({ type: 'upgrade', id, toRelease: next.id, releaseDir: next.dir, direction: 'up', instructions, suspendTimeoutMs: next.spec.hot.suspendTimeoutMs } satisfies UpgradeRequest);
+    });
+
+  const onChange = async (files: string): Promise<void> => {
+    const next = await build();
+    const alive = child && child.exitCode === null && child.signalCode === null && child.connected;
+    if (alive && running) {
+      const plan = generatePlan(running, next);
+      if (plan.up.length === 0 && plan.strategy === 'hot') {
+        say(`molt: ${files} changed; no module changed, nothing to do`);
+        return;
+      }
+      if (plan.strategy === 'hot') {
+        const result = await swap(next, plan.up);
+        if (result.ok) {
+          running = next;
+          say(`molt: ${files} changed; hot-swapped in ${result.durationMs.toFixed(1)} ms (state kept)`);
+          return;
+        }
+        say(`molt: ${files} changed; the hot swap failed (${result.phase}${result.module ? ` in ${result.module}` : ''}: ${result.error}); restarting`);
+      } else say(`molt: ${files} changed; restarting (${plan.reason})`);
+    } else say(`molt: ${files} changed; starting`);
+    await stop();
+    await start(next);
+  };
+
+  await start(await build());
   if (opts.watch) {
     let timer: NodeJS.Timeout | undefined;
     let changed = new Set<string>();
+    let queue = Promise.resolve();
     watch(dir, { recursive: true }, (_event, file) => {
       if (!file || /(^|\/)(\.molt|node_modules|\.git)(\/|$)/.test(file)) return;
       changed.add(file);
       clearTimeout(timer);
-      timer = setTimeout(async () => {
+      timer = setTimeout(() => {
         const files = [...changed].join(', ');
         changed = new Set();
-        say(`molt: ${files} changed; restarting`);
-        await stop();
-        await start().catch((err: Error) => say(`molt: build failed: ${err.message}`));
+        queue = queue.then(() => onChange(files).catch((err: Error) => say(`molt: build failed: ${err.message}`)));
       }, 150);
     });
   }
