@@ -1,3 +1,4 @@
+import type { PlanStep } from '@molt/app';
 /** Messages on the control channel between the server and a worker (Node IPC). */
 export type WorkerToServer =
   | { type: 'listening'; port: number }
@@ -6,24 +7,13 @@ export type WorkerToServer =
 
 export type ServerToWorker = { type: 'drain' } | UpgradeRequest;
 
-/** One step of an upgrade plan, as the worker carries it out. */
-export interface UpgradeInstruction {
-  /**
-   * `update`: a module that defines processes (suspend, codeChange, resume); `load`: a module
-   * that defines none, or is loaded again because it imports one that changed; `add`/`remove`: a
-   * module only one side has; `apply`: run an exported function of the target release.
-   */
-  op: 'update' | 'load' | 'add' | 'remove' | 'apply';
-  module: string;
-  /** Processes the module defines (by name). */
-  processes?: string[];
-  /** For `apply`: the exported function to run. */
-  fn?: string;
-  /** Passed to `codeChange` (update) or to the function (apply). */
-  extra?: unknown;
-  /** Why the step is there, for people reading the plan. */
-  reason?: string;
-}
+/**
+ * One step of an upgrade plan, as the worker carries it out (the type apps see as `PlanStep`):
+ * `update` a module that defines processes (suspend, codeChange, resume); `load` one that defines
+ * none, or is loaded again because it imports one that changed; `add`/`remove` a module only one
+ * side has; `apply` an exported function of the target release (`fn`, given `extra`).
+ */
+export type UpgradeInstruction = PlanStep;
 
 export interface UpgradeRequest {
   type: 'upgrade';
