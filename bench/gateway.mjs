@@ -27,17 +27,22 @@ export async function benchGateway({ seconds = 10, rounds = 3 } = {}) {
     }
     const rssSteady = rssMiB(molt.pid);
 
-    // Rolling update under load: steady state first, then the same load through an update.
+    // Updates under load: steady state first, then the same load through a rolling update, then
+    // through a hot one (the same kind of change: the app's one module).
     const steady = await wrk(`${molt.url}/api/routes/v1/default/bench/`, { seconds: 5, headers: auth });
-    writeFileSync(join(appDir, 'index.ts'), 'export default { fetch: () => new Response("hello again") };\n');
-    const during = wrk(`${molt.url}/api/routes/v1/default/bench/`, { seconds: 8, headers: auth });
-    await sleep(1000);
-    const t0 = performance.now();
-    const update = await molt.molt(['app', 'update'], appDir);
-    const updateMs = performance.now() - t0;
-    const load = await during;
-    const body = await (await fetch(`${molt.url}/api/routes/v1/default/bench/`, { headers: auth })).text();
-    return { results, rssSteady, steady, load, updateMs, updateOk: update.code === 0 && body === 'hello again', rssAfter: rssMiB(molt.pid) };
+    const updates = [];
+    for (const [strategy, text] of [['rolling', 'hello again'], ['hot', 'hello once more']]) {
+      writeFileSync(join(appDir, 'index.ts'), `export default { fetch: () => new Response(${JSON.stringify(text)}) };\n`);
+      const during = wrk(`${molt.url}/api/routes/v1/default/bench/`, { seconds: 8, headers: auth });
+      await sleep(1000);
+      const t0 = performance.now();
+      const update = await molt.molt(['app', 'update', '--strategy', strategy], appDir);
+      const ms = performance.now() - t0;
+      const load = await during;
+      const body = await (await fetch(`${molt.url}/api/routes/v1/default/bench/`, { headers: auth })).text();
+      updates.push({ strategy, load, ms, ok: update.code === 0 && body === text });
+    }
+    return { results, rssSteady, steady, updates, rssAfter: rssMiB(molt.pid) };
   } finally {
     await Promise.all([nginx.stop(), plain.stop()]);
     await molt.stop();

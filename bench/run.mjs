@@ -26,12 +26,13 @@ if (want('gateway')) {
     console.log(`| ${name} | ${fmt(rps)} | ${fmt(rps / nginx, 2)} | ${fmt(median(rs.map((r) => r.p50)), 2)} | ${fmt(median(rs.map((r) => r.p99)), 2)} | ${errors} |`);
   }
   console.log(`\nmolt server RSS under load: ${fmt(g.rssSteady, 1)} MiB (after the update: ${fmt(g.rssAfter, 1)} MiB)\n`);
-  console.log('| rolling update under load (gateway) | requests | errors | req/s | p50 ms | p99 ms |');
+  console.log('| updates under load (gateway) | requests | errors | req/s | p50 ms | p99 ms |');
   console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
-  for (const [name, r] of [['steady state (5 s)', g.steady], ['through `molt app update` (8 s)', g.load]]) {
+  const rows = [['steady state (5 s)', g.steady], ...g.updates.map((u) => [`through \`molt app update --strategy ${u.strategy}\` (8 s)`, u.load])];
+  for (const [name, r] of rows) {
     console.log(`| ${name} | ${fmt(r.requests)} | ${r.non2xx + r.socketErrors} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} |`);
   }
-  console.log(`\n\`molt app update\` took ${fmt(g.updateMs)} ms end to end (build, upload, rollout); new code served: ${g.updateOk ? 'yes' : 'NO'}`);
+  for (const u of g.updates) console.log(`\n\`molt app update --strategy ${u.strategy}\` took ${fmt(u.ms)} ms end to end (build, upload, update); new code served: ${u.ok ? 'yes' : 'NO'}`);
 }
 
 if (want('volumes')) {

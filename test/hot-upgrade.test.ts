@@ -219,6 +219,29 @@ ${dep ? `export const uses${name} = ${dep};` : ''}
     expect(auto.stdout).toMatch(/strategy: rolling \(the runtime config changed \(env\) and the entry exports no configChange hook: workers are replaced one by one\)/);
   });
 
+  it("takes an env change in place when the entry exports configChange, and gives it the new env", async () => {
+    const dir = counterApp('configured');
+    const withHook = `${INDEX.replace("if (url.pathname === '/pid')", "if (url.pathname === '/mode') return new Response(process.env.MODE + ' ' + (globalThis as any).seen);\n    if (url.pathname === '/pid')")}
+export function configChange({ env, previous }: { env: Record<string, string>; previous: Record<string, string> }) {
+  (globalThis as any).seen = (previous.MODE ?? 'none') + '->' + env.MODE;
+}
+`;
+    writeFileSync(join(dir, 'index.ts'), withHook);
+    const config = JSON.parse(readFileSync(join(dir, 'molt.config.json'), 'utf8'));
+    writeFileSync(join(dir, 'molt.config.json'), JSON.stringify({ ...config, env: { MODE: 'slow' } }));
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    await call('configured', '/add');
+    const pid = await call('configured', '/pid');
+    writeFileSync(join(dir, 'molt.config.json'), JSON.stringify({ ...config, env: { MODE: 'fast' } }));
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    const update = await server.molt(['app', 'update'], { cwd: dir });
+    expect(update.code, update.stderr).toBe(0);
+    expect(update.stdout).toContain('strategy: hot');
+    expect(await call('configured', '/mode')).toBe('fast slow->fast');
+    expect(await call('configured')).toBe('v2 total=1 shape=total,version');
+    expect(await call('configured', '/pid')).toBe(pid);
+  });
+
   it('downgrades the workers already upgraded when a later one fails, and leaves them all on the old code', async () => {
     const dir = counterApp('canary', 2);
     writeFileSync(join(dir, 'index.ts'), INDEX.replace("if (url.pathname === '/pid')", "if (url.pathname === '/arm') { (globalThis as any).refuse = true; return new Response('armed'); }\n    if (url.pathname === '/pid')"));

@@ -27,6 +27,8 @@ export interface HotRollout {
   direction: 'up' | 'down';
 }
 
+const sameEnv = (a: Record<string, string>, b: Record<string, string>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+
 const DEFAULT_HOT = { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000, permanentAfterMs: 10_000 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -177,6 +179,10 @@ export class RolloutEngine {
       if (workers.includes(w.id)) crash = `worker ${w.id} crashed during the hot upgrade`;
     });
     const timeoutMs = opts.suspendTimeoutMs + 30_000;
+    // An env change goes in place only through the entry's configChange (the plan checked it exists).
+    const envChanged = !sameEnv(from.spec.env, to.spec.env);
+    const envChange = envChanged ? { env: { from: from.spec.env, to: to.spec.env } } : {};
+    const envBack = envChanged ? { env: { from: to.spec.env, to: from.spec.env } } : {};
     await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
     await ev(
       'rollout.started',
@@ -185,14 +191,15 @@ export class RolloutEngine {
     try {
       const releaseDir = this.supervisor.releaseDir(to.releaseId);
       for (const [i, id] of workers.entries()) {
-        await ev('worker.upgrading', `worker ${id} upgrading in place${i === 0 ? ' (canary)' : ''}`, 'info', id);
+        const logged = ev('worker.upgrading', `worker ${id} upgrading in place${i === 0 ? ' (canary)' : ''}`, 'info', id);
         const r = await this.supervisor.upgradeWorker(
           id,
           to.revision,
-          { toRelease: to.releaseId, releaseDir, direction: hot.direction, instructions: hot.up, suspendTimeoutMs: opts.suspendTimeoutMs },
+          { toRelease: to.releaseId, releaseDir, direction: hot.direction, instructions: hot.up, suspendTimeoutMs: opts.suspendTimeoutMs, ...envChange },
           timeoutMs,
           { fromRelease: from.releaseId, fromDir: this.supervisor.releaseDir(from.releaseId), downInstructions: hot.down },
         );
+        await logged;
         if (!r.ok) throw new Error(`worker ${id} could not upgrade: ${r.phase} failed${r.module ? ` in ${r.module}` : ''}: ${r.error}`);
         upgraded.push(id);
         if (r.retainedModules > opts.maxRetainedModules) overBudget.push(id);
@@ -224,7 +231,7 @@ export class RolloutEngine {
         const r = await this.supervisor.upgradeWorker(
           id,
           from.revision,
-          { toRelease: from.releaseId, releaseDir: fromDir, direction: hot.direction === 'up' ? 'down' : 'up', instructions: hot.down, suspendTimeoutMs: opts.suspendTimeoutMs },
+          { toRelease: from.releaseId, releaseDir: fromDir, direction: hot.direction === 'up' ? 'down' : 'up', instructions: hot.down, suspendTimeoutMs: opts.suspendTimeoutMs, ...envBack },
           timeoutMs,
           { fromRelease: to.releaseId, fromDir: this.supervisor.releaseDir(to.releaseId), downInstructions: hot.up },
         );

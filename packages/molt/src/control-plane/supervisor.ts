@@ -1,4 +1,6 @@
-import { join } from 'node:path';
+import { mkdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { BlobStore } from '../blobs/blob-store.js';
 import { materializeTree } from '../blobs/materialize.js';
 import type { RouteTable } from '../gateway/route-table.js';
@@ -53,7 +55,9 @@ export class Supervisor {
     private readonly opts: SupervisorOptions,
     readonly scheduler: Scheduler,
     readonly cgroups: Cgroups,
-  ) {}
+  ) {
+    this.ensureMoltAppLink();
+  }
 
   /** Live detail of a worker (BUSY while it serves), overlaid on what the store says. */
   detailOf(row: WorkerRow): DetailStatus | null {
@@ -76,6 +80,23 @@ export class Supervisor {
     if (status === 'TERMINATED' || status === 'ERROR') patch.deletedAt = new Date().toISOString();
     Object.assign(row, patch);
     await this.store.updateWorker(row.id, patch);
+  }
+
+  /**
+   * Apps import `@molt/app` by name; from every tree under the data dir, plain resolution finds
+   * `<data-dir>/node_modules/@molt/app`, a link to the runtime's own copy (no loader hooks needed).
+   */
+  private ensureMoltAppLink(): void {
+    const link = join(this.opts.dataDir, 'node_modules', '@molt', 'app');
+    const target = moltAppPackageDir();
+    try {
+      if (readlinkSync(link) === target) return;
+      rmSync(link, { force: true });
+    } catch {
+      // not there yet
+    }
+    mkdirSync(dirname(link), { recursive: true });
+    symlinkSync(target, link);
   }
 
   /** Materializes a release's tree once and returns its directory. */
@@ -141,6 +162,7 @@ export class Supervisor {
         releaseId: rev.releaseId,
         releaseDir,
         volumes,
+        linksDir: join(this.opts.dataDir, 'links', row.id),
         cgroupProcs: cgroup?.procs ?? [],
         mountNamespace: this.readOnlyMounts.ok,
         cudaVisibleDevices: this.scheduler.node.gpus.length > 0 ? allocation.gpus.join(',') : undefined,
@@ -152,6 +174,7 @@ export class Supervisor {
       (exit) => void this.handleExit(row.id, exit),
       () => {
         void this.logs.close(row.id);
+        rmSync(join(this.opts.dataDir, 'links', row.id), { recursive: true, force: true });
         // The process is gone: its capacity is free and its cgroup can go.
         this.scheduler.release(row.id);
         void cgroup?.remove();
@@ -198,19 +221,23 @@ export class Supervisor {
     const { fromRelease, fromDir, downInstructions } = back;
     const live = this.live.get(workerId);
     if (!live || live.stopping) return { ok: false, phase: 'load', error: `worker ${workerId} is not running` };
-    await this.setStatus(live, 'RUNNING', 'UPGRADING');
+    // The status is written while the worker swaps: the swap does not wait for the store.
+    const marked = this.setStatus(live, 'RUNNING', 'UPGRADING');
     let result = await live.proc.upgrade(req, timeoutMs);
+    await marked;
     // The new code must still pass readiness, as a new worker would have to.
     if (result.ok && !(await live.proc.ready())) {
       const path = live.proc.launch.spec.readiness.path;
-      const back = await live.proc.upgrade({ ...req, toRelease: fromRelease, releaseDir: fromDir, direction: req.direction === 'up' ? 'down' : 'up', instructions: downInstructions }, timeoutMs);
+      const env = req.env ? { from: req.env.to, to: req.env.from } : undefined;
+      const back = await live.proc.upgrade({ ...req, toRelease: fromRelease, releaseDir: fromDir, direction: req.direction === 'up' ? 'down' : 'up', instructions: downInstructions, env }, timeoutMs);
       result = { ok: false, phase: 'apply', error: `the upgraded worker failed readiness (GET ${path})${back.ok ? '; it went back to its release' : `; going back failed too (${back.error})`}` };
     }
-    if (result.ok) {
-      live.row.revision = revision;
-      await this.store.updateWorker(workerId, { revision });
+    if (this.live.has(workerId)) {
+      // One write: its new revision (on success) and FREE again.
+      if (result.ok) live.row.revision = revision;
+      live.row.detailStatus = 'FREE';
+      await this.store.updateWorker(workerId, result.ok ? { revision, detailStatus: 'FREE' } : { detailStatus: 'FREE' });
     }
-    if (this.live.has(workerId)) await this.setStatus(live, 'RUNNING', 'FREE');
     return result;
   }
 

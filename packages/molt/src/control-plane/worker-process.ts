@@ -19,6 +19,8 @@ export interface WorkerLaunch {
   releaseDir: string;
   /** The volumes it reads, materialized. */
   volumes: WorkerVolume[];
+  /** A writable directory of its own for hot upgrades' link directories. */
+  linksDir: string;
   /** `cgroup.procs` files the process enters before Node starts (its limits); empty for none. */
   cgroupProcs: string[];
   /** Whether the release and volume directories are made read-only mounts (see isolation.ts). */
@@ -89,6 +91,7 @@ export class WorkerProcess {
       MOLT_REVISION: String(launch.revision),
       MOLT_RELEASE: launch.releaseId,
       MOLT_RELEASE_DIR: launch.releaseDir,
+      MOLT_LINKS_DIR: launch.linksDir,
       MOLT_ENTRY: launch.entry,
       MOLT_HOST: launch.host,
       MOLT_PORT: '0',

@@ -25,8 +25,10 @@ export interface UpgradeRequest {
   instructions: UpgradeInstruction[];
   /** How long a process may take to finish its current message when suspended. */
   suspendTimeoutMs: number;
+  /** The app's env when it changes: given to the entry's `configChange`, then set in the worker. */
+  env?: { from: Record<string, string>; to: Record<string, string> };
 }
 
 export type UpgradeResult =
   | { ok: true; durationMs: number; retainedModules: number; release: string }
-  | { ok: false; phase: 'load' | 'check' | 'suspend' | 'codeChange' | 'apply'; module?: string; error: string };
+  | { ok: false; phase: 'load' | 'check' | 'suspend' | 'codeChange' | 'apply' | 'configChange'; module?: string; error: string };

@@ -9,9 +9,9 @@
  * Modules that neither changed nor import a changed module are not loaded again: the loader hooks
  * resolve them to the instances already running, so only what changed gets new code.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { AppModule, CodeChange } from '@molt/app';
 import { MANIFEST_FILE } from '../release/manifest.js';
 import type { ReleaseManifest } from '../store/types.js';
@@ -37,8 +37,6 @@ export interface ProcessRuntime {
   remove(name: string): void;
 }
 
-/** Points the loader at modules already running: release-relative path → URL. */
-export type SetRedirects = (targetDir: string, redirects: Record<string, string>) => Promise<void>;
 
 interface LoadedRelease {
   dir: string;
@@ -69,17 +67,22 @@ export class HotUpgrader {
   /** Module instances loaded since the worker started: Node's loader never frees them. */
   retainedModules: number;
   private busy = false;
+  private links = 0;
+  /** The release this worker started with; its packages serve every later version. */
+  private readonly bootDir: string;
 
   constructor(
     private readonly slot: AppSlot,
     releaseId: string,
     releaseDir: string,
     private readonly processes: ProcessRuntime,
-    private readonly setRedirects: SetRedirects,
+    /** A writable directory of this worker's own, for the link directories of upgrades. */
+    private readonly linksDir: string,
   ) {
     const manifest = readManifest(releaseDir);
     const urls = new Map(manifest.modules.map((m) => [m.path, pathToFileURL(join(releaseDir, m.path)).href]));
     this.current = { id: releaseId, dir: releaseDir, manifest, urls };
+    this.bootDir = releaseDir;
     this.loaded.set(releaseId, this.current);
     this.retainedModules = manifest.modules.length;
   }
@@ -196,6 +199,16 @@ export class HotUpgrader {
           throw new UpgradeFailure('apply', i.module, err);
         }
       }
+      // A runtime config change the entry says it can take in place (`export function configChange`).
+      if (req.env) {
+        try {
+          const hook = ((await import(entryUrl)) as { configChange?: (c: { env: Record<string, string>; previous: Record<string, string> }) => unknown }).configChange;
+          if (typeof hook !== 'function') throw new Error(`${target.manifest.entry} exports no configChange for the env change`);
+          await hook({ env: req.env.to, previous: req.env.from });
+        } catch (err) {
+          throw new UpgradeFailure('configChange', target.manifest.entry, err);
+        }
+      }
     } catch (err) {
       for (const n of suspended) this.processes.resume(n);
       throw err;
@@ -206,6 +219,10 @@ export class HotUpgrader {
     for (const n of updated) this.processes.commit(n, staged.get(n)!, newStates.has(n) ? newStates.get(n) : await this.processes.stateCopy(n));
     for (const n of removed) this.processes.remove(n);
     this.slot.app = app;
+    if (req.env) {
+      for (const k of Object.keys(req.env.from)) if (!(k in req.env.to)) delete process.env[k];
+      Object.assign(process.env, req.env.to);
+    }
     if (fresh) {
       this.loaded.set(req.toRelease, target);
       this.retainedModules += req.instructions.filter((i) => i.op === 'update' || i.op === 'load' || i.op === 'add').length;
@@ -215,22 +232,50 @@ export class HotUpgrader {
     for (const n of suspended) this.processes.resume(n);
   }
 
-  /** The new release's module URLs: reloaded modules from its directory, the rest as they run now. */
-  private async link(req: UpgradeRequest, from: { urls: Map<string, string> }): Promise<LoadedRelease> {
+  /**
+   * The new release as this worker loads it: a link directory of its own where the modules to load
+   * again are copies (new URLs, so new instances) and every other module is a symlink to the file
+   * that runs now (Node resolves symlinks to their real path, so imports of it get the instance
+   * already running). Other files of the release are symlinked, so paths relative to a module work.
+   */
+  private async link(req: UpgradeRequest, from: { dir: string; urls: Map<string, string> }): Promise<LoadedRelease> {
     const manifest = readManifest(req.releaseDir);
     const reload = new Set(req.instructions.filter((i) => i.op === 'update' || i.op === 'load' || i.op === 'add').map((i) => i.module));
     reload.add(manifest.entry);
+    const modules = new Set(manifest.modules.map((m) => m.path));
+    const dir = join(this.linksDir, String(++this.links));
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
     const urls = new Map<string, string>();
-    const redirects: Record<string, string> = {};
-    for (const m of manifest.modules) {
-      const own = pathToFileURL(join(req.releaseDir, m.path)).href;
-      const running = from.urls.get(m.path);
-      if (!reload.has(m.path) && running) {
-        urls.set(m.path, running);
-        redirects[m.path] = running;
-      } else urls.set(m.path, own);
+    for (const rel of listFiles(req.releaseDir)) {
+      const src = join(req.releaseDir, rel);
+      const dest = join(dir, rel);
+      mkdirSync(dirname(dest), { recursive: true });
+      const running = from.urls.get(rel);
+      if (modules.has(rel) && !reload.has(rel) && running) {
+        symlinkSync(fileURLToPath(running), dest);
+        urls.set(rel, running);
+      } else if (modules.has(rel) || rel === 'package.json' || rel.endsWith('.map')) {
+        copyFileSync(src, dest);
+        if (modules.has(rel)) urls.set(rel, pathToFileURL(dest).href);
+      } else symlinkSync(src, dest);
     }
-    await this.setRedirects(req.releaseDir, redirects);
+    // Packages are the same as the running release's (hot needs an unchanged dependency hash):
+    // resolving them there shares their instances too.
+    const packages = existsSync(join(this.bootDir, 'node_modules')) ? join(this.bootDir, 'node_modules') : join(req.releaseDir, 'node_modules');
+    if (existsSync(packages)) symlinkSync(packages, join(dir, 'node_modules'));
     return { dir: req.releaseDir, manifest, urls };
   }
+}
+
+/** Every file of a release, relative to it, without its node_modules. */
+function listFiles(root: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(join(root, rel), { withFileTypes: true })) {
+    const path = rel ? `${rel}/${entry.name}` : entry.name;
+    if (!rel && entry.name === 'node_modules') continue;
+    if (entry.isDirectory()) out.push(...listFiles(root, path));
+    else out.push(path);
+  }
+  return out;
 }

@@ -15,7 +15,6 @@ import { installWebObjects } from './web-objects.js';
 import { HotUpgrader, type ProcessRuntime } from './hot-upgrade.js';
 import { MANIFEST_FILE } from '../release/manifest.js';
 import { existsSync } from 'node:fs';
-import { MessageChannel } from 'node:worker_threads';
 import type { AppModule } from '@molt/app';
 
 const send = (msg: WorkerToServer): void => {
@@ -23,22 +22,12 @@ const send = (msg: WorkerToServer): void => {
 };
 
 installWebObjects();
-const hooksPort = new MessageChannel();
-register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href, port: hooksPort.port2 }, transferList: [hooksPort.port2] });
-const acks = new Map<number, () => void>();
-let redirectSeq = 0;
-hooksPort.port1.on('message', (m: { id: number }) => acks.get(m.id)?.());
-hooksPort.port1.unref();
-/** Tells the loader hooks which modules of a release resolve to instances already running; waits until they know. */
-const setRedirects = (dir: string, map: Record<string, string>): Promise<void> =>
-  new Promise((resolvePromise) => {
-    const id = ++redirectSeq;
-    acks.set(id, () => {
-      acks.delete(id);
-      resolvePromise();
-    });
-    hooksPort.port1.postMessage({ id, dirUrl: `${pathToFileURL(dir).href}/`, map });
-  });
+// Where `@molt/app` is not found by plain resolution (`molt app run`: the app's own node_modules
+// would win), loader hooks point it at the runtime's copy. Server workers do without: the data dir
+// holds node_modules/@molt/app → the runtime's copy, and hooks cost every import a thread hop.
+if (process.env.MOLT_APP_HOOK === '1') {
+  register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href } });
+}
 
 const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
 const entry = process.env.MOLT_ENTRY ?? 'index.js';
@@ -63,7 +52,8 @@ try {
 
 const slot: AppSlot = { app };
 const { processRuntime } = (await import(pathToFileURL(MOLT_APP_ENTRY).href)) as { processRuntime: ProcessRuntime };
-const upgrader = existsSync(join(releaseDir, MANIFEST_FILE)) ? new HotUpgrader(slot, process.env.MOLT_RELEASE ?? 'local', releaseDir, processRuntime, setRedirects) : undefined;
+const linksDir = process.env.MOLT_LINKS_DIR ?? join(releaseDir, '..', '.links', String(process.pid));
+const upgrader = existsSync(join(releaseDir, MANIFEST_FILE)) ? new HotUpgrader(slot, process.env.MOLT_RELEASE ?? 'local', releaseDir, processRuntime, linksDir) : undefined;
 let draining = false;
 const server = createServer(
   fetchHandler(slot, (err) => console.error('molt: request failed:', err), () => draining),

@@ -54,6 +54,8 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
         ...built.spec.env,
         MOLT_RELEASE_DIR: built.dir,
         MOLT_RELEASE: built.id,
+        MOLT_LINKS_DIR: join(runRoot, 'links', String(builds)),
+        MOLT_APP_HOOK: '1',
         MOLT_ENTRY: built.manifest.entry,
         MOLT_PORT: opts.port,
         MOLT_HOST: opts.host,

@@ -66,6 +66,8 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
       createdAt: new Date().toISOString(),
     };
     if (!existing) await cp.store.insertRelease(row);
+    // Materialized now, off the path of the update that will run it (a hot swap takes milliseconds).
+    cp.supervisor.releaseDir(result.hash);
     reply.code(existing ? 200 : 201);
     return { release: row, uploaded: { blobs: result.added, bytes: result.receivedBytes } };
   });
