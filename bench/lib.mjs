@@ -1,5 +1,6 @@
 // Shared pieces of the benchmarks: a molt server child process, wrk runs, nginx and a plain Node proxy.
 import { execFile, spawn } from 'node:child_process';
+import { createServer as createNetServer } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -90,7 +91,12 @@ export async function wrk(url, { seconds = 10, connections = 32, threads = 1, he
 /** nginx with one worker process as a reverse proxy with upstream keep-alive. */
 export async function startNginx(upstreamPort) {
   const dir = tmp('molt-nginx-');
-  const port = 30000 + Math.floor(Math.random() * 20000);
+  const port = await new Promise((r) => {
+    const srv = createNetServer().listen(0, '127.0.0.1', () => {
+      const { port: p } = srv.address();
+      srv.close(() => r(p));
+    });
+  });
   writeFileSync(
     join(dir, 'nginx.conf'),
     `worker_processes 1;

@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyExample, MOLT_BIN, molt, ServerProcess, simpleApp, sleep, tempDir, waitFor, writeApp } from './helpers.js';
+import { copyExample, MOLT_BIN, molt, ServerProcess, simpleApp, sleep, tempDir, waitFor, writeApp, freePort } from './helpers.js';
 
 describe('releases', () => {
   const server = new ServerProcess(tempDir());
@@ -73,7 +73,7 @@ describe('releases', () => {
 
   it('molt app run serves the app locally, hot-swaps a changed module (same process) and restarts on a config change', async () => {
     const dir = simpleApp(join(tempDir(), 'local'), { name: 'local', body: 'first' });
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const child = spawn(process.execPath, [MOLT_BIN, 'app', 'run', '--port', String(port)], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (c) => (output += c));

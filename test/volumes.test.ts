@@ -2,7 +2,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyExample, MOLT_BIN, ServerProcess, tempDir, waitFor, writeApp } from './helpers.js';
+import { copyExample, MOLT_BIN, ServerProcess, tempDir, waitFor, writeApp, freePort } from './helpers.js';
 import { runLoad } from './load.js';
 
 /** A directory of files, each `content` repeated to `size` bytes. */
@@ -235,7 +235,7 @@ describe('the seed "update volume" flow with examples/get-start', () => {
 
     // molt app run reads the local copy, unpushed edits included.
     writeFileSync(join(path, 'my-model'), 'edited locally\n');
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const child = spawn(process.execPath, [MOLT_BIN, 'app', 'run', '--port', String(port), '--no-watch'], {
       cwd: app,
       env: { ...process.env, MOLT_CACHE_DIR: join(server.dataDir, 'cache'), MOLT_CONFIG_DIR: join(server.dataDir, 'cli') },
