@@ -100,6 +100,7 @@ export function serverCommand(program: Command): void {
           console.log(`\nexample app get-start is running. Call it with:`);
           console.log(`  curl -H 'Authorization: Bearer ${token}' ${server.url}/api/routes/v1/default/get-start/hello`);
           console.log(`  curl -N -H 'Authorization: Bearer ${token}' ${server.url}/api/routes/v1/default/get-start/sse`);
+          console.log(`  curl -H 'Authorization: Bearer ${token}' ${server.url}/api/routes/v1/default/get-start/show-volume`);
         }
         await new Promise<void>((r) => {
           process.once('SIGINT', r);
