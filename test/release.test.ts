@@ -92,6 +92,11 @@ describe('releases', () => {
       expect(await waitFor(async () => ((await get()) === 'third' ? 'third' : undefined), 15_000, 'restart')).toBe('third');
       expect(output).toMatch(/changed; restarting \(hot is unsafe: the runtime config changed \(env\)/);
       expect(await fetch(`http://127.0.0.1:${port}/pid`).then((r) => r.text())).not.toBe(pid);
+      // Ctrl-C stops the worker and molt app run itself.
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGINT');
+      expect(await Promise.race([exited.then(() => 'exited'), sleep(5000).then(() => 'still running')])).toBe('exited');
+      expect(await get()).toBeUndefined();
     } finally {
       child.kill('SIGINT');
     }

@@ -247,10 +247,15 @@ export class HotUpgrader {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     const urls = new Map<string, string>();
+    const made = new Set([dir]);
     for (const rel of listFiles(req.releaseDir)) {
       const src = join(req.releaseDir, rel);
       const dest = join(dir, rel);
-      mkdirSync(dirname(dest), { recursive: true });
+      const parent = dirname(dest);
+      if (!made.has(parent)) {
+        mkdirSync(parent, { recursive: true });
+        made.add(parent);
+      }
       const running = from.urls.get(rel);
       if (modules.has(rel) && !reload.has(rel) && running) {
         symlinkSync(fileURLToPath(running), dest);

@@ -261,7 +261,13 @@ export function appCommands(program: Command): void {
     .option('-p, --port <port>', 'port to listen on', '8080')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--no-watch', 'do not restart on file changes')
-    .action(run(async (opts: { dir: string; file?: string; port: string; host: string; watch: boolean }) => (await import('./app-run.js')).runLocally(opts)));
+    .action(
+      run(async (opts: { dir: string; file?: string; port: string; host: string; watch: boolean }) => {
+        const code = await (await import('./app-run.js')).runLocally(opts);
+        // The build service (esbuild) would keep the process alive after Ctrl-C.
+        process.exit(code);
+      }),
+    );
 
   const node = program.command('node').description('inspect the nodes that run workers');
   const listNodes = run(async (opts: { json?: boolean }) => {

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync, watch } from 'node:fs';
+import { type FSWatcher, rmSync, watch } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type BuiltRelease, buildRelease } from '../../release/build-release.js';
@@ -124,11 +124,12 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
   };
 
   await start(await build());
+  let watcher: FSWatcher | undefined;
   if (opts.watch) {
     let timer: NodeJS.Timeout | undefined;
     let changed = new Set<string>();
     let queue = Promise.resolve();
-    watch(dir, { recursive: true }, (_event, file) => {
+    watcher = watch(dir, { recursive: true }, (_event, file) => {
       if (!file || /(^|\/)(\.molt|node_modules|\.git)(\/|$)/.test(file)) return;
       changed.add(file);
       clearTimeout(timer);
@@ -145,5 +146,6 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
     process.once('SIGTERM', quit);
     if (!opts.watch) child?.once('exit', () => r());
   });
+  watcher?.close();
   return 0;
 }
