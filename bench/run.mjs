@@ -51,7 +51,7 @@ if (want('volumes')) {
 if (want('hot')) {
   const h = await benchHot({ upgrades: Number(process.env.BENCH_UPGRADES ?? 1000) });
   const rolling = h.compare.find((c) => c.strategy === 'rolling').ms;
-  console.log('\n| update of a 2-worker app, accepted → every worker serves the new code | median of 3, ms | × faster than rolling |');
+  console.log('\n| update of a 2-worker app, accepted → every worker serves the new code | median of 7, ms | × faster than rolling |');
   console.log('| --- | ---: | ---: |');
   for (const c of h.compare) {
     const label = c.strategy === 'rolling' ? 'rolling (surge 1: start, ready, drain, stop)' : `hot, canary window ${c.canary} ms`;
