@@ -224,11 +224,11 @@ export const processRuntime = {
     e.suspended = false;
     pump(e);
   },
-  /** Point of no return for one process: new handlers, new state. */
-  commit(name: string, spec: AnySpec, state: unknown): void {
+  /** Point of no return for one process: new handlers, and the new state when there is one. */
+  commit(name: string, spec: AnySpec, next?: { state: unknown }): void {
     const e = entries.get(name)!;
     e.spec = spec;
-    e.state = state;
+    if (next) e.state = next.state;
   },
   /** Starts a process an upgrade added. */
   start(spec: AnySpec): Promise<void> {

@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { MoltError } from '../errors.js';
@@ -32,4 +33,9 @@ export async function appTarget(opts: AppOptions): Promise<AppTarget> {
   const { loadAppConfig } = await import('../config/load-config.js');
   const { spec } = await loadAppConfig(dir, opts.file);
   return { namespace, app: spec.name };
+}
+
+/** `--dir` and `--file`: where the app's code and config are, for the commands that build it. */
+export function sourceOptions(c: Command): Command {
+  return c.option('--dir <dir>', 'app directory', '.').option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts');
 }

@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { UpgradePlan } from '../release/upgrade-plan.js';
+import type { PlanSide, UpgradePlan } from '../release/upgrade-plan.js';
 import type { UpgradeInstruction } from '../runtime/control-messages.js';
 import type { AppSpec } from '../config/app-spec.js';
-import type { ReleaseManifest, ReleaseRow } from '../store/types.js';
+import type { ReleaseRow } from '../store/types.js';
 import type { Client } from './client.js';
 
 /** Where a reviewed or hand-written plan between two releases lives in an app: `rel/plans/<from>-<to>.json`. */
@@ -37,26 +37,27 @@ export function describeUpgrade(plan: Pick<UpgradePlan, 'from' | 'to' | 'strateg
   ];
 }
 
+/** A release of the server as one side of a plan: its manifest, with the config it runs under. */
+export async function serverSide(client: Client, namespace: string, releaseId: string, spec: AppSpec): Promise<PlanSide> {
+  const { release } = await client.request<{ release: ReleaseRow }>('GET', `/api/v1/namespaces/${namespace}/releases/${releaseId}`);
+  return { id: release.id, manifest: release.manifest, spec };
+}
+
 /**
  * The plan the app's `planTransform` (molt.config.ts) makes of the generated one, or undefined when
- * it has none. Generated here from the running release's manifest and this build's.
+ * it has none. Generated here from the running release (`from`) and this build.
  */
 export async function transformedPlan(
-  client: Client,
-  namespace: string,
-  app: string,
   dir: string,
   file: string | undefined,
-  fromId: string,
-  built: { id: string; manifest: ReleaseManifest; spec: AppSpec },
+  from: () => Promise<PlanSide>,
+  built: PlanSide,
 ): Promise<{ up: UpgradeInstruction[]; down: UpgradeInstruction[]; source: string } | undefined> {
   const { loadAppConfig } = await import('../config/load-config.js');
   const { planTransform } = await loadAppConfig(dir, file);
   if (!planTransform) return undefined;
   const { generatePlan } = await import('../release/upgrade-plan.js');
-  const { release } = await client.request<{ release: ReleaseRow }>('GET', `/api/v1/namespaces/${namespace}/releases/${fromId}`);
-  const { app: current } = await client.request<{ app: { spec: AppSpec } }>('GET', `/api/v1/namespaces/${namespace}/apps/${app}`);
-  const plan = generatePlan({ id: release.id, manifest: release.manifest, spec: current.spec }, built);
+  const plan = generatePlan(await from(), built);
   const out = planTransform({ from: plan.from, to: plan.to, up: plan.up, down: plan.down });
   return { up: out.up, down: out.down, source: 'planTransform in the app config' };
 }

@@ -131,13 +131,14 @@ export async function pull(client: Client, volume: VolumeRow, opts: { revision?:
   mkdirSync(incoming, { recursive: true });
   try {
     if (needed.length > 0) {
+      const wanted = new Set(needed);
       const body = await client.download(`${base(volume)}/download`, { revision: revision.revision, hashes: needed });
       const writes: Promise<void>[] = [];
       const parser = new Parser({
         strict: true,
         onReadEntry: (entry: ReadEntry) => {
           const hash = entry.path.split('/').pop() ?? '';
-          if (entry.type !== 'File' || !/^[0-9a-f]{64}$/.test(hash) || !needed.includes(hash)) return entry.resume();
+          if (entry.type !== 'File' || !wanted.has(hash)) return entry.resume();
           const file = join(incoming, hash);
           const h = createHash('sha256');
           entry.on('data', (c: Buffer) => h.update(c));

@@ -188,6 +188,8 @@ export class RolloutEngine {
       'rollout.started',
       `hot upgrade from revision ${from.revision} to ${to.revision} (release ${from.releaseId.slice(0, 12)} → ${to.releaseId.slice(0, 12)}): ${workers.length} worker(s), one at a time, ${hot.up.length} step(s)`,
     );
+    // The workers run from this tree already: it is there.
+    const fromDir = this.supervisor.releaseDir(from.releaseId);
     try {
       const releaseDir = this.supervisor.releaseDir(to.releaseId);
       for (const [i, id] of workers.entries()) {
@@ -197,7 +199,7 @@ export class RolloutEngine {
           to.revision,
           { toRelease: to.releaseId, releaseDir, direction: hot.direction, instructions: hot.up, suspendTimeoutMs: opts.suspendTimeoutMs, ...envChange },
           timeoutMs,
-          { fromRelease: from.releaseId, fromDir: this.supervisor.releaseDir(from.releaseId), downInstructions: hot.down },
+          { fromRelease: from.releaseId, fromDir, downInstructions: hot.down },
         );
         await logged;
         if (!r.ok) throw new Error(`worker ${id} could not upgrade: ${r.phase} failed${r.module ? ` in ${r.module}` : ''}: ${r.error}`);
@@ -226,7 +228,6 @@ export class RolloutEngine {
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       await ev('rollout.aborting', `hot upgrade aborted: ${reason}; downgrading ${upgraded.length} upgraded worker(s) in place`, 'error');
-      const fromDir = this.supervisor.releaseDir(from.releaseId);
       for (const id of [...upgraded].reverse()) {
         const r = await this.supervisor.upgradeWorker(
           id,

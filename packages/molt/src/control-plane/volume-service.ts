@@ -30,6 +30,8 @@ export interface VolumeDetail {
   volume: VolumeRow;
   latest: VolumeRevisionRow | undefined;
   grants: VolumeGrantRow[];
+  /** Every revision, oldest first. */
+  revisions: VolumeRevisionRow[];
 }
 
 export interface PushResult {
@@ -61,7 +63,7 @@ export class VolumeService {
       requireRole(p, namespace, right === 'read' ? 'invoker' : right === 'write' ? 'deployer' : 'admin');
       return volume;
     }
-    const grant = volume && (await this.cp.store.listVolumeGrants(volume.id)).find((g) => g.namespace === p.namespace);
+    const grant = volume && (await this.grantTo(volume, p.namespace));
     // A foreign caller learns nothing about volumes it was not given.
     if (!volume || !grant) {
       throw new MoltError(
@@ -116,12 +118,8 @@ export class VolumeService {
 
   async detail(p: Principal, namespace: string, name: string): Promise<VolumeDetail> {
     const volume = await this.access(p, namespace, name, 'read');
-    return { volume, latest: await this.latest(volume), grants: await this.cp.store.listVolumeGrants(volume.id) };
-  }
-
-  async revisions(p: Principal, namespace: string, name: string): Promise<VolumeRevisionRow[]> {
-    const volume = await this.access(p, namespace, name, 'read');
-    return this.cp.store.listVolumeRevisions(volume.id);
+    const revisions = await this.cp.store.listVolumeRevisions(volume.id);
+    return { volume, latest: revisions.find((r) => r.seq === volume.latestSeq), grants: await this.cp.store.listVolumeGrants(volume.id), revisions };
   }
 
   /** One revision (default: the latest) with its tree. */
@@ -211,7 +209,7 @@ export class VolumeService {
     for (const ref of refs) {
       const where = parseVolumeRef(ref.name, namespace);
       const volume = await this.cp.store.getVolume(where.namespace, where.name);
-      const granted = volume && (where.namespace === namespace || (await this.cp.store.listVolumeGrants(volume.id)).some((g) => g.namespace === namespace));
+      const granted = volume && (where.namespace === namespace || (await this.grantTo(volume, namespace)) !== undefined);
       if (!volume || !granted) {
         throw new MoltError(
           where.namespace === namespace ? 'MOLT_ERR_VOLUME_NOT_FOUND' : 'MOLT_ERR_FORBIDDEN',
@@ -236,6 +234,11 @@ export class VolumeService {
       if (live.some((r) => r.volumes.some((v) => v.volumeId === volumeId))) users.push(`${app.namespace}/${app.name}`);
     }
     return users;
+  }
+
+  /** The grant a namespace holds on a volume of another, if any. */
+  private async grantTo(volume: VolumeRow, namespace: string): Promise<VolumeGrantRow | undefined> {
+    return (await this.cp.store.listVolumeGrants(volume.id)).find((g) => g.namespace === namespace);
   }
 
   private async latest(volume: VolumeRow): Promise<VolumeRevisionRow | undefined> {

@@ -39,9 +39,14 @@ export interface WorkerVolume {
   path: string;
 }
 
-/** `MOLT_VOLUME_<NAME>`: the name upper-cased, every character outside A–Z and 0–9 made `_`. */
-export function volumeEnvName(ref: string): string {
-  return `MOLT_VOLUME_${ref.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+/**
+ * How a worker finds its volumes: `MOLT_VOLUMES` (JSON, for `runtime.volume()`) and one
+ * `MOLT_VOLUME_<NAME>` each (the name upper-cased, every character outside A–Z and 0–9 made `_`).
+ */
+export function volumeEnv(volumes: WorkerVolume[]): Record<string, string> {
+  const env: Record<string, string> = { MOLT_VOLUMES: JSON.stringify(Object.fromEntries(volumes.map((v) => [v.ref, { path: v.path, revision: v.revision }]))) };
+  for (const v of volumes) env[`MOLT_VOLUME_${v.ref.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`] = v.path;
+  return env;
 }
 
 export interface WorkerExit {
@@ -95,9 +100,8 @@ export class WorkerProcess {
       MOLT_ENTRY: launch.entry,
       MOLT_HOST: launch.host,
       MOLT_PORT: '0',
-      MOLT_VOLUMES: JSON.stringify(Object.fromEntries(launch.volumes.map((v) => [v.ref, { path: v.path, revision: v.revision }]))),
+      ...volumeEnv(launch.volumes),
     });
-    for (const v of launch.volumes) env[volumeEnvName(v.ref)] = v.path;
     const execArgv: string[] = ['--enable-source-maps'];
     if (launch.spec.resources.memoryMb) execArgv.push(`--max-old-space-size=${Math.max(16, Math.floor(launch.spec.resources.memoryMb * 0.75))}`);
     if (launch.cudaVisibleDevices !== undefined) env.CUDA_VISIBLE_DEVICES = launch.cudaVisibleDevices;

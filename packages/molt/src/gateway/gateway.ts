@@ -300,12 +300,12 @@ export class Gateway {
     const route = parseRoute(req.url ?? '');
     if (!route) return reject(new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>'));
     const routes = this.table.app(route.namespace, route.app);
-    Promise.resolve(this.authorize(readRequest(req).authorization, route, routes))
+    const facts = readRequest(req);
+    Promise.resolve(this.authorize(facts.authorization, route, routes))
       .then(() => routes!.acquire())
       .then((target) => {
         target.begin();
         const upstream: Socket = connect(target.port, target.host);
-        const facts = readRequest(req);
         const lines = requestHead(req, route.path, facts, facts.requestId ?? randomUUID(), `connection: Upgrade\r\nupgrade: ${req.headers.upgrade}\r\n`);
         upstream.on('connect', () => {
           upstream.write(lines);

@@ -32,7 +32,7 @@ export interface ProcessRuntime {
   stateCopy(name: string): Promise<unknown>;
   suspend(name: string, timeoutMs: number): Promise<void>;
   resume(name: string): void;
-  commit(name: string, spec: Spec, state: unknown): void;
+  commit(name: string, spec: Spec, next?: { state: unknown }): void;
   start(spec: Spec): Promise<void>;
   remove(name: string): void;
 }
@@ -158,10 +158,10 @@ export class HotUpgrader {
       return i ? req.instructions.indexOf(i) : req.instructions.length;
     };
     const ordered = [...updated, ...removed].sort((a, b) => rank(a) - rank(b));
-    const migrates = (n: string) => updated.includes(n) && (byProcess.get(n)?.op ?? 'update') === 'update' && typeof staged.get(n)?.codeChange === 'function';
+    const migrating = ordered.filter((n) => updated.includes(n) && (byProcess.get(n)?.op ?? 'update') === 'update' && typeof staged.get(n)?.codeChange === 'function');
 
     // 2. Check: every codeChange on a copy of the state, before anything is suspended.
-    for (const n of ordered.filter(migrates)) {
+    for (const n of migrating) {
       try {
         await staged.get(n)!.codeChange!(await this.processes.stateCopy(n), change(byProcess.get(n)));
       } catch (err) {
@@ -182,7 +182,7 @@ export class HotUpgrader {
           throw new UpgradeFailure('suspend', byProcess.get(n)?.module, err);
         }
       }
-      for (const n of ordered.filter(migrates)) {
+      for (const n of migrating) {
         try {
           newStates.set(n, await staged.get(n)!.codeChange!(await this.processes.stateCopy(n), change(byProcess.get(n))));
         } catch (err) {
@@ -216,7 +216,8 @@ export class HotUpgrader {
 
     // POINT OF NO RETURN: swap handlers, states and the app's fetch; resume.
     this.snapshots.set(from.id, this.processes.specs());
-    for (const n of updated) this.processes.commit(n, staged.get(n)!, newStates.has(n) ? newStates.get(n) : await this.processes.stateCopy(n));
+    // A process without codeChange keeps its state as it is (no copy on the swap path).
+    for (const n of updated) this.processes.commit(n, staged.get(n)!, newStates.has(n) ? { state: newStates.get(n) } : undefined);
     for (const n of removed) this.processes.remove(n);
     this.slot.app = app;
     if (req.env) {

@@ -17,6 +17,31 @@ const NativeRequest = globalThis.Request;
 const NativeResponse = globalThis.Response;
 const nativeFetch = globalThis.fetch;
 
+/** Body-reading methods, the same on Request and Response. */
+const BODY_METHODS = ['arrayBuffer', 'blob', 'bytes', 'clone', 'formData', 'json', 'text'];
+
+/**
+ * Makes `getters` and the body methods of a light object's prototype answer from the real object,
+ * built on first use by `real`.
+ */
+function forwardToReal<T extends object>(proto: object, real: (light: T) => object, getters: string[]): void {
+  for (const name of getters) {
+    Object.defineProperty(proto, name, {
+      get(this: T) {
+        return (real(this) as Record<string, unknown>)[name];
+      },
+    });
+  }
+  for (const name of BODY_METHODS) {
+    Object.defineProperty(proto, name, {
+      value(this: T) {
+        const target = real(this) as Record<string, () => unknown>;
+        return target[name]!.call(target);
+      },
+    });
+  }
+}
+
 // ─── Request ─────────────────────────────────────────────────────────────────────────────────
 
 const incoming = Symbol('molt.incoming');
@@ -90,21 +115,7 @@ Object.defineProperties(requestPrototype, {
     },
   },
 });
-for (const name of ['body', 'bodyUsed', 'cache', 'credentials', 'destination', 'duplex', 'integrity', 'keepalive', 'mode', 'redirect', 'referrer', 'referrerPolicy', 'signal']) {
-  Object.defineProperty(requestPrototype, name, {
-    get(this: LazyRequest) {
-      return (materializeRequest(this) as unknown as Record<string, unknown>)[name];
-    },
-  });
-}
-for (const name of ['arrayBuffer', 'blob', 'bytes', 'clone', 'formData', 'json', 'text']) {
-  Object.defineProperty(requestPrototype, name, {
-    value(this: LazyRequest) {
-      const request = materializeRequest(this) as unknown as Record<string, () => unknown>;
-      return request[name]!.call(request);
-    },
-  });
-}
+forwardToReal(requestPrototype, materializeRequest, ['body', 'bodyUsed', 'cache', 'credentials', 'destination', 'duplex', 'integrity', 'keepalive', 'mode', 'redirect', 'referrer', 'referrerPolicy', 'signal']);
 Object.setPrototypeOf(requestPrototype, NativeRequest.prototype);
 
 /**
@@ -206,21 +217,7 @@ class MoltResponse {
     return materializeResponse(this);
   }
 }
-for (const name of ['body', 'bodyUsed', 'headers', 'ok', 'redirected', 'status', 'statusText', 'type', 'url']) {
-  Object.defineProperty(MoltResponse.prototype, name, {
-    get(this: LightResponse) {
-      return (materializeResponse(this) as unknown as Record<string, unknown>)[name];
-    },
-  });
-}
-for (const name of ['arrayBuffer', 'blob', 'bytes', 'clone', 'formData', 'json', 'text']) {
-  Object.defineProperty(MoltResponse.prototype, name, {
-    value(this: LightResponse) {
-      const response = materializeResponse(this) as unknown as Record<string, () => unknown>;
-      return response[name]!.call(response);
-    },
-  });
-}
+forwardToReal(MoltResponse.prototype, materializeResponse, ['body', 'bodyUsed', 'headers', 'ok', 'redirected', 'status', 'statusText', 'type', 'url']);
 Object.setPrototypeOf(MoltResponse.prototype, NativeResponse.prototype);
 Object.setPrototypeOf(MoltResponse, NativeResponse); // Response.json(), .error(), .redirect()
 

@@ -29,14 +29,10 @@ if (process.env.MOLT_APP_HOOK === '1') {
   register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href } });
 }
 
-// The server owns this worker: if its channel closes while the app is still loading, stop at once
-// (once serving, the handler below drains first).
+// The server owns this worker: when its channel closes (the server exited), stop too — at once
+// while the app is still loading, after draining once it serves.
 let serving = false;
-if (process.send) {
-  process.on('disconnect', () => {
-    if (!serving) process.exit(0);
-  });
-}
+process.on('disconnect', () => (serving ? void shutdown() : process.exit(0)));
 
 const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
 const entry = process.env.MOLT_ENTRY ?? 'index.js';
@@ -106,11 +102,7 @@ process.on('message', (msg: ServerToWorker) => {
     });
   }
 });
-// The server owns this worker: when its channel closes (the server exited), stop too.
-process.on('disconnect', () => void shutdown());
 serving = true;
-// The channel may have closed while the app loaded.
-if (process.send && !process.connected) void shutdown();
 
 const port = Number(process.env.MOLT_PORT ?? 0);
 server.listen(port, process.env.MOLT_HOST ?? '127.0.0.1', () => {

@@ -4,12 +4,13 @@ import type { UpdateResult } from '../../control-plane/app-service.js';
 import type { LogLine } from '../../control-plane/log-hub.js';
 import type { RevisionRow, WorkerRow } from '../../store/types.js';
 import { Client } from '../client.js';
-import { type AppOptions, appTarget, namespaceOf } from '../context.js';
+import { type AppOptions, appTarget, namespaceOf, sourceOptions } from '../context.js';
 import { followRollout, pushRelease } from '../deploy.js';
 import { printJson, run, say } from '../output.js';
 import { stamp, table } from '../table.js';
 import { describeUpgrade } from '../plan-view.js';
 import { MoltError } from '../../errors.js';
+import type { AppSpec } from '../../config/app-spec.js';
 
 type AppCmdOptions = AppOptions & { json?: boolean };
 
@@ -65,10 +66,8 @@ async function pushFromOptions(opts: AppCmdOptions) {
 export function appCommands(program: Command): void {
   const app = program.command('app').description('deploy and manage apps');
 
-  appOptions(app.command('create'))
+  sourceOptions(appOptions(app.command('create')))
     .description('build the app in the current directory, upload it and deploy it')
-    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
-    .option('--dir <dir>', 'app directory', '.')
     .option('--immutable', 'refuse every later update of this app')
     .option('--no-wait', 'return once the deploy has started')
     .action(
@@ -83,12 +82,9 @@ export function appCommands(program: Command): void {
       }),
     );
 
-  app
-    .command('prepare')
+  sourceOptions(app.command('prepare'))
     .description("get the app's volumes ready: create missing ones, push local changes (from `molt volume get` paths)")
     .option('-n, --namespace <ns>', 'namespace')
-    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
-    .option('--dir <dir>', 'app directory', '.')
     .action(
       run(async (opts: AppCmdOptions) => {
         const { prepareVolumes } = await import('./volume-commands.js');
@@ -96,10 +92,8 @@ export function appCommands(program: Command): void {
       }),
     );
 
-  appOptions(app.command('update'))
+  sourceOptions(appOptions(app.command('update')))
     .description('deploy the current code and config of the app: a new revision, rolled out worker by worker')
-    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
-    .option('--dir <dir>', 'app directory', '.')
     .option('--dry-run', 'print what would change and how, change nothing')
     .option('--strategy <strategy>', 'hot (in place) or rolling (new workers); default: hot when it is safe')
     .option('--retry', 'try a release whose hot upgrade failed again')
@@ -111,11 +105,12 @@ export function appCommands(program: Command): void {
         const { client, namespace, built, release } = await pushFromOptions(opts);
         const name = opts.app ?? built.spec.name;
         // A plan reviewed and written with `molt release plan --write` is used instead of the generated one.
-        const current = await client.request<{ app: { release: string | null } }>('GET', `/api/v1/namespaces/${namespace}/apps/${name}`);
-        const { readPlanFile, transformedPlan } = await import('../plan-view.js');
+        const { app: running } = await client.request<{ app: { release: string | null; spec: AppSpec } }>('GET', `/api/v1/namespaces/${namespace}/apps/${name}`);
+        const { readPlanFile, serverSide, transformedPlan } = await import('../plan-view.js');
         const dir = resolve(opts.dir ?? '.');
-        const plan = current.app.release
-          ? (readPlanFile(dir, current.app.release, release.id) ?? (await transformedPlan(client, namespace, name, dir, opts.file, current.app.release, built)))
+        const from = running.release;
+        const plan = from
+          ? (readPlanFile(dir, from, release.id) ?? (await transformedPlan(dir, opts.file, () => serverSide(client, namespace, from, running.spec), built)))
           : undefined;
         const result = await client.request<UpdateResult>('POST', `/api/v1/namespaces/${namespace}/apps/${name}/update`, {
           config: built.spec,
@@ -253,14 +248,11 @@ export function appCommands(program: Command): void {
       }),
     );
 
-  app
-    .command('run')
-    .description('run the app in the current directory locally, without a server; restarts on file changes')
-    .option('--dir <dir>', 'app directory', '.')
-    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
+  sourceOptions(app.command('run'))
+    .description('run the app in the current directory locally, without a server; on a file change it hot-swaps when it can, else restarts')
     .option('-p, --port <port>', 'port to listen on', '8080')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--no-watch', 'do not restart on file changes')
+    .option('--no-watch', 'do not watch for file changes')
     .action(
       run(async (opts: { dir: string; file?: string; port: string; host: string; watch: boolean }) => {
         const code = await (await import('./app-run.js')).runLocally(opts);

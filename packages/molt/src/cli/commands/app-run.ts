@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { type BuiltRelease, buildRelease } from '../../release/build-release.js';
 import { generatePlan } from '../../release/upgrade-plan.js';
 import type { UpgradeRequest, UpgradeResult, WorkerToServer } from '../../runtime/control-messages.js';
-import { volumeEnvName } from '../../control-plane/worker-process.js';
+import { volumeEnv, type WorkerVolume } from '../../control-plane/worker-process.js';
 import { namespaceOf } from '../context.js';
 import { say } from '../output.js';
 import { findLocalCopy } from '../volume-cache.js';
@@ -33,8 +33,7 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
 
   const start = async (built: BuiltRelease): Promise<void> => {
     // Volumes come from their local copies (`molt volume get`), edits included.
-    const volumeEnv: Record<string, string> = {};
-    const volumes: Record<string, { path: string; revision: string }> = {};
+    const volumes: WorkerVolume[] = [];
     const namespace = namespaceOf({});
     for (const ref of built.spec.volumes) {
       const where = volumeTarget(ref.name, { namespace });
@@ -43,8 +42,7 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
         say(`molt: volume ${ref.name} has no local copy; run \`molt volume get ${ref.name}\` to make one`);
         continue;
       }
-      volumes[ref.name] = { path: copy.dir, revision: `${copy.state.revision || 'new'} (local copy)` };
-      volumeEnv[volumeEnvName(ref.name)] = copy.dir;
+      volumes.push({ ref: ref.name, path: copy.dir, revision: `${copy.state.revision || 'new'} (local copy)` });
     }
     const c = spawn(process.execPath, ['--enable-source-maps', WORKER_MAIN], {
       cwd: built.dir,
@@ -60,8 +58,7 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
         MOLT_PORT: opts.port,
         MOLT_HOST: opts.host,
         MOLT_APP: built.spec.name,
-        MOLT_VOLUMES: JSON.stringify(volumes),
-        ...volumeEnv,
+        ...volumeEnv(volumes),
       },
     });
     child = c;

@@ -2,22 +2,19 @@ import type { Command } from 'commander';
 import { dirname, resolve } from 'node:path';
 import type { ReleaseRow } from '../../store/types.js';
 import { Client } from '../client.js';
-import { namespaceOf } from '../context.js';
+import { namespaceOf, sourceOptions } from '../context.js';
 import { pushRelease } from '../deploy.js';
 import { printJson, run, say } from '../output.js';
 import { stamp, table } from '../table.js';
-import { describeUpgrade, planFile } from '../plan-view.js';
+import { describeUpgrade, planFile, serverSide } from '../plan-view.js';
 import { MoltError } from '../../errors.js';
 import type { AppSpec } from '../../config/app-spec.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 
 export function releaseCommands(program: Command): void {
   const release = program.command('release').description('build and list releases');
-  release
-    .command('build')
+  sourceOptions(release.command('build'))
     .description('build a content-addressed release of the app in the current directory')
-    .option('--dir <dir>', 'app directory', '.')
-    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
     .option('--push', 'upload it to the server (only the files it lacks)')
     .option('-n, --namespace <ns>', 'namespace to push to')
     .option('--json', 'print the manifest as JSON')
@@ -37,11 +34,8 @@ export function releaseCommands(program: Command): void {
         console.log(`  in ${built.dir}`);
       }),
     );
-  release
-    .command('plan')
+  sourceOptions(release.command('plan'))
     .description('show the in-place upgrade plan from the running release to this build (or between two releases)')
-    .option('--dir <dir>', 'app directory', '.')
-    .option('--file <manifest>', 'a YAML or JSON manifest instead of molt.config.ts')
     .option('--app <name>', 'app name (default: the app config in the directory)')
     .option('-n, --namespace <ns>', 'namespace')
     .option('--from <release>', 'release to upgrade from (default: the one the app runs)')
@@ -57,18 +51,11 @@ export function releaseCommands(program: Command): void {
         const { loadAppConfig } = await import('../../config/load-config.js');
         const name = opts.app ?? (await loadAppConfig(dir, opts.file)).spec.name;
         const { app } = await client.request<{ app: { release: string | null; spec: AppSpec | null } }>('GET', `/api/v1/namespaces/${namespace}/apps/${name}`);
-        const releaseOf = async (id: string) => (await client.request<{ release: ReleaseRow }>('GET', `/api/v1/namespaces/${namespace}/releases/${id}`)).release;
         const fromId = opts.from ?? app.release;
-        if (!fromId) throw new MoltError('MOLT_ERR_BAD_REQUEST', `app ${name} runs no release yet; pass --from`);
-        const from = await releaseOf(fromId);
-        let to: { id: string; manifest: ReleaseRow['manifest']; spec: AppSpec };
-        if (opts.to) to = { ...(await releaseOf(opts.to)), spec: app.spec! };
-        else {
-          const { buildRelease } = await import('../../release/build-release.js');
-          const built = await buildRelease(dir, { file: opts.file });
-          to = { id: built.id, manifest: built.manifest, spec: built.spec };
-        }
-        const plan = generatePlan({ id: from.id, manifest: from.manifest, spec: app.spec! }, to);
+        if (!fromId || !app.spec) throw new MoltError('MOLT_ERR_BAD_REQUEST', `app ${name} runs no release yet; pass --from`);
+        const from = await serverSide(client, namespace, fromId, app.spec);
+        const to = opts.to ? await serverSide(client, namespace, opts.to, app.spec) : await (await import('../../release/build-release.js')).buildRelease(dir, { file: opts.file });
+        const plan = generatePlan(from, to);
         if (opts.json) printJson(plan);
         else for (const line of describeUpgrade(plan)) console.log(line);
         if (opts.write) {

@@ -21,11 +21,7 @@ export function volumeRoutes(api: FastifyInstance, { cp, volumes }: ApiContext):
     },
   );
 
-  api.get<{ Params: VolumeParams }>('/namespaces/:ns/volumes/:name', async (req) => {
-    const p = principal(req);
-    const detail = await volumes.detail(p, req.params.ns, req.params.name);
-    return { ...detail, revisions: await volumes.revisions(p, req.params.ns, req.params.name) };
-  });
+  api.get<{ Params: VolumeParams }>('/namespaces/:ns/volumes/:name', async (req) => volumes.detail(principal(req), req.params.ns, req.params.name));
 
   api.delete<{ Params: VolumeParams }>('/namespaces/:ns/volumes/:name', async (req, reply) => {
     await volumes.delete(principal(req), req.params.ns, req.params.name);
