@@ -34,7 +34,8 @@ export class ServerProcess {
     this.child.stdout!.on('data', (c: Buffer) => (this.output += c.toString()));
     this.child.stderr!.on('data', (c: Buffer) => (this.output += c.toString()));
     const deadline = Date.now() + 20_000;
-    while (!/listening on (http:\/\/\S+)/.test(this.output)) {
+    // The server prints its URL, then where the admin token is: wait for both lines.
+    while (!/listening on (http:\/\/\S+)/.test(this.output) || !/admin token[ :]/.test(this.output)) {
       if (this.child.exitCode !== null) throw new Error(`server exited: ${this.output}`);
       if (Date.now() > deadline) throw new Error(`server did not start: ${this.output}`);
       await sleep(50);
