@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -70,6 +71,20 @@ export class ServerProcess {
     });
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  }
+
+  /** GET straight to one worker, past the gateway: at its socket in the data dir (sandboxed) or its port. */
+  callWorker(workerId: string, path: string): Promise<string> {
+    const socketPath = join(this.dataDir, 'run', workerId, 'http.sock');
+    return new Promise((resolvePromise, reject) => {
+      const req = request({ socketPath, path }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolvePromise(body));
+      });
+      req.on('error', reject);
+      req.end();
+    });
   }
 
   route(ns: string, app: string, path: string): string {
@@ -160,7 +175,8 @@ export default {
     if (url.pathname === '/slow') { await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms') ?? 500))); return new Response('slow done'); }
     if (url.pathname === '/headers') return Response.json(Object.fromEntries(req.headers));
     if (url.pathname === '/echo') return new Response(req.body, { headers: { 'content-type': req.headers.get('content-type') ?? 'text/plain' } });
-    if (url.pathname === '/pid') return new Response(String(process.pid));
+    // The process's identity (in a sandbox every worker is PID 1): kept on globalThis, a hot upgrade keeps it.
+    if (url.pathname === '/pid') return new Response((globalThis as any).processId ??= crypto.randomUUID());
     if (url.pathname === '/many-headers') return new Response('many', { headers: Object.fromEntries(Array.from({ length: 40 }, (_, i) => ["x-h" + i, String(i)])) });
     if (url.pathname === '/big') return new Response(new Uint8Array(Number(url.searchParams.get('mb') ?? 1) << 20).fill(97));
     if (url.pathname === '/count') { let n = 0; for await (const c of req.body ?? []) n += c.length; return new Response(String(n)); }

@@ -40,7 +40,8 @@ export default {
     const url = new URL(req.url);
     if (url.pathname === '/healthz') return new Response('ok');
     if (url.pathname === '/add') return new Response(String(await counter.call('add', 1)));
-    if (url.pathname === '/pid') return new Response(String(process.pid));
+    // The process's identity (in a sandbox every worker is PID 1): kept on globalThis, a hot upgrade keeps it.
+    if (url.pathname === '/pid') return new Response((globalThis as any).processId ??= crypto.randomUUID());
     if (url.pathname === '/slow') return new Response(String(await counter.call('slow')));
     if (url.pathname === '/sse') {
       let timer: ReturnType<typeof setInterval>;
@@ -248,13 +249,13 @@ export function configChange({ env, previous }: { env: Record<string, string>; p
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
     const workers = (await server.api('GET', '/api/v1/namespaces/default/apps/canary/workers')).body.workers;
     // The second worker to be upgraded will refuse in its codeChange.
-    await fetch(`http://127.0.0.1:${workers[1].port}/arm`);
+    await server.callWorker(workers[1].id, '/arm');
     writeFileSync(join(dir, 'counter.ts'), COUNTER_V2("(old: any) => { if ((globalThis as any).refuse) throw new Error('refused here'); return { total: old.count, version: 2 }; }"));
     const update = await server.molt(['app', 'update'], { cwd: dir });
     expect(update.code).toBe(1);
     expect(update.stderr).toContain(`worker ${workers[1].id} could not upgrade: check failed in counter.js`);
     expect(update.stderr).toContain(`worker ${workers[0].id} is back on release`);
-    for (const w of workers) expect(await (await fetch(`http://127.0.0.1:${w.port}/`)).text()).toBe('v1 count=0');
+    for (const w of workers) expect(await server.callWorker(w.id, '/')).toBe('v1 count=0');
   });
 
   it('serves a two-worker app through a hot upgrade under load with 0 failed requests', async () => {

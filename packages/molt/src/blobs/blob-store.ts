@@ -1,4 +1,5 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256 } from '../ids.js';
 
@@ -19,6 +20,41 @@ export class BlobStore {
 
   has(hash: string): boolean {
     return existsSync(this.path(hash));
+  }
+
+  /** Bytes of a stored blob, or undefined when it is not stored. */
+  size(hash: string): number | undefined {
+    try {
+      return statSync(this.path(hash)).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Whether the stored blob's content still hashes to its name (false when it does not, or is gone). */
+  verify(hash: string): Promise<boolean> {
+    return new Promise((resolvePromise) => {
+      const h = createHash('sha256');
+      createReadStream(this.path(hash), { highWaterMark: 256 * 1024 })
+        .on('data', (chunk) => h.update(chunk))
+        .on('error', () => resolvePromise(false))
+        .on('end', () => resolvePromise(h.digest('hex') === hash));
+    });
+  }
+
+  /**
+   * Moves a blob whose content no longer matches its hash out of the store, to `corrupt/` (kept for
+   * inspection): the store then lacks it, so the next upload that needs it sends it again.
+   */
+  quarantine(hash: string): string | undefined {
+    const dest = join(this.root, 'corrupt', `${hash}-${Date.now()}`);
+    try {
+      mkdirSync(join(this.root, 'corrupt'), { recursive: true });
+      renameSync(this.path(hash), dest);
+      return dest;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The hashes among `hashes` that the store lacks, each once. */

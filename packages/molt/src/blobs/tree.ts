@@ -52,7 +52,7 @@ export function unsafePathReason(path: string): string | undefined {
   return undefined;
 }
 
-/** Where a symlink at `path` pointing at `target` lands, or undefined when it leaves the tree. */
+/** Where a symlink at `path` pointing at `target` lands, lexically, or undefined when it leaves the tree. */
 export function symlinkTargetInside(path: string, target: string): string | undefined {
   if (target.startsWith('/')) return undefined;
   const joined = posix.normalize(posix.join(posix.dirname(path), target));
@@ -60,28 +60,83 @@ export function symlinkTargetInside(path: string, target: string): string | unde
   return joined;
 }
 
-/** Validates every entry of a tree that came from outside; throws MOLT_ERR_UNSAFE_ARCHIVE naming the first bad one. */
+/** Links followed while resolving one path before it counts as a loop (Linux's own limit). */
+const MAX_LINK_HOPS = 40;
+
+/**
+ * Resolves `path` as the kernel would inside a materialized tree, following the tree's own links
+ * component by component. Returns the resolved path (`''` for the root), or why it leaves the tree.
+ * A lexical check of each target on its own is not enough: `a -> .` then `b -> a/..` is `..`.
+ */
+export function resolveInTree(path: string, links: ReadonlyMap<string, string>): { path: string } | { escapes: string } {
+  let hops = 0;
+  const resolve = (parts: string[], pending: string[]): { path: string } | { escapes: string } => {
+    while (pending.length > 0) {
+      const part = pending.shift()!;
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        if (parts.length === 0) return { escapes: 'goes above the root of the tree' };
+        parts.pop();
+        continue;
+      }
+      parts.push(part);
+      const target = links.get(parts.join('/'));
+      if (target === undefined) continue;
+      if (++hops > MAX_LINK_HOPS) return { escapes: `follows more than ${MAX_LINK_HOPS} links (a loop)` };
+      if (target.startsWith('/')) return { escapes: `reaches the absolute link ${parts.join('/')} -> ${target}` };
+      parts.pop();
+      pending.unshift(...target.split('/'));
+    }
+    return { path: parts.join('/') };
+  };
+  return resolve([], path.split('/'));
+}
+
+const bad = (message: string) => new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', message);
+
+/**
+ * Validates a tree that came from outside, as a whole; throws MOLT_ERR_UNSAFE_ARCHIVE naming the
+ * first bad entry. Each path must be relative and clean; no two entries may conflict (`x` and
+ * `x/y`); no entry may lie under a link (`d -> …` and `d/x`); and every link, resolved through the
+ * tree's own links, must stay inside it. Materializing a tree that passes never leaves its root.
+ */
 export function assertSafeTree(tree: unknown): asserts tree is Tree {
   const t = tree as Tree;
-  if (!t || !Array.isArray(t.entries)) throw new MoltError('MOLT_ERR_BAD_REQUEST', 'tree must be { entries: [...] }');
-  const seen = new Set<string>();
+  if (!t || typeof t !== 'object' || !Array.isArray(t.entries)) throw new MoltError('MOLT_ERR_BAD_REQUEST', 'tree must be { entries: [...] }');
+  const kinds = new Map<string, 'file' | 'symlink'>();
+  const links = new Map<string, string>();
   for (const e of t.entries) {
     const reason = typeof e?.path === 'string' ? unsafePathReason(e.path) : 'is not a string';
-    if (reason) throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${JSON.stringify(e?.path)} ${reason}; only relative paths inside the tree are accepted`);
-    if (seen.has(e.path)) throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${e.path} appears twice`);
-    seen.add(e.path);
+    if (reason) throw bad(`tree entry ${JSON.stringify(e?.path)} ${reason}; only relative paths inside the tree are accepted`);
+    if (e.path.endsWith('/')) throw bad(`tree entry ${JSON.stringify(e.path)} ends with "/"; directories are implied by the files in them`);
+    if (kinds.has(e.path)) throw bad(`tree entry ${e.path} appears twice`);
     if (e.type === 'file') {
-      if (typeof e.hash !== 'string' || !/^[0-9a-f]{64}$/.test(e.hash) || typeof e.size !== 'number' || e.size < 0) {
-        throw new MoltError('MOLT_ERR_BAD_REQUEST', `tree entry ${e.path} needs a sha256 hash and a size`);
+      if (typeof e.hash !== 'string' || !/^[0-9a-f]{64}$/.test(e.hash) || !Number.isSafeInteger(e.size) || e.size < 0 || (e.executable !== undefined && typeof e.executable !== 'boolean')) {
+        throw new MoltError('MOLT_ERR_BAD_REQUEST', `tree entry ${e.path} needs a sha256 hash, a size in bytes and, if any, a boolean executable`);
       }
     } else if (e.type === 'symlink') {
-      if (typeof e.target !== 'string' || symlinkTargetInside(e.path, e.target) === undefined) {
-        throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `link ${e.path} -> ${String(e.target)} points outside the tree; links must stay inside it`);
+      if (typeof e.target !== 'string' || e.target === '' || e.target.includes('\0') || symlinkTargetInside(e.path, e.target) === undefined) {
+        throw bad(`link ${e.path} -> ${String(e.target)} points outside the tree; links must stay inside it`);
       }
+      links.set(e.path, e.target);
     } else {
       const other = e as { path: string };
-      throw new MoltError('MOLT_ERR_UNSAFE_ARCHIVE', `tree entry ${other.path} has type ${JSON.stringify((e as { type?: unknown }).type)}; only files and links inside the tree are accepted`);
+      throw bad(`tree entry ${other.path} has type ${JSON.stringify((e as { type?: unknown }).type)}; only files and links inside the tree are accepted`);
     }
+    kinds.set(e.path, e.type);
+  }
+  for (const path of kinds.keys()) {
+    // Every proper prefix is a directory: a file or a link there conflicts.
+    for (let i = path.indexOf('/'); i >= 0; i = path.indexOf('/', i + 1)) {
+      const prefix = path.slice(0, i);
+      const kind = kinds.get(prefix);
+      if (kind === 'file') throw bad(`tree entries ${prefix} and ${path} conflict: ${prefix} is a file, so nothing can be inside it`);
+      if (kind === 'symlink') throw bad(`tree entry ${path} lies under the link ${prefix} -> ${links.get(prefix)}; put the file where the link points instead`);
+    }
+  }
+  for (const [path, target] of links) {
+    const resolved = resolveInTree(path, links);
+    if ('escapes' in resolved) throw bad(`link ${path} -> ${target} ${resolved.escapes} when followed through the tree's other links; links must stay inside the tree`);
   }
 }
 
@@ -149,5 +204,13 @@ export async function scanTree(root: string, skip: (rel: string) => boolean = ()
     }
   };
   await walk(root);
-  return { tree: { entries }, files };
+  const tree: Tree = { entries };
+  try {
+    // The server checks the same; failing here names the directory before anything is sent.
+    assertSafeTree(tree);
+  } catch (err) {
+    if (err instanceof MoltError) throw new MoltError(err.code, `${root}: ${err.message}`);
+    throw err;
+  }
+  return { tree, files };
 }

@@ -1,7 +1,7 @@
 import { MoltError } from '../errors.js';
+import { NAME } from '../names.js';
 import type { AppConfig, AppSpec } from './app-spec.js';
 
-const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 /** A volume of the app's namespace, or `owner-namespace/name`. */
 const VOLUME_REF = /^([a-z][a-z0-9-]{0,62}\/)?[a-z][a-z0-9-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -1,10 +1,15 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
+import { removeTree } from '../blobs/materialize.js';
 import { RouteTable } from '../gateway/route-table.js';
 import type { Store } from '../store/store.js';
 import { AppService } from './app-service.js';
 import { TokenVerifier } from './auth.js';
+import { BlobAccess } from './blob-access.js';
+import { Quotas } from './quotas.js';
+import type { Isolation } from './sandbox/isolation.js';
+import { UploadGate } from './upload-gate.js';
 import { EventLog } from './event-log.js';
 import { LogHub } from './log-hub.js';
 import { RolloutEngine } from './rollout-engine.js';
@@ -23,9 +28,17 @@ export interface ControlPlaneOptions {
   maxVolumeBytes: number;
   maxQueue: number;
   queueTimeoutMs: number;
+  /** Uploads read at once; more wait their turn. */
+  maxConcurrentUploads: number;
+  /** Most workers one app may ask for (`--max-workers-per-app`). */
+  maxWorkersPerApp: number;
   /** This node's capacity (detected, or set by --cpus / --memory-mb). */
   node: NodeCapacity;
   cgroups: Cgroups;
+  /** How workers are sandboxed here. */
+  isolation: Isolation;
+  /** Size of each private tmpfs of a sandboxed worker. */
+  scratchBytes: number;
 }
 
 /** The parts of the control plane, built once per server and handed to the API routes. */
@@ -39,6 +52,9 @@ export class ControlPlane {
   readonly rollouts: RolloutEngine;
   readonly apps: AppService;
   readonly volumes: VolumeService;
+  readonly blobAccess: BlobAccess;
+  readonly quotas: Quotas;
+  readonly uploads: UploadGate;
 
   constructor(
     readonly store: Store,
@@ -46,6 +62,9 @@ export class ControlPlane {
   ) {
     mkdirSync(opts.dataDir, { recursive: true });
     this.blobs = new BlobStore(join(opts.dataDir, 'blobs'));
+    this.blobAccess = new BlobAccess(store, this.blobs);
+    this.quotas = new Quotas(store);
+    this.uploads = new UploadGate(opts.maxConcurrentUploads);
     this.events = new EventLog(store);
     this.logs = new LogHub(join(opts.dataDir, 'logs'));
     this.routes = new RouteTable({ maxQueue: opts.maxQueue, queueTimeoutMs: opts.queueTimeoutMs });
@@ -56,7 +75,7 @@ export class ControlPlane {
       this.routes,
       this.events,
       this.logs,
-      { dataDir: opts.dataDir, workerHost: opts.workerHost },
+      { dataDir: opts.dataDir, workerHost: opts.workerHost, isolation: opts.isolation, scratchBytes: opts.scratchBytes },
       new Scheduler(opts.node),
       opts.cgroups,
     );
@@ -71,6 +90,8 @@ export class ControlPlane {
    * to the revision that was serving, and every app gets its workers again.
    */
   async recover(): Promise<void> {
+    this.removeLeftovers();
+    await this.blobAccess.backfill();
     for (const w of await this.store.listLiveWorkers()) {
       await this.store.updateWorker(w.id, { status: 'TERMINATED', detailStatus: null, detail: 'server restarted', deletedAt: new Date().toISOString() });
     }
@@ -84,6 +105,20 @@ export class ControlPlane {
     const apps = await this.store.listApps();
     for (const app of apps) await this.syncRoutes(app.namespace, app.name);
     await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
+  }
+
+  /**
+   * What a process that died mid-way left in the data dir (only one server holds it, so nothing of
+   * this is in use): staged uploads, half-built trees, the run directories of its workers.
+   */
+  private removeLeftovers(): void {
+    const { dataDir } = this.opts;
+    rmSync(join(dataDir, 'run'), { recursive: true, force: true });
+    rmSync(join(dataDir, 'links'), { recursive: true, force: true });
+    for (const name of safeList(join(dataDir, 'blobs', 'staging'))) rmSync(join(dataDir, 'blobs', 'staging', name), { recursive: true, force: true });
+    const temps = (dir: string) => safeList(dir).filter((n) => n.includes('.tmp-')).forEach((n) => removeTree(join(dir, n)));
+    temps(join(dataDir, 'trees'));
+    for (const ns of safeList(join(dataDir, 'apps'))) for (const app of safeList(join(dataDir, 'apps', ns))) temps(this.supervisor.releasesDir(ns, app));
   }
 
   /** Copies what the gateway needs (public, paused) from the app's current state. */
@@ -103,5 +138,13 @@ export class ControlPlane {
   async close(): Promise<void> {
     await this.rollouts.waitAll().catch(() => {});
     await this.supervisor.shutdown(10_000);
+  }
+}
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
   }
 }

@@ -188,18 +188,17 @@ export class RolloutEngine {
       'rollout.started',
       `hot upgrade from revision ${from.revision} to ${to.revision} (release ${from.releaseId.slice(0, 12)} → ${to.releaseId.slice(0, 12)}): ${workers.length} worker(s), one at a time, ${hot.up.length} step(s)`,
     );
-    // The workers run from this tree already: it is there.
-    const fromDir = this.supervisor.releaseDir(from.releaseId);
     try {
-      const releaseDir = this.supervisor.releaseDir(to.releaseId);
+      // Materialized before the first swap (usually at upload already), not during it.
+      await this.supervisor.releaseDir(namespace, app, to.releaseId);
       for (const [i, id] of workers.entries()) {
         const logged = ev('worker.upgrading', `worker ${id} upgrading in place${i === 0 ? ' (canary)' : ''}`, 'info', id);
         const r = await this.supervisor.upgradeWorker(
           id,
           to.revision,
-          { toRelease: to.releaseId, releaseDir, direction: hot.direction, instructions: hot.up, suspendTimeoutMs: opts.suspendTimeoutMs, ...envChange },
+          { toRelease: to.releaseId, direction: hot.direction, instructions: hot.up, suspendTimeoutMs: opts.suspendTimeoutMs, ...envChange },
           timeoutMs,
-          { fromRelease: from.releaseId, fromDir, downInstructions: hot.down },
+          { fromRelease: from.releaseId, downInstructions: hot.down },
         );
         await logged;
         if (!r.ok) throw new Error(`worker ${id} could not upgrade: ${r.phase} failed${r.module ? ` in ${r.module}` : ''}: ${r.error}`);
@@ -232,9 +231,9 @@ export class RolloutEngine {
         const r = await this.supervisor.upgradeWorker(
           id,
           from.revision,
-          { toRelease: from.releaseId, releaseDir: fromDir, direction: hot.direction === 'up' ? 'down' : 'up', instructions: hot.down, suspendTimeoutMs: opts.suspendTimeoutMs, ...envBack },
+          { toRelease: from.releaseId, direction: hot.direction === 'up' ? 'down' : 'up', instructions: hot.down, suspendTimeoutMs: opts.suspendTimeoutMs, ...envBack },
           timeoutMs,
-          { fromRelease: to.releaseId, fromDir: this.supervisor.releaseDir(to.releaseId), downInstructions: hot.up },
+          { fromRelease: to.releaseId, downInstructions: hot.up },
         );
         if (r.ok) await ev('worker.downgraded', `worker ${id} is back on release ${from.releaseId.slice(0, 12)}`, 'warn', id);
         else {

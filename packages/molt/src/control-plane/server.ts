@@ -1,6 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -18,6 +18,8 @@ import { namespaceRoutes } from './api/namespace-routes.js';
 import { releaseRoutes } from './api/release-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
 import { ControlPlane } from './control-plane.js';
+import { lockDataDir } from './data-dir-lock.js';
+import { DEFAULT_WORKER_UIDS, describeIsolation, detectIsolation, parseUidRange } from './sandbox/isolation.js';
 
 export interface ServerOptions {
   dataDir: string;
@@ -38,12 +40,26 @@ export interface ServerOptions {
   upstreamTimeoutMs?: number;
   /** Structured log level (`MOLT_LOG_LEVEL`): info prints every event; silent prints nothing. */
   logLevel?: string;
+  /** Refuse to run workers unsandboxed: the server does not start where it cannot sandbox them. */
+  requireIsolation?: boolean;
+  /** Run workers unsandboxed (local trials, benchmarks); they say NOT ISOLATED. */
+  noIsolation?: boolean;
+  /** `START-END`: the uids namespaces' workers run as (default 100000-165535). */
+  workerUids?: string;
+  /** Size of each private tmpfs of a sandboxed worker (/tmp, scratch, links), MiB. */
+  scratchMb?: number;
+  /** Most workers one app may ask for. */
+  maxWorkersPerApp?: number;
+  /** Uploads read at once; more wait their turn. */
+  maxConcurrentUploads?: number;
 }
 
 export interface MoltServer {
   url: string;
   port: number;
   cp: ControlPlane;
+  /** How workers are isolated here, as `node list` says it. */
+  isolation: string;
   /** The admin token, only on the start that created it. */
   adminToken?: string;
   close(): Promise<void>;
@@ -104,6 +120,34 @@ function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
  */
 export async function startServer(opts: ServerOptions): Promise<MoltServer> {
   const dataDir = resolve(opts.dataDir);
+  // Only molt reads its data dir: the admin token, the database, blobs and logs are in it.
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
+  const lock = lockDataDir(dataDir);
+  try {
+    return await start(opts, dataDir, lock.release);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+/** The longest path of a Unix socket (sun_path holds 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
+
+async function start(opts: ServerOptions, dataDir: string, unlock: () => void): Promise<MoltServer> {
+  const isolation = detectIsolation({ disabled: opts.noIsolation === true, users: parseUidRange(opts.workerUids ?? DEFAULT_WORKER_UIDS, process.getuid?.() ?? 0) });
+  if (opts.requireIsolation && isolation.notIsolated) {
+    throw new MoltError('MOLT_ERR_BAD_REQUEST', `--require-isolation: workers cannot be isolated here: ${isolation.notIsolated}`);
+  }
+  // A sandboxed worker's socket is <data-dir>/run/<22-character id>/http.sock.
+  const socketPath = join(dataDir, 'run', 'x'.repeat(22), 'http.sock');
+  if (isolation.sandboxed && Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+    throw new MoltError(
+      'MOLT_ERR_BAD_REQUEST',
+      `the data dir path ${dataDir} is too long: sandboxed workers' sockets under it would pass the ${MAX_SOCKET_PATH}-byte limit of Unix socket paths; use a data dir path of at most ${MAX_SOCKET_PATH - (Buffer.byteLength(socketPath) - Buffer.byteLength(dataDir))} bytes`,
+    );
+  }
   const store = await openStore(dataDir, opts.storeUrl);
   const cp = new ControlPlane(store, {
     dataDir,
@@ -113,8 +157,12 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     maxVolumeBytes: opts.maxVolumeBytes ?? 10 * 1024 ** 3,
     maxQueue: opts.maxQueue ?? 1000,
     queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
+    maxConcurrentUploads: opts.maxConcurrentUploads ?? 4,
+    maxWorkersPerApp: opts.maxWorkersPerApp ?? 64,
     node: await detectNode({ cpu: opts.cpus, memoryMb: opts.memoryMb }),
     cgroups: Cgroups.detect(opts.cgroupRoot),
+    isolation,
+    scratchBytes: (opts.scratchMb ?? 512) * 1024 * 1024,
   });
   const adminToken = await bootstrap(cp, dataDir);
   const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
@@ -145,6 +193,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     url: `http://${host}:${port}`,
     port,
     cp,
+    isolation: describeIsolation(isolation),
     adminToken,
     close() {
       closing ??= (async () => {
@@ -155,6 +204,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
         await closed;
         await api.close().catch(() => {});
         await store.close();
+        unlock();
       })();
       return closing;
     },

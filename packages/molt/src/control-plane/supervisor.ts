@@ -1,8 +1,8 @@
-import { mkdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { chownSync, mkdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { BlobStore } from '../blobs/blob-store.js';
-import { materializeTree } from '../blobs/materialize.js';
+import { materializeTree, removeTree } from '../blobs/materialize.js';
 import type { RouteTable } from '../gateway/route-table.js';
 import { newId } from '../ids.js';
 import type { Store } from '../store/store.js';
@@ -10,11 +10,11 @@ import type { RevisionRow, WorkerRow } from '../store/types.js';
 import type { UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
 import type { EventLog } from './event-log.js';
 import type { LogHub } from './log-hub.js';
-import { describeExit, type WorkerExit, WorkerProcess, WorkerStartError, type WorkerVolume } from './worker-process.js';
+import { describeExit, type WorkerExit, WorkerProcess, type WorkerSandbox, WorkerStartError, type WorkerVolume } from './worker-process.js';
 import { canTransition, type DetailStatus, type WorkerStatus } from './worker-status.js';
 import { type Cgroups, describeLimits, type WorkerCgroup } from './resources/cgroups.js';
 import type { Allocation, Scheduler } from './resources/scheduler.js';
-import { detectReadOnlyMounts } from './resources/isolation.js';
+import { type Isolation, namespaceUid } from './sandbox/isolation.js';
 
 interface LiveWorker {
   row: WorkerRow;
@@ -27,8 +27,12 @@ interface LiveWorker {
 
 export interface SupervisorOptions {
   dataDir: string;
-  /** Address workers listen on. */
+  /** Address unsandboxed workers listen on. */
   workerHost: string;
+  /** How workers are sandboxed here (detected at start). */
+  isolation: Isolation;
+  /** Size of each private tmpfs of a sandboxed worker (/tmp, scratch, links). */
+  scratchBytes: number;
 }
 
 /**
@@ -43,8 +47,6 @@ export class Supervisor {
   /** Workers waiting for capacity (PENDING); set to true to give up on one. */
   private readonly pending = new Map<string, { row: WorkerRow; cancelled: boolean }>();
   private closing = false;
-  /** Whether trees can be read-only mounts for workers here, detected once. */
-  readonly readOnlyMounts = detectReadOnlyMounts();
 
   constructor(
     private readonly store: Store,
@@ -99,14 +101,46 @@ export class Supervisor {
     symlinkSync(target, link);
   }
 
-  /** Materializes a release's tree once and returns its directory. */
-  releaseDir(releaseId: string): string {
-    return materializeTree(this.blobs, join(this.opts.dataDir, 'trees'), releaseId);
+  /** Where an app's releases are materialized: each app sees its own, and nothing else. */
+  releasesDir(namespace: string, app: string): string {
+    return join(this.opts.dataDir, 'apps', namespace, app, 'releases');
+  }
+
+  /** Materializes a release for an app (once) and returns its directory. */
+  releaseDir(namespace: string, app: string, releaseId: string): Promise<string> {
+    return materializeTree(this.blobs, join(this.releasesDir(namespace, app), releaseId), releaseId);
   }
 
   /** Materializes each volume revision once (shared by every worker using it), read-only. */
-  volumeDirs(rev: RevisionRow): WorkerVolume[] {
-    return rev.volumes.map((v) => ({ ref: v.ref, revision: v.revision, path: materializeTree(this.blobs, join(this.opts.dataDir, 'trees'), v.treeHash) }));
+  volumeDirs(rev: RevisionRow): Promise<WorkerVolume[]> {
+    return Promise.all(rev.volumes.map(async (v) => ({ ref: v.ref, revision: v.revision, path: await materializeTree(this.blobs, join(this.opts.dataDir, 'trees', v.treeHash), v.treeHash) })));
+  }
+
+  /** An app is gone: its materialized releases go too. */
+  removeAppFiles(namespace: string, app: string): void {
+    removeTree(join(this.opts.dataDir, 'apps', namespace, app));
+  }
+
+  /**
+   * How a worker of `namespace` is sandboxed, and how `worker list` says so: its uid and a passwd
+   * naming it, or why it is not isolated.
+   */
+  private async sandboxFor(namespace: string, runDir: string): Promise<{ sandbox?: WorkerSandbox; isolation: string }> {
+    const iso = this.opts.isolation;
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    if (!iso.sandboxed) return { isolation: `NOT ISOLATED: ${iso.notIsolated}` };
+    if (!iso.users) return { sandbox: { uid: null, scratchBytes: this.opts.scratchBytes }, isolation: `NOT ISOLATED: ${iso.notIsolated}` };
+    const ns = await this.store.getNamespace(namespace);
+    if (!ns) throw new WorkerStartError(`namespace ${namespace} does not exist`);
+    const uid = namespaceUid(iso.users, ns.uidOffset, namespace);
+    // Its socket directory: the worker's own, reachable by no other sandbox.
+    chownSync(runDir, uid, uid);
+    const users = join(this.opts.dataDir, 'sandbox', 'users', String(uid));
+    mkdirSync(users, { recursive: true });
+    const passwd = { passwd: join(users, 'passwd'), group: join(users, 'group') };
+    writeFileSync(passwd.passwd, `molt-${namespace}:x:${uid}:${uid}:molt worker of namespace ${namespace}:/molt/scratch:/usr/sbin/nologin\n`);
+    writeFileSync(passwd.group, `molt-${namespace}:x:${uid}:\n`);
+    return { sandbox: { uid, passwd, scratchBytes: this.opts.scratchBytes }, isolation: `sandboxed, uid ${uid}` };
   }
 
   /**
@@ -129,11 +163,20 @@ export class Supervisor {
       createdAt: now,
       deletedAt: null,
       limits: null,
+      isolation: null,
     };
     const base = { namespace: rev.namespace, app: rev.app, workerId: row.id, rolloutId: rolloutId ?? null };
-    // Trees first: nothing is reserved for a worker whose files cannot be made.
-    const releaseDir = this.releaseDir(rev.releaseId);
-    const volumes = this.volumeDirs(rev);
+    // Trees and the sandbox first: nothing is reserved for a worker whose files cannot be made.
+    const releaseDir = await this.releaseDir(rev.namespace, rev.app, rev.releaseId);
+    const volumes = await this.volumeDirs(rev);
+    const runDir = join(this.opts.dataDir, 'run', row.id);
+    let sandbox: WorkerSandbox | undefined;
+    try {
+      ({ sandbox, isolation: row.isolation } = await this.sandboxFor(rev.namespace, runDir));
+    } catch (err) {
+      rmSync(runDir, { recursive: true, force: true });
+      throw err;
+    }
     const allocation = await this.place(row, rev, base);
     const { resources } = rev.spec;
     let cgroup: WorkerCgroup | undefined;
@@ -161,10 +204,11 @@ export class Supervisor {
         revision: rev.revision,
         releaseId: rev.releaseId,
         releaseDir,
+        releasesDir: this.releasesDir(rev.namespace, rev.app),
         volumes,
-        linksDir: join(this.opts.dataDir, 'links', row.id),
+        runDir,
         cgroupProcs: cgroup?.procs ?? [],
-        mountNamespace: this.readOnlyMounts.ok,
+        sandbox,
         cudaVisibleDevices: this.scheduler.node.gpus.length > 0 ? allocation.gpus.join(',') : undefined,
         entry: release?.manifest.entry ?? 'index.js',
         spec: rev.spec,
@@ -174,7 +218,7 @@ export class Supervisor {
       (exit) => void this.handleExit(row.id, exit),
       () => {
         void this.logs.close(row.id);
-        rmSync(join(this.opts.dataDir, 'links', row.id), { recursive: true, force: true });
+        rmSync(runDir, { recursive: true, force: true });
         // The process is gone: its capacity is free and its cgroup can go.
         this.scheduler.release(row.id);
         void cgroup?.remove();
@@ -184,7 +228,7 @@ export class Supervisor {
     this.live.set(row.id, live);
     try {
       await proc.start(() => {
-        row.pid = proc.child?.pid ?? null;
+        row.pid = proc.pid ?? null;
         void this.store.updateWorker(row.id, { pid: row.pid });
         void this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT');
       });
@@ -199,10 +243,11 @@ export class Supervisor {
       await this.events.append({ ...base, level: 'error', type: 'worker.failed', message: `worker ${row.id} failed to start: ${reason}` });
       throw err;
     }
-    row.port = proc.port ?? null;
+    const address = proc.address!;
+    row.port = 'port' in address ? address.port : null;
     await this.store.updateWorker(row.id, { port: row.port });
     await this.setStatus(live, 'RUNNING', 'FREE');
-    this.routes.addWorker(rev.namespace, rev.app, row.id, this.opts.workerHost, proc.port!);
+    this.routes.addWorker(rev.namespace, rev.app, row.id, address);
     await this.events.append({ ...base, type: 'worker.running', message: `worker ${row.id} is ready and takes traffic` });
     return row;
   }
@@ -214,22 +259,26 @@ export class Supervisor {
   async upgradeWorker(
     workerId: string,
     revision: number,
-    req: Omit<UpgradeRequest, 'type' | 'id'>,
+    req: Omit<UpgradeRequest, 'type' | 'id' | 'releaseDir'>,
     timeoutMs: number,
-    back: { fromRelease: string; fromDir: string; downInstructions: UpgradeRequest['instructions'] },
+    back: { fromRelease: string; downInstructions: UpgradeRequest['instructions'] },
   ): Promise<UpgradeResult> {
-    const { fromRelease, fromDir, downInstructions } = back;
+    const { fromRelease, downInstructions } = back;
     const live = this.live.get(workerId);
     if (!live || live.stopping) return { ok: false, phase: 'load', error: `worker ${workerId} is not running` };
+    const { proc } = live;
+    // Both releases are materialized for the app already (a worker runs one; the other was uploaded or deployed).
+    await Promise.all([this.releaseDir(live.row.namespace, live.row.app, req.toRelease), this.releaseDir(live.row.namespace, live.row.app, fromRelease)]);
     // The status is written while the worker swaps: the swap does not wait for the store.
     const marked = this.setStatus(live, 'RUNNING', 'UPGRADING');
-    let result = await live.proc.upgrade(req, timeoutMs);
+    let result = await proc.upgrade({ ...req, releaseDir: proc.releasePath(req.toRelease) }, timeoutMs);
     await marked;
     // The new code must still pass readiness, as a new worker would have to.
-    if (result.ok && !(await live.proc.ready())) {
-      const path = live.proc.launch.spec.readiness.path;
+    if (result.ok && !(await proc.ready())) {
+      const path = proc.launch.spec.readiness.path;
       const env = req.env ? { from: req.env.to, to: req.env.from } : undefined;
-      const back = await live.proc.upgrade({ ...req, toRelease: fromRelease, releaseDir: fromDir, direction: req.direction === 'up' ? 'down' : 'up', instructions: downInstructions, env }, timeoutMs);
+      const reverse = { ...req, toRelease: fromRelease, releaseDir: proc.releasePath(fromRelease), direction: req.direction === 'up' ? ('down' as const) : ('up' as const), instructions: downInstructions, env };
+      const back = await proc.upgrade(reverse, timeoutMs);
       result = { ok: false, phase: 'apply', error: `the upgraded worker failed readiness (GET ${path})${back.ok ? '; it went back to its release' : `; going back failed too (${back.error})`}` };
     }
     if (this.live.has(workerId)) {

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { NAME } from '../names.js';
 import { ingestArchive } from '../blobs/ingest-archive.js';
 import { type Tree, treeSize } from '../blobs/tree.js';
 import type { AppSpec } from '../config/app-spec.js';
@@ -8,7 +9,6 @@ import type { ResolvedVolume, VolumeGrantRow, VolumeRevisionRow, VolumeRow } fro
 import { type Principal, requireRole } from './auth.js';
 import type { ControlPlane } from './control-plane.js';
 
-const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
 /** `NNNNNN-xxx`: the sequence, a dash, the first 3 hex digits of the tree hash. */
 export function revisionName(seq: number, treeHash: string): string {
@@ -136,39 +136,66 @@ export class VolumeService {
   async push(p: Principal, namespace: string, name: string, body: Readable, base?: string): Promise<PushResult> {
     const volume = await this.access(p, namespace, name, 'write');
     const { maxVolumeBytes, maxUploadFiles } = this.cp.opts;
-    const result = await ingestArchive(body, this.cp.blobs, {
+    const limits = {
       maxBytes: maxVolumeBytes + 64 * 1024 * 1024,
+      maxBytesFlag: '--max-volume-bytes',
       maxFiles: maxUploadFiles,
       maxTreeBytes: { bytes: maxVolumeBytes, flag: '--max-volume-bytes' },
-    });
-    const size = treeSize(result.tree);
-    const latest = await this.latest(volume);
-    const uploaded = { blobs: result.added, bytes: result.receivedBytes };
-    if (base !== undefined && (latest?.revision ?? '') !== base) {
-      throw new MoltError(
-        'MOLT_ERR_CONFLICT',
-        `volume ${name} changed since revision ${base || '(none)'}: the latest is ${latest?.revision ?? '(none)'}; pull it (\`molt volume pull ${name}\`), redo your change and push again, or push with --force to replace it`,
-      );
-    }
-    if (latest && latest.treeHash === result.hash) return { volume, revision: latest, changed: false, uploaded, rolling: [] };
-    const seq = volume.latestSeq + 1;
-    const rev: VolumeRevisionRow = {
-      volumeId: volume.id,
-      seq,
-      revision: revisionName(seq, result.hash),
-      treeHash: result.hash,
-      files: result.tree.entries.length,
-      size,
-      createdAt: new Date().toISOString(),
-      createdBy: p.tokenId,
     };
-    if (!(await this.cp.store.insertVolumeRevision(rev, volume.latestSeq))) {
-      throw new MoltError('MOLT_ERR_CONFLICT', `another push to volume ${name} finished first; pull it and push again`);
+    // The uploader's namespace (the volume's own for the server admin) decides which blobs it may skip sending.
+    const uploader = p.namespace === '*' ? namespace : p.namespace;
+    return this.cp.uploads.run(async () => {
+      const upload = await ingestArchive(body, this.cp.blobs, limits, (hashes) => this.cp.blobAccess.usable(uploader, hashes));
+      try {
+        const latest = await this.latest(volume);
+        if (base !== undefined && (latest?.revision ?? '') !== base) {
+          throw new MoltError(
+            'MOLT_ERR_CONFLICT',
+            `volume ${name} changed since revision ${base || '(none)'}: the latest is ${latest?.revision ?? '(none)'}; pull it (\`molt volume pull ${name}\`), redo your change and push again, or push with --force to replace it`,
+          );
+        }
+        const changed = !latest || latest.treeHash !== upload.hash;
+        const addedBytes = changed ? this.addedBytes(latest, upload.tree) : 0;
+        if (changed) await this.cp.quotas.checkVolumeBytes(namespace, name, addedBytes);
+        // Committed even when the tree is unchanged: a push after a corrupt blob was removed restores it.
+        const uploaded = { blobs: upload.commit(), bytes: upload.receivedBytes };
+        await this.cp.blobAccess.record(namespace, upload.tree);
+        if (!changed) return { volume, revision: latest, changed: false, uploaded, rolling: [] };
+        const seq = volume.latestSeq + 1;
+        const rev: VolumeRevisionRow = {
+          volumeId: volume.id,
+          seq,
+          revision: revisionName(seq, upload.hash),
+          treeHash: upload.hash,
+          files: upload.tree.entries.length,
+          size: treeSize(upload.tree),
+          createdAt: new Date().toISOString(),
+          createdBy: p.tokenId,
+          addedBytes,
+        };
+        if (!(await this.cp.store.insertVolumeRevision(rev, volume.latestSeq))) {
+          throw new MoltError('MOLT_ERR_CONFLICT', `another push to volume ${name} finished first; pull it and push again`);
+        }
+        const updated = { ...volume, latestSeq: seq, updatedAt: rev.createdAt };
+        await this.cp.events.append({ namespace, type: 'volume.pushed', message: `volume ${name} revision ${rev.revision}: ${rev.files} file(s), ${rev.size} B` });
+        const rolling = await this.cp.apps.followVolume(updated, rev);
+        return { volume: updated, revision: rev, changed: true, uploaded, rolling };
+      } finally {
+        upload.discard();
+      }
+    });
+  }
+
+  /** Bytes of the distinct blobs of `tree` that the revision before it did not hold. */
+  private addedBytes(before: VolumeRevisionRow | undefined, tree: Tree): number {
+    const held = new Set(before ? this.readTree(before.treeHash).entries.flatMap((e) => (e.type === 'file' ? [e.hash] : [])) : []);
+    let added = 0;
+    for (const e of tree.entries) {
+      if (e.type !== 'file' || held.has(e.hash)) continue;
+      held.add(e.hash);
+      added += e.size;
     }
-    const updated = { ...volume, latestSeq: seq, updatedAt: rev.createdAt };
-    await this.cp.events.append({ namespace, type: 'volume.pushed', message: `volume ${name} revision ${rev.revision}: ${rev.files} file(s), ${rev.size} B` });
-    const rolling = await this.cp.apps.followVolume(updated, rev);
-    return { volume: updated, revision: rev, changed: true, uploaded, rolling };
+    return added;
   }
 
   async delete(p: Principal, namespace: string, name: string): Promise<void> {

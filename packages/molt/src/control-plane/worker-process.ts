@@ -1,14 +1,35 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { constants } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AppSpec } from '../config/app-spec.js';
 import type { ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
+import { MOLT_APP_ENTRY, moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
-import { launcher } from './resources/isolation.js';
+import { bwrapArgs, dropTo, runtimeDirs, SANDBOX } from './sandbox/bwrap-args.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
 /** Variables a worker inherits from the server; everything else comes from the app's env. */
-const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'NODE_EXTRA_CA_CERTS'];
+const INHERITED_ENV = ['PATH', 'LANG', 'LC_ALL', 'TZ', 'NODE_EXTRA_CA_CERTS'];
+/** The pipe bubblewrap reports the sandboxed process's pid on (stdio index). */
+const STATUS_FD = 4;
+const NL = '\n';
+const ENTER_CGROUPS = `IFS='${NL}'; for f in $MOLT_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset MOLT_CGROUP_PROCS; exec "$0" "$@"`;
+
+/** Where the gateway reaches a worker: its socket (sandboxed) or a loopback port. */
+export type WorkerAddress = { path: string } | { host: string; port: number };
+
+/** How a worker is sandboxed; undefined runs it as a plain child process (NOT ISOLATED). */
+export interface WorkerSandbox {
+  /** The uid it runs as; null keeps molt's own (a server not running as root). */
+  uid: number | null;
+  /** passwd and group files naming that user. */
+  passwd?: { passwd: string; group: string };
+  /** Size of each of its private tmpfs (/tmp, scratch, links). */
+  scratchBytes: number;
+}
 
 export interface WorkerLaunch {
   id: string;
@@ -16,19 +37,25 @@ export interface WorkerLaunch {
   app: string;
   revision: number;
   releaseId: string;
+  /** Its release, materialized (host path). */
   releaseDir: string;
-  /** The volumes it reads, materialized. */
+  /** Where its app's releases are materialized (host path); hot upgrades load from there. */
+  releasesDir: string;
+  /** The volumes it reads, materialized (host paths). */
   volumes: WorkerVolume[];
-  /** A writable directory of its own for hot upgrades' link directories. */
-  linksDir: string;
+  /**
+   * A directory of its own, removed when it ends: its socket when sandboxed; otherwise its
+   * scratch dir and hot upgrades' link directories.
+   */
+  runDir: string;
   /** `cgroup.procs` files the process enters before Node starts (its limits); empty for none. */
   cgroupProcs: string[];
-  /** Whether the release and volume directories are made read-only mounts (see isolation.ts). */
-  mountNamespace: boolean;
+  sandbox?: WorkerSandbox;
   /** `CUDA_VISIBLE_DEVICES`: the GPUs it was given; undefined when the node has none. */
   cudaVisibleDevices?: string;
   entry: string;
   spec: AppSpec;
+  /** Loopback address an unsandboxed worker listens on. */
   host: string;
 }
 
@@ -59,17 +86,52 @@ export interface WorkerExit {
 /** The reason a worker failed to start, for `app update` to print. */
 export class WorkerStartError extends Error {}
 
+/** Where the sandbox shows a worker what it is given, or the host paths when it runs unsandboxed. */
+function insidePaths(launch: WorkerLaunch): { release: string; releases: string; volumes: WorkerVolume[]; scratch: string; links: string; socket?: string } {
+  if (launch.sandbox) {
+    return {
+      release: SANDBOX.release,
+      releases: SANDBOX.releases,
+      volumes: launch.volumes.map((v) => ({ ...v, path: join(SANDBOX.volumes, v.ref) })),
+      scratch: SANDBOX.scratch,
+      links: SANDBOX.links,
+      socket: SANDBOX.socket,
+    };
+  }
+  return { release: launch.releaseDir, releases: launch.releasesDir, volumes: launch.volumes, scratch: join(launch.runDir, 'scratch'), links: join(launch.runDir, 'links') };
+}
+
+/** A signal number from an exit code past 128, as a sandbox reports a child killed by a signal. */
+function signalOf(code: number): NodeJS.Signals | undefined {
+  const n = code - 128;
+  return (Object.entries(constants.signals) as [NodeJS.Signals, number][]).find(([, v]) => v === n)?.[0];
+}
+
+/** The parent pid of a process, from /proc; undefined when it is gone. */
+function parentOf(pid: number): number | undefined {
+  try {
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so read after the last ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * One worker process: spawn, readiness, drain and stop. It knows nothing of the store;
- * the supervisor records what it reports.
+ * One worker process: spawn (in its cgroups and sandbox), readiness, drain and stop. It knows
+ * nothing of the store; the supervisor records what it reports.
  */
 export class WorkerProcess {
   child?: ChildProcess;
-  port?: number;
+  address?: WorkerAddress;
+  /** The pid of the worker's Node process: inside the sandbox, it is not the child we spawned. */
+  pid?: number;
   private stopping = false;
   private upgradeSeq = 0;
   private exited?: WorkerExit;
   private exitWaiters: ((e: WorkerExit) => void)[] = [];
+  private pidKnown: Promise<number | undefined> = Promise.resolve(undefined);
 
   constructor(
     readonly launch: WorkerLaunch,
@@ -83,39 +145,71 @@ export class WorkerProcess {
     return this.launch.id;
   }
 
+  /** Where the worker finds release `id` of its app (the path hot upgrades are given). */
+  releasePath(id: string): string {
+    return join(insidePaths(this.launch).releases, id);
+  }
+
   /** Spawns the process; `onSpawned` fires when it is up (INITIALIZED). Resolves once it passes readiness. */
   async start(onSpawned: () => void): Promise<void> {
     const { launch } = this;
+    const inside = insidePaths(launch);
     const env: Record<string, string> = {};
     for (const k of INHERITED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]!;
     Object.assign(env, launch.spec.env, {
       NODE_ENV: launch.spec.env.NODE_ENV ?? 'production',
+      HOME: inside.scratch,
+      TMPDIR: inside.scratch,
+      MOLT_SCRATCH: inside.scratch,
       MOLT_WORKER_ID: launch.id,
       MOLT_APP: launch.app,
       MOLT_NAMESPACE: launch.namespace,
       MOLT_REVISION: String(launch.revision),
       MOLT_RELEASE: launch.releaseId,
-      MOLT_RELEASE_DIR: launch.releaseDir,
-      MOLT_LINKS_DIR: launch.linksDir,
+      MOLT_RELEASE_DIR: inside.release,
+      MOLT_LINKS_DIR: inside.links,
+      MOLT_APP_ENTRY,
       MOLT_ENTRY: launch.entry,
-      MOLT_HOST: launch.host,
-      MOLT_PORT: '0',
-      ...volumeEnv(launch.volumes),
+      ...(inside.socket ? { MOLT_SOCKET: inside.socket } : { MOLT_HOST: launch.host, MOLT_PORT: '0' }),
+      ...volumeEnv(inside.volumes),
     });
-    const execArgv: string[] = ['--enable-source-maps'];
-    if (launch.spec.resources.memoryMb) execArgv.push(`--max-old-space-size=${Math.max(16, Math.floor(launch.spec.resources.memoryMb * 0.75))}`);
     if (launch.cudaVisibleDevices !== undefined) env.CUDA_VISIBLE_DEVICES = launch.cudaVisibleDevices;
-    const start = launcher(process.execPath, [...execArgv, WORKER_MAIN], {
-      cgroupProcs: launch.cgroupProcs,
-      readOnlyDirs: [launch.releaseDir, ...launch.volumes.map((v) => v.path)],
-      mountNamespace: launch.mountNamespace,
-    });
-    const child = spawn(start.command, start.args, {
-      cwd: launch.releaseDir,
-      env: { ...env, ...start.env },
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    const node = [process.execPath, '--enable-source-maps'];
+    if (launch.spec.resources.memoryMb) node.push(`--max-old-space-size=${Math.max(16, Math.floor(launch.spec.resources.memoryMb * 0.75))}`);
+    node.push(WORKER_MAIN);
+    let argv = node;
+    if (launch.sandbox) {
+      const { uid, passwd, scratchBytes } = launch.sandbox;
+      const sandbox = bwrapArgs(
+        {
+          releaseDir: launch.releaseDir,
+          releasesDir: launch.releasesDir,
+          volumes: launch.volumes,
+          runDir: launch.runDir,
+          runtime: runtimeDirs(WORKER_MAIN),
+          moltApp: moltAppPackageDir(),
+          passwd,
+          files: env.NODE_EXTRA_CA_CERTS ? [env.NODE_EXTRA_CA_CERTS] : [],
+          scratchBytes,
+        },
+        STATUS_FD,
+      );
+      argv = ['bwrap', ...sandbox, '--', ...(uid === null ? [] : dropTo(uid)), ...node];
+    } else {
+      mkdirSync(inside.scratch, { recursive: true });
+    }
+    // A shell enters the cgroups, then becomes the worker (same pid): nothing of it runs unlimited.
+    if (launch.cgroupProcs.length > 0) {
+      env.MOLT_CGROUP_PROCS = launch.cgroupProcs.join(NL);
+      argv = ['/bin/sh', '-c', ENTER_CGROUPS, ...argv];
+    }
+    const child = spawn(argv[0]!, argv.slice(1), {
+      cwd: launch.sandbox ? '/' : launch.releaseDir,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc', ...(launch.sandbox ? (['pipe'] as const) : [])],
     });
     this.child = child;
+    this.pidKnown = launch.sandbox ? this.readSandboxPid(child) : Promise.resolve(child.pid);
     child.once('close', () => this.onClosed());
     for (const stream of ['stdout', 'stderr'] as const) {
       const split = lineSplitter((line) => this.onLog({ ts: new Date().toISOString(), workerId: launch.id, stream, line }));
@@ -126,13 +220,14 @@ export class WorkerProcess {
     const { path, timeoutMs } = launch.spec.readiness;
     const deadline = Date.now() + timeoutMs;
     let timer: NodeJS.Timeout | undefined;
-    let onPort: (port: number) => void = () => {};
-    const listening = new Promise<number>((r) => (onPort = r));
+    let onListening: (address: WorkerAddress) => void = () => {};
+    const listening = new Promise<WorkerAddress>((r) => (onListening = r));
     // Rejects on the first way a start can fail: load error, early exit, spawn error, deadline.
     const failed = new Promise<never>((_, reject) => {
       child.on('message', (msg: WorkerToServer) => {
-        if (msg.type === 'listening') onPort(msg.port);
-        else if (msg.type === 'load-failed') reject(new WorkerStartError(`the app failed to load: ${msg.error}`));
+        // A sandboxed worker is reached only at its own socket, whatever it says.
+        if (msg.type === 'listening') onListening(launch.sandbox ? { path: join(launch.runDir, 'http.sock') } : { host: launch.host, port: Number(msg.port) });
+        else if (msg.type === 'load-failed') reject(new WorkerStartError(`the app failed to load: ${String(msg.error)}`));
       });
       child.once('exit', (code, signal) => reject(new WorkerStartError(`the worker exited before it was ready (${describeExit(code, signal)}); see \`molt app logs\``)));
       child.once('error', (err) => reject(new WorkerStartError(`the worker could not start: ${err.message}`)));
@@ -143,25 +238,60 @@ export class WorkerProcess {
     });
     failed.catch(() => {});
     child.once('exit', (code, signal) => {
-      this.exited = { code, signal, expected: this.stopping };
+      // A sandbox exits with 128 + n when its worker was killed by signal n.
+      const killedBy = launch.sandbox && code !== null && code > 128 ? signalOf(code) : undefined;
+      this.exited = killedBy ? { code: null, signal: killedBy, expected: this.stopping } : { code, signal, expected: this.stopping };
       for (const w of this.exitWaiters.splice(0)) w(this.exited);
       this.onExit(this.exited);
     });
     try {
       await Promise.race([new Promise<void>((r) => child.once('spawn', () => r())), failed]);
+      this.pid = await Promise.race([this.pidKnown, failed]);
       onSpawned();
-      this.port = await Promise.race([listening, failed]);
+      this.address = await Promise.race([listening, failed]);
       await Promise.race([this.pollReadiness(path, deadline), failed]);
     } finally {
       clearTimeout(timer);
     }
   }
 
+  /**
+   * bubblewrap writes `{ "child-pid": N }` on its status pipe once the sandbox exists. Only that
+   * first report is read, and only a direct child of the sandbox process is believed; whatever comes
+   * later (its exit status, or anything the app writes there) is drained unread. (Closing the pipe
+   * instead would kill bubblewrap with SIGPIPE when it reports the exit.)
+   */
+  private readSandboxPid(child: ChildProcess): Promise<number | undefined> {
+    const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream;
+    return new Promise((resolvePromise) => {
+      let text = '';
+      const done = (pid: number | undefined) => {
+        status.removeAllListeners('data');
+        status.on('data', () => {});
+        resolvePromise(pid);
+      };
+      status.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        const end = text.indexOf('}');
+        if (end < 0) return text.length > 4096 ? done(undefined) : undefined;
+        let pid: number | undefined;
+        try {
+          pid = Number((JSON.parse(text.slice(0, end + 1)) as Record<string, unknown>)['child-pid']);
+        } catch {
+          pid = undefined;
+        }
+        done(pid && parentOf(pid) === child.pid ? pid : undefined);
+      });
+      status.on('end', () => done(undefined));
+      status.on('error', () => done(undefined));
+    });
+  }
+
   private async pollReadiness(path: string, deadline: number): Promise<void> {
     let last = 'no answer';
     while (Date.now() < deadline) {
       if (this.exited) throw new WorkerStartError(`the worker exited before it was ready (${describeExit(this.exited.code, this.exited.signal)})`);
-      const status = await probe(this.launch.host, this.port!, path).catch((err: Error) => err.message);
+      const status = await probe(this.address!, path).catch((err: Error) => err.message);
       if (typeof status === 'number' && status >= 200 && status < 300) return;
       last = typeof status === 'number' ? `HTTP ${status}` : status;
       await new Promise((r) => setTimeout(r, 100));
@@ -175,8 +305,8 @@ export class WorkerProcess {
 
   /** One readiness request: whether the worker answers its readiness path with 2xx now. */
   async ready(): Promise<boolean> {
-    if (!this.port) return false;
-    const status = await probe(this.launch.host, this.port, this.launch.spec.readiness.path).catch(() => 0);
+    if (!this.address) return false;
+    const status = await probe(this.address, this.launch.spec.readiness.path).catch(() => 0);
     return status >= 200 && status < 300;
   }
 
@@ -211,12 +341,23 @@ export class WorkerProcess {
     return new Promise((resolvePromise) => this.exitWaiters.push(resolvePromise));
   }
 
+  /** Sends a signal to the worker's Node process (inside its sandbox, not the sandbox's own process). */
+  private async kill(signal: NodeJS.Signals): Promise<void> {
+    if (this.exited) return;
+    const pid = (await this.pidKnown) ?? this.child?.pid;
+    try {
+      if (pid) process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
   async stop(graceMs: number): Promise<WorkerExit> {
     this.stopping = true;
     if (!this.child || this.exited) return this.exited ?? { code: 0, signal: null, expected: true };
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child?.kill('SIGKILL'), graceMs);
+    await this.kill('SIGTERM');
+    const timer = setTimeout(() => void this.kill('SIGKILL'), graceMs);
     const exit = await this.waitExit();
     clearTimeout(timer);
     return exit;
@@ -227,9 +368,11 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
   return signal ? `killed by ${signal}` : `exit code ${code}`;
 }
 
-export function probe(host: string, port: number, path: string): Promise<number> {
+/** One GET to a worker: its status code. */
+export function probe(address: WorkerAddress, path: string): Promise<number> {
   return new Promise((resolvePromise, reject) => {
-    const req = request({ host, port, path, method: 'GET', timeout: 2000, agent: false }, (res) => {
+    const where = 'path' in address ? { socketPath: address.path } : { host: address.host, port: address.port };
+    const req = request({ ...where, path, method: 'GET', timeout: 2000, agent: false }, (res) => {
       res.resume();
       resolvePromise(res.statusCode ?? 0);
     });

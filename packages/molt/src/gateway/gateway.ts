@@ -305,7 +305,7 @@ export class Gateway {
       .then(() => routes!.acquire())
       .then((target) => {
         target.begin();
-        const upstream: Socket = connect(target.port, target.host);
+        const upstream: Socket = connect(target.address);
         const lines = requestHead(req, route.path, facts, facts.requestId ?? randomUUID(), `connection: Upgrade\r\nupgrade: ${req.headers.upgrade}\r\n`);
         upstream.on('connect', () => {
           upstream.write(lines);

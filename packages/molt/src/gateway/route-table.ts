@@ -1,4 +1,5 @@
 import { MoltError } from '../errors.js';
+import type { WorkerAddress } from '../control-plane/worker-process.js';
 import { Target } from './target.js';
 
 export interface QueueLimits {
@@ -122,9 +123,9 @@ export class RouteTable {
   }
 
   /** Starts sending the app's requests to a worker that passed readiness. */
-  addWorker(namespace: string, name: string, workerId: string, host: string, port: number): Target {
+  addWorker(namespace: string, name: string, workerId: string, address: WorkerAddress): Target {
     const routes = this.ensureApp(namespace, name);
-    const target = new Target(workerId, host, port);
+    const target = new Target(workerId, address);
     routes.add(target);
     this.byWorker.set(workerId, { routes, target });
     return target;

@@ -1,3 +1,4 @@
+import type { WorkerAddress } from '../control-plane/worker-process.js';
 import { UpstreamPool } from './upstream.js';
 
 /**
@@ -19,10 +20,10 @@ export class Target {
 
   constructor(
     readonly workerId: string,
-    readonly host: string,
-    readonly port: number,
+    /** Its socket, or a loopback port. */
+    readonly address: WorkerAddress,
   ) {
-    this.pool = new UpstreamPool(host, port);
+    this.pool = new UpstreamPool(address);
   }
 
   begin(): void {

@@ -8,6 +8,7 @@
  */
 import { createRequire } from 'node:module';
 import { connect, type Socket } from 'node:net';
+import type { WorkerAddress } from '../control-plane/worker-process.js';
 
 interface LlhttpParser {
   initialize(type: number, resource: object): void;
@@ -83,11 +84,10 @@ export class UpstreamConnection {
   private consumed = false;
 
   constructor(
-    host: string,
-    port: number,
+    address: WorkerAddress,
     private readonly pool: UpstreamPool,
   ) {
-    this.socket = connect({ host, port, noDelay: true });
+    this.socket = connect({ ...address, noDelay: true });
     const parser = (this.parser = new HTTPParser());
     parser.initialize(HTTPParser.RESPONSE, {});
     parser[kOnHeaders] = (headers: string[]) => {
@@ -188,10 +188,7 @@ export class UpstreamPool {
   private readonly all = new Set<UpstreamConnection>();
   private readonly sweeper: NodeJS.Timeout;
 
-  constructor(
-    private readonly host: string,
-    private readonly port: number,
-  ) {
+  constructor(private readonly address: WorkerAddress) {
     this.sweeper = setInterval(() => this.sweep(), IDLE_MS / 3).unref();
   }
 
@@ -199,7 +196,7 @@ export class UpstreamPool {
   acquire(): UpstreamConnection {
     const idle = this.idle.pop();
     if (idle) return idle;
-    const conn = new UpstreamConnection(this.host, this.port, this);
+    const conn = new UpstreamConnection(this.address, this);
     this.all.add(conn);
     return conn;
   }

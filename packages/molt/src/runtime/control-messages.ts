@@ -1,7 +1,7 @@
 import type { PlanStep } from '@molt/app';
 /** Messages on the control channel between the server and a worker (Node IPC). */
 export type WorkerToServer =
-  | { type: 'listening'; port: number }
+  | { type: 'listening'; port?: number; socket?: string }
   | { type: 'load-failed'; error: string }
   | { type: 'upgrade-result'; id: string; result: UpgradeResult };
 

@@ -2,7 +2,8 @@
  * The entry of every worker process. It loads the app's release, owns the listening socket,
  * calls the app's `fetch` through one slot, and talks to the server on the IPC channel.
  *
- * Environment: MOLT_RELEASE_DIR, MOLT_ENTRY, MOLT_PORT (0 = any), MOLT_HOST, MOLT_WORKER_ID.
+ * Environment: MOLT_RELEASE_DIR, MOLT_ENTRY, MOLT_WORKER_ID, and where to listen: MOLT_SOCKET (a Unix
+ * socket, in a sandbox) or MOLT_HOST and MOLT_PORT (0 = any).
  */
 import { createServer } from 'node:http';
 import { register } from 'node:module';
@@ -104,10 +105,16 @@ process.on('message', (msg: ServerToWorker) => {
 });
 serving = true;
 
-const port = Number(process.env.MOLT_PORT ?? 0);
-server.listen(port, process.env.MOLT_HOST ?? '127.0.0.1', () => {
-  const address = server.address();
-  const actual = typeof address === 'object' && address ? address.port : port;
-  send({ type: 'listening', port: actual });
-  if (!process.send) console.log(`molt: ${entry} listening on http://${process.env.MOLT_HOST ?? '127.0.0.1'}:${actual}`);
-});
+const socket = process.env.MOLT_SOCKET;
+if (socket) {
+  // Only the gateway reaches it: the socket's directory is in no other sandbox.
+  server.listen(socket, () => send({ type: 'listening', socket }));
+} else {
+  const port = Number(process.env.MOLT_PORT ?? 0);
+  server.listen(port, process.env.MOLT_HOST ?? '127.0.0.1', () => {
+    const address = server.address();
+    const actual = typeof address === 'object' && address ? address.port : port;
+    send({ type: 'listening', port: actual });
+    if (!process.send) console.log(`molt: ${entry} listening on http://${process.env.MOLT_HOST ?? '127.0.0.1'}:${actual}`);
+  });
+}

@@ -1,7 +1,7 @@
-import { type Kysely, Migrator, type Selectable } from 'kysely';
+import { type Kysely, Migrator, type Selectable, sql } from 'kysely';
 import type { Store } from './store.js';
 import { type Database, migrations } from './schema.js';
-import type { AppRow, EventRow, ReleaseRow, RevisionRow, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow } from './types.js';
+import type { AppRow, EventRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow } from './types.js';
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
 
@@ -15,7 +15,11 @@ const toApp = (r: Row<'apps'>): AppRow => ({
 const toRelease = (r: Row<'releases'>): ReleaseRow => ({ ...r, manifest: JSON.parse(r.manifest), size: Number(r.size), files: Number(r.files) });
 const toRevision = (r: Row<'revisions'>): RevisionRow => ({ ...r, revision: Number(r.revision), spec: JSON.parse(r.spec), volumes: JSON.parse(r.volumes), status: r.status as RevisionRow['status'] });
 const toVolume = (r: Row<'volumes'>): VolumeRow => ({ ...r, latestSeq: Number(r.latestSeq) });
-const toVolumeRevision = (r: Row<'volumeRevisions'>): VolumeRevisionRow => ({ ...r, seq: Number(r.seq), files: Number(r.files), size: Number(r.size) });
+const toVolumeRevision = (r: Row<'volumeRevisions'>): VolumeRevisionRow => ({ ...r, seq: Number(r.seq), files: Number(r.files), size: Number(r.size), addedBytes: Number(r.addedBytes) });
+const toNamespace = (r: Row<'namespaces'>): NamespaceRow => ({ ...r, uidOffset: Number(r.uidOffset ?? 0), quota: r.quota ? (JSON.parse(r.quota) as NamespaceQuota) : null });
+/** Rows per `IN (…)` list: well under every dialect's limit on bound parameters. */
+const CHUNK = 500;
+const chunks = <T>(all: T[]): T[][] => Array.from({ length: Math.ceil(all.length / CHUNK) }, (_, i) => all.slice(i * CHUNK, (i + 1) * CHUNK));
 const toGrant = (r: Row<'volumeGrants'>): VolumeGrantRow => ({ ...r, write: !!r.write });
 const toWorker = (r: Row<'workers'>): WorkerRow => ({ ...r, revision: Number(r.revision) }) as WorkerRow;
 const toRollout = (r: Row<'rollouts'>): RolloutRow => ({ ...r, fromRevision: Number(r.fromRevision), toRevision: Number(r.toRevision) }) as RolloutRow;
@@ -46,20 +50,81 @@ export class KyselyStore implements Store {
   }
 
   async createNamespace(name: string): Promise<boolean> {
-    const res = await this.db
-      .insertInto('namespaces')
-      .values({ name, createdAt: new Date().toISOString() })
-      .onConflict((oc) => oc.column('name').doNothing())
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // The next uid offset in the same statement; a concurrent create taking it fails the unique index.
+        const res = await this.db
+          .insertInto('namespaces')
+          .columns(['name', 'createdAt', 'uidOffset'])
+          .expression((eb) =>
+            eb
+              .selectFrom('namespaces')
+              .select([sql<string>`cast(${name} as text)`.as('name'), sql<string>`cast(${new Date().toISOString()} as text)`.as('createdAt'), sql<number>`coalesce(max(${sql.ref('uidOffset')}), -1) + 1`.as('uidOffset')])
+              // SQLite needs a WHERE in INSERT … SELECT … ON CONFLICT, or it cannot parse it.
+              .where(sql<boolean>`true`),
+          )
+          .onConflict((oc) => oc.column('name').doNothing())
+          .executeTakeFirst();
+        return Number(res.numInsertedOrUpdatedRows ?? 0) > 0;
+      } catch (err) {
+        if (attempt >= 5 || (await this.getNamespace(name))) throw err;
+      }
+    }
+  }
+
+  async listNamespaces(): Promise<NamespaceRow[]> {
+    return (await this.db.selectFrom('namespaces').selectAll().orderBy('name').execute()).map(toNamespace);
+  }
+
+  async getNamespace(name: string): Promise<NamespaceRow | undefined> {
+    const r = await this.db.selectFrom('namespaces').selectAll().where('name', '=', name).executeTakeFirst();
+    return r && toNamespace(r);
+  }
+
+  async setNamespaceQuota(name: string, quota: NamespaceQuota | null): Promise<void> {
+    await this.db
+      .updateTable('namespaces')
+      .set({ quota: quota && Object.keys(quota).length > 0 ? JSON.stringify(quota) : null })
+      .where('name', '=', name)
+      .execute();
+  }
+
+  async grantBlobs(namespace: string, hashes: Iterable<string>): Promise<void> {
+    for (const part of chunks([...new Set(hashes)])) {
+      await this.db
+        .insertInto('blobAccess')
+        .values(part.map((hash) => ({ namespace, hash })))
+        .onConflict((oc) => oc.columns(['namespace', 'hash']).doNothing())
+        .execute();
+    }
+  }
+
+  async grantedBlobs(namespace: string, hashes: string[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const part of chunks([...new Set(hashes)])) {
+      const rows = await this.db.selectFrom('blobAccess').select('hash').where('namespace', '=', namespace).where('hash', 'in', part).execute();
+      for (const r of rows) out.add(r.hash);
+    }
+    return out;
+  }
+
+  async hasBlobGrants(): Promise<boolean> {
+    return (await this.db.selectFrom('blobAccess').select('hash').limit(1).executeTakeFirst()) !== undefined;
+  }
+
+  async volumeBytes(namespace: string): Promise<number> {
+    const row = await this.db
+      .selectFrom('volumeRevisions')
+      .innerJoin('volumes', 'volumes.id', 'volumeRevisions.volumeId')
+      .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('volumeRevisions.addedBytes'), sql<number>`0`).as('bytes'))
+      .where('volumes.namespace', '=', namespace)
       .executeTakeFirst();
-    return Number(res.numInsertedOrUpdatedRows ?? 0) > 0;
+    return Number(row?.bytes ?? 0);
   }
 
-  listNamespaces() {
-    return this.db.selectFrom('namespaces').selectAll().orderBy('name').execute();
-  }
-
-  getNamespace(name: string) {
-    return this.db.selectFrom('namespaces').selectAll().where('name', '=', name).executeTakeFirst();
+  async countReleases(namespace: string): Promise<number> {
+    const row = await this.db.selectFrom('releases').select((eb) => eb.fn.countAll<number>().as('n')).where('namespace', '=', namespace).executeTakeFirst();
+    return Number(row?.n ?? 0);
   }
 
   async insertToken(token: TokenRow): Promise<void> {

@@ -2,7 +2,7 @@ import { type Kysely, type Migration, sql } from 'kysely';
 
 /** Table shapes as stored: JSON as text and booleans as 0/1, the same in SQLite and PostgreSQL. */
 export interface Database {
-  namespaces: { name: string; createdAt: string };
+  namespaces: { name: string; createdAt: string; uidOffset: number | null; quota: string | null };
   tokens: { id: string; name: string; namespace: string; role: string; hash: string; createdAt: string; revokedAt: string | null };
   releases: { id: string; namespace: string; app: string; manifest: string; files: number; size: number; createdAt: string };
   apps: {
@@ -42,6 +42,7 @@ export interface Database {
     createdAt: string;
     deletedAt: string | null;
     limits: string | null;
+    isolation: string | null;
   };
   rollouts: {
     id: string;
@@ -56,7 +57,8 @@ export interface Database {
     finishedAt: string | null;
   };
   volumes: { id: string; namespace: string; name: string; latestSeq: number; createdAt: string; updatedAt: string };
-  volumeRevisions: { volumeId: string; seq: number; revision: string; treeHash: string; files: number; size: number; createdAt: string; createdBy: string };
+  volumeRevisions: { volumeId: string; seq: number; revision: string; treeHash: string; files: number; size: number; createdAt: string; createdBy: string; addedBytes: number };
+  blobAccess: { namespace: string; hash: string };
   volumeGrants: { volumeId: string; namespace: string; write: number; createdAt: string };
   events: {
     id: number;
@@ -214,6 +216,28 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
       async up(db: Kysely<any>) {
         // OTP's permanent release: what a restarting worker boots while a hot upgrade is on probation.
         await db.schema.alterTable('apps').addColumn('permanentRevision', 'integer').execute();
+      },
+    },
+    '0005-tenant-isolation': {
+      async up(db: Kysely<any>) {
+        // A namespace's workers run as uid (range start + uidOffset); quotas as JSON.
+        await db.schema.alterTable('namespaces').addColumn('uidOffset', 'integer').execute();
+        await db.schema.alterTable('namespaces').addColumn('quota', 'text').execute();
+        const names = await db.selectFrom('namespaces').select('name').orderBy('createdAt').orderBy('name').execute();
+        for (const [i, n] of names.entries()) await db.updateTable('namespaces').set({ uidOffset: i }).where('name', '=', n.name).execute();
+        await db.schema.createIndex('namespaces_uid').on('namespaces').column('uidOffset').unique().execute();
+        // How a worker is sandboxed, or why it is not.
+        await db.schema.alterTable('workers').addColumn('isolation', 'text').execute();
+        // Bytes of blobs a volume revision added over the one before it (what quotas count).
+        await db.schema.alterTable('volumeRevisions').addColumn('addedBytes', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+        await db.updateTable('volumeRevisions').set((eb: any) => ({ addedBytes: eb.ref('size') })).execute();
+        // The blobs each namespace may use without sending them: a hash alone grants nothing.
+        await db.schema
+          .createTable('blobAccess')
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('blob_access_pk', ['namespace', 'hash'])
+          .execute();
       },
     },
   };

@@ -1,6 +1,7 @@
 import type {
   AppRow,
   EventRow,
+  NamespaceQuota,
   NamespaceRow,
   ReleaseRow,
   RevisionRow,
@@ -26,12 +27,25 @@ export interface Store {
   /** Closes connections. */
   close(): Promise<void>;
 
-  /** Creates a namespace; false if it already existed. */
+  /** Creates a namespace with the next uid offset; false if it already existed. */
   createNamespace(name: string): Promise<boolean>;
   /** All namespaces, by name. */
   listNamespaces(): Promise<NamespaceRow[]>;
   /** One namespace, or undefined. */
   getNamespace(name: string): Promise<NamespaceRow | undefined>;
+  /** Sets a namespace's quota (null or `{}` removes it). */
+  setNamespaceQuota(name: string, quota: NamespaceQuota | null): Promise<void>;
+
+  /** Records that a namespace may use these blobs without sending them (it sent them, or holds a tree of them). */
+  grantBlobs(namespace: string, hashes: Iterable<string>): Promise<void>;
+  /** The hashes among `hashes` granted to the namespace. */
+  grantedBlobs(namespace: string, hashes: string[]): Promise<Set<string>>;
+  /** Whether any blob grant is recorded (false on a store made before grants existed). */
+  hasBlobGrants(): Promise<boolean>;
+  /** Bytes the namespace's volume revisions added, summed (what its volume quota counts). */
+  volumeBytes(namespace: string): Promise<number>;
+  /** How many releases the namespace keeps. */
+  countReleases(namespace: string): Promise<number>;
 
   /** Stores a token (its hash only). */
   insertToken(token: TokenRow): Promise<void>;

@@ -6,6 +6,26 @@ export type Role = 'admin' | 'deployer' | 'invoker';
 export interface NamespaceRow {
   name: string;
   createdAt: string;
+  /** Its workers run as uid (start of the server's worker uid range + uidOffset). */
+  uidOffset: number;
+  /** Limits the server admin set (`molt namespace quota`); null for none. */
+  quota: NamespaceQuota | null;
+}
+
+/** Per-namespace limits, in the manner of a Kubernetes ResourceQuota; a field left out is unlimited. */
+export interface NamespaceQuota {
+  /** Workers of all its apps together (each app's desired count, a rolling update's surge included). */
+  workers?: number;
+  /** CPU cores its workers request in all. */
+  cpu?: number;
+  /** MiB of memory its workers request in all. */
+  memoryMb?: number;
+  /** GPUs its workers request in all. */
+  gpus?: number;
+  /** Bytes its volumes' revisions hold (each revision counts what it added over the one before). */
+  volumeBytes?: number;
+  /** Releases it keeps. */
+  releases?: number;
 }
 
 export interface TokenRow {
@@ -108,6 +128,8 @@ export interface WorkerRow {
   deletedAt: string | null;
   /** Its resources as held: `cpu 0.5, 128 MiB (cgroup v1), GPU 0`, or why they are not enforced. */
   limits: string | null;
+  /** How it is sandboxed (`sandbox, uid 100001`), or `NOT ISOLATED: <why>`. */
+  isolation: string | null;
 }
 
 export type RolloutPhase = 'running' | 'succeeded' | 'failed';
@@ -146,6 +168,8 @@ export interface VolumeRevisionRow {
   createdAt: string;
   /** Id of the token that pushed it. */
   createdBy: string;
+  /** Bytes of the blobs it holds that the revision before it did not (what volume quotas count). */
+  addedBytes: number;
 }
 
 export interface VolumeGrantRow {

@@ -5,10 +5,17 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { UpdateResult } from '../../control-plane/app-service.js';
 import { ApiError, Client } from '../client.js';
+import { MoltError } from '../../errors.js';
 import { followRollout, pushRelease } from '../deploy.js';
 import { run, say } from '../output.js';
 
 const EXAMPLE_DIR = fileURLToPath(new URL('../../../../../examples/get-start', import.meta.url));
+
+function positive(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new MoltError('MOLT_ERR_BAD_REQUEST', `${flag} must be a whole number of at least 1 (got ${JSON.stringify(value)})`);
+  return n;
+}
 
 function defaultDataDir(): string {
   return process.env.MOLT_DATA_DIR ?? join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'molt');
@@ -54,6 +61,12 @@ export function serverCommand(program: Command): void {
     .option('--upstream-timeout-ms <n>', 'how long a worker has to answer a request before 504', '60000')
     .option('--queue-timeout-ms <n>', 'how long a request waits for a ready worker before 503', '30000')
     .option('--max-queue <n>', 'requests per app that may wait for a ready worker before 503', '1000')
+    .option('--max-workers-per-app <n>', 'most workers one app may ask for', '64')
+    .option('--max-concurrent-uploads <n>', 'uploads read at once (more wait their turn)', '4')
+    .option('--require-isolation', 'refuse to start where workers cannot be sandboxed (bubblewrap, a user per namespace)')
+    .option('--no-isolation', 'run workers unsandboxed (they say NOT ISOLATED); for trials and benchmarks only')
+    .option('--worker-uids <range>', 'uids the namespaces\' workers run as, one each', '100000-165535')
+    .option('--scratch-mb <n>', 'size of each sandboxed worker\'s private /tmp and scratch dir, MiB', '512')
     .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
     .action(
       run(async (opts: {
@@ -70,6 +83,12 @@ export function serverCommand(program: Command): void {
         upstreamTimeoutMs: string;
         queueTimeoutMs: string;
         maxQueue: string;
+        maxWorkersPerApp: string;
+        maxConcurrentUploads: string;
+        requireIsolation?: boolean;
+        isolation: boolean;
+        workerUids: string;
+        scratchMb: string;
         example?: string | boolean;
       }) => {
         const dataDir = resolve(opts.dataDir);
@@ -88,8 +107,15 @@ export function serverCommand(program: Command): void {
           upstreamTimeoutMs: Number(opts.upstreamTimeoutMs),
           queueTimeoutMs: Number(opts.queueTimeoutMs),
           maxQueue: Number(opts.maxQueue),
+          maxWorkersPerApp: positive(opts.maxWorkersPerApp, '--max-workers-per-app'),
+          maxConcurrentUploads: positive(opts.maxConcurrentUploads, '--max-concurrent-uploads'),
+          requireIsolation: opts.requireIsolation === true,
+          noIsolation: opts.isolation === false,
+          workerUids: opts.workerUids,
+          scratchMb: positive(opts.scratchMb, '--scratch-mb'),
         });
         console.log(`molt server listening on ${server.url} (data in ${dataDir})`);
+        console.log(`workers: ${server.isolation}`);
         if (server.adminToken) {
           console.log(`admin token (shown once, also in ${join(dataDir, 'admin-token')}, mode 0600):\n  ${server.adminToken}`);
           console.log(`log in with:\n  npx molt login --server ${server.url} --token ${server.adminToken}`);

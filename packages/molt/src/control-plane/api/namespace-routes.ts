@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { NAME } from '../../names.js';
 import { MoltError } from '../../errors.js';
 import { requireServerAdmin } from '../auth.js';
 import { type ApiContext, principal } from './context.js';
 
-const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
 export function namespaceRoutes(api: FastifyInstance, { cp }: ApiContext): void {
   api.get('/namespaces', async (req) => {

@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
-import { readFileSync } from 'node:fs';
 import { ingestArchive } from '../../blobs/ingest-archive.js';
 import type { Tree } from '../../blobs/tree.js';
 import { treeSize } from '../../blobs/tree.js';
 import { MoltError } from '../../errors.js';
+import { NAME, NAME_RULE } from '../../names.js';
 import { MANIFEST_FILE } from '../../release/build-release.js';
 import type { ReleaseManifest, ReleaseRow } from '../../store/types.js';
 import { requireRole } from '../auth.js';
@@ -23,11 +23,16 @@ function parseManifest(tree: Tree, read: (hash: string) => string): ReleaseManif
   for (const field of ['app', 'version', 'node', 'dependencyHash', 'configHash', 'entry'] as const) {
     if (typeof m[field] !== 'string') throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: ${field} must be a string`);
   }
+  if (!NAME.test(m.app)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: app ${JSON.stringify(m.app)} is not an app name (${NAME_RULE})`);
   if (!Array.isArray(m.modules)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: modules must be a list`);
   const paths = new Set(tree.entries.map((e) => e.path));
   if (!paths.has(m.entry)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: entry ${m.entry} is not in the release`);
-  for (const mod of m.modules) {
-    if (!paths.has(mod.path)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: module ${mod.path} is not in the release`);
+  for (const mod of m.modules as unknown[]) {
+    const { path, imports } = (mod ?? {}) as { path?: unknown; imports?: unknown };
+    if (typeof path !== 'string' || !Array.isArray(imports) || !imports.every((i) => typeof i === 'string')) {
+      throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: each module needs a path and a list of imports (got ${JSON.stringify(mod)?.slice(0, 200)})`);
+    }
+    if (!paths.has(path)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: module ${path} is not in the release`);
   }
   return m;
 }
@@ -37,10 +42,10 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
 
   api.post<{ Params: { ns: string }; Body: { hashes: string[] } }>(
     '/namespaces/:ns/blobs/missing',
-    { schema: { body: { type: 'object', required: ['hashes'], properties: { hashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' }, maxItems: 1_000_000 } } } } },
+    { schema: { body: { type: 'object', required: ['hashes'], properties: { hashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' }, maxItems: cp.opts.maxUploadFiles } } } } },
     async (req) => {
       requireRole(principal(req), req.params.ns, 'deployer');
-      return { missing: cp.blobs.missing(req.body.hashes) };
+      return { missing: await cp.blobAccess.missing(req.params.ns, req.body.hashes) };
     },
   );
 
@@ -53,23 +58,34 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
     if (length > cp.opts.maxUploadBytes) {
       throw new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `upload of ${length} bytes is over the limit of ${cp.opts.maxUploadBytes} bytes; raise --max-upload-bytes on the server or upload less`);
     }
-    const result = await ingestArchive(req.body as Readable, cp.blobs, { maxBytes: cp.opts.maxUploadBytes, maxFiles: cp.opts.maxUploadFiles });
-    const manifest = parseManifest(result.tree, (h) => readFileSync(cp.blobs.path(h), 'utf8'));
-    const existing = await cp.store.getRelease(ns, result.hash);
-    const row: ReleaseRow = existing ?? {
-      id: result.hash,
-      namespace: ns,
-      app: manifest.app,
-      manifest,
-      files: result.tree.entries.length,
-      size: treeSize(result.tree),
-      createdAt: new Date().toISOString(),
-    };
-    if (!existing) await cp.store.insertRelease(row);
-    // Materialized now, off the path of the update that will run it (a hot swap takes milliseconds).
-    cp.supervisor.releaseDir(result.hash);
-    reply.code(existing ? 200 : 201);
-    return { release: row, uploaded: { blobs: result.added, bytes: result.receivedBytes } };
+    const limits = { maxBytes: cp.opts.maxUploadBytes, maxBytesFlag: '--max-upload-bytes', maxFiles: cp.opts.maxUploadFiles };
+    return cp.uploads.run(async () => {
+      const upload = await ingestArchive(req.body as Readable, cp.blobs, limits, (hashes) => cp.blobAccess.usable(ns, hashes));
+      try {
+        // Everything is checked before the upload's blobs enter the store: a refused one stores nothing.
+        const manifest = parseManifest(upload.tree, upload.readText);
+        const existing = await cp.store.getRelease(ns, upload.hash);
+        if (!existing) await cp.quotas.checkRelease(ns);
+        const added = upload.commit();
+        await cp.blobAccess.record(ns, upload.tree);
+        // Materialized now, off the path of the update that will run it (a hot swap takes milliseconds).
+        await cp.supervisor.releaseDir(ns, manifest.app, upload.hash);
+        const row: ReleaseRow = existing ?? {
+          id: upload.hash,
+          namespace: ns,
+          app: manifest.app,
+          manifest,
+          files: upload.tree.entries.length,
+          size: treeSize(upload.tree),
+          createdAt: new Date().toISOString(),
+        };
+        if (!existing) await cp.store.insertRelease(row);
+        reply.code(existing ? 200 : 201);
+        return { release: row, uploaded: { blobs: added, bytes: upload.receivedBytes } };
+      } finally {
+        upload.discard();
+      }
+    });
   });
 
   api.get<{ Params: { ns: string }; Querystring: { app?: string } }>('/namespaces/:ns/releases', async (req) => {

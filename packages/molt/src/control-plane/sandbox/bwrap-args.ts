@@ -1,0 +1,123 @@
+import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/** Where a sandboxed worker sees what it is given. */
+export const SANDBOX = {
+  /** Its release, read-only; also its cwd. */
+  release: '/app',
+  /** Every release of its app, read-only: hot upgrades load the next one from here. */
+  releases: '/molt/releases',
+  /** Its volumes, read-only, one directory each. */
+  volumes: '/molt/volumes',
+  /** A directory of its own on the host, holding only its HTTP socket. */
+  run: '/molt/run',
+  socket: '/molt/run/http.sock',
+  /** Private, size-limited, gone with the worker: `MOLT_SCRATCH`, `TMPDIR`, `HOME`. */
+  scratch: '/molt/scratch',
+  /** Private: the link directories of its hot upgrades. */
+  links: '/molt/links',
+} as const;
+
+/** What Node and the programs an app may run need of /etc: public configuration, nothing else. */
+const ETC = ['resolv.conf', 'hosts', 'nsswitch.conf', 'host.conf', 'gai.conf', 'localtime', 'timezone', 'ssl', 'ca-certificates', 'alternatives', 'mime.types', 'protocols', 'services'];
+
+/**
+ * Mounts in the order bubblewrap makes them, with every directory above a mount point made first
+ * with mode 0755: bubblewrap would make them 0700, which the worker's user could not enter.
+ */
+class MountPlan {
+  private readonly dirs = new Set<string>();
+  private readonly ops: string[] = [];
+
+  /** One operation (`--ro-bind SRC DEST`, `--size N --tmpfs DEST`, …) whose last argument is where it lands. */
+  add(...op: string[]): this {
+    for (let d = dirname(op.at(-1)!); d !== '/'; d = dirname(d)) this.dirs.add(d);
+    this.ops.push(...op);
+    return this;
+  }
+
+  args(): string[] {
+    const dirs = [...this.dirs].sort((a, b) => a.length - b.length);
+    return [...dirs.flatMap((d) => ['--perms', '0755', '--dir', d]), ...this.ops];
+  }
+}
+
+/**
+ * The system as every sandbox shows it, read-only: /usr, the top-level links into it (/bin, /lib…,
+ * or the directories themselves where /usr is not merged), what Node needs of /etc, and the Node
+ * binary itself where it lives outside /usr.
+ */
+function addSystem(plan: MountPlan): MountPlan {
+  plan.add('--ro-bind', '/usr', '/usr');
+  for (const top of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
+    let isLink: boolean;
+    try {
+      isLink = lstatSync(top).isSymbolicLink();
+    } catch {
+      continue;
+    }
+    if (isLink) plan.add('--symlink', readlinkSync(top), top);
+    else plan.add('--ro-bind', top, top);
+  }
+  for (const name of ETC) plan.add('--ro-bind-try', `/etc/${name}`, `/etc/${name}`);
+  const node = realpathSync(process.execPath);
+  if (!node.startsWith('/usr/')) plan.add('--ro-bind', node, node);
+  return plan.add('--proc', '/proc').add('--dev', '/dev');
+}
+
+/** The system mounts alone (for the trial sandbox at start). */
+export function systemMounts(): string[] {
+  return addSystem(new MountPlan()).args();
+}
+
+export interface SandboxSpec {
+  /** Host paths it is given. */
+  releaseDir: string;
+  releasesDir: string;
+  volumes: { ref: string; path: string }[];
+  runDir: string;
+  /** Directories of the worker runtime (read-only, at the same paths, so module URLs match). */
+  runtime: string[];
+  /** The runtime's copy of `@molt/app`: apps resolve `@molt/app` to it through /node_modules. */
+  moltApp: string;
+  /** Files with a passwd and group entry for the worker's user. */
+  passwd?: { passwd: string; group: string };
+  /** Other files it reads at the same path (NODE_EXTRA_CA_CERTS). */
+  files: string[];
+  scratchBytes: number;
+}
+
+/**
+ * bubblewrap's arguments for one worker: a fresh root showing the system read-only, its release at
+ * /app (its cwd), its app's releases and its volumes read-only, its socket directory, and private
+ * size-limited tmpfs for /tmp, scratch and hot-upgrade links; nothing else of the host, and nothing
+ * of the data dir. New PID and IPC namespaces (it sees and signals only itself), a new session, and
+ * no new privileges. It is not tied to its parent (--die-with-parent is left out on purpose: a
+ * worker is meant to outlive a restart of molt). The network is shared: apps call other services.
+ * Node runs as PID 1 of its namespace (`--as-pid-1`): when it exits, everything it started goes too.
+ */
+export function bwrapArgs(spec: SandboxSpec, statusFd: number): string[] {
+  const size = String(spec.scratchBytes);
+  const plan = addSystem(new MountPlan());
+  for (const dir of ['/tmp', SANDBOX.scratch, SANDBOX.links]) plan.add('--perms', '1777', '--size', size, '--tmpfs', dir);
+  plan.add('--ro-bind', spec.releaseDir, SANDBOX.release);
+  plan.add('--ro-bind', spec.releasesDir, SANDBOX.releases);
+  plan.add('--bind', spec.runDir, SANDBOX.run);
+  for (const v of spec.volumes) plan.add('--ro-bind', v.path, join(SANDBOX.volumes, v.ref));
+  for (const dir of spec.runtime) plan.add('--ro-bind', dir, dir);
+  plan.add('--ro-bind', spec.moltApp, spec.moltApp).add('--symlink', spec.moltApp, '/node_modules/@molt/app');
+  if (spec.passwd) plan.add('--ro-bind', spec.passwd.passwd, '/etc/passwd').add('--ro-bind', spec.passwd.group, '/etc/group');
+  for (const f of spec.files) if (existsSync(f)) plan.add('--ro-bind', f, f);
+  return ['--unshare-pid', '--unshare-ipc', '--unshare-cgroup-try', '--new-session', '--as-pid-1', '--json-status-fd', String(statusFd), ...plan.args(), '--chdir', SANDBOX.release];
+}
+/** The command prefix that drops to the worker's user inside the sandbox, nothing of Node running as root. */
+export function dropTo(uid: number): string[] {
+  return ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--'];
+}
+
+/** The runtime directories a sandbox must show, given the worker entry's path (`<pkg>/dist/runtime/worker-main.js`). */
+export function runtimeDirs(workerMain: string): string[] {
+  const dist = dirname(dirname(workerMain));
+  // package.json says the compiled files are ES modules.
+  return [dist, join(dirname(dist), 'package.json')];
+}
