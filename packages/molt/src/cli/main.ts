@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { appCommands } from './commands/app-commands.js';
+import { namespaceCommands } from './commands/namespace-commands.js';
 import { releaseCommands } from './commands/release-commands.js';
 import { serverCommand } from './commands/server-command.js';
 import { tokenCommands } from './commands/token-commands.js';
@@ -17,6 +18,7 @@ export async function main(argv: string[]): Promise<void> {
     .addHelpText('after', '\nServer and token: `molt login`, or MOLT_SERVER and MOLT_TOKEN.');
   serverCommand(program);
   tokenCommands(program);
+  namespaceCommands(program);
   appCommands(program);
   releaseCommands(program);
   volumeCommands(program);

@@ -77,6 +77,11 @@ export class AppService {
     return app;
   }
 
+  /** The config checked against the server's limits, before anything is allocated for it. */
+  private validate(config: unknown): AppSpec {
+    return validateAppConfig(config, 'app config', { maxWorkers: this.cp.opts.maxWorkersPerApp });
+  }
+
   private async requireRelease(namespace: string, releaseId: string): Promise<void> {
     if (!(await this.cp.store.getRelease(namespace, releaseId))) {
       throw new MoltError('MOLT_ERR_RELEASE_NOT_FOUND', `release ${releaseId.slice(0, 12)} is not in namespace ${namespace}; upload it with \`molt release build --push\``);
@@ -87,12 +92,13 @@ export class AppService {
     if (!(await this.cp.store.getNamespace(namespace))) {
       throw new MoltError('MOLT_ERR_NAMESPACE_NOT_FOUND', `namespace ${namespace} does not exist; create it with \`molt namespace create ${namespace}\``);
     }
-    const spec = validateAppConfig(input.config);
+    const spec = this.validate(input.config);
     await this.requireRelease(namespace, input.releaseId);
     const volumes = await this.cp.volumes.resolve(namespace, spec.volumes);
     if (await this.cp.store.getApp(namespace, spec.name)) {
       throw new MoltError('MOLT_ERR_ALREADY_EXISTS', `app ${spec.name} already exists in namespace ${namespace}; use \`molt app update\` to change it`);
     }
+    await this.cp.quotas.checkApp(namespace, spec.name, spec, undefined, false);
     const now = new Date().toISOString();
     const app: AppRow = {
       namespace,
@@ -200,7 +206,7 @@ export class AppService {
       );
     }
     const current = await this.current(app);
-    const spec = input.config !== undefined ? validateAppConfig(input.config) : current?.spec;
+    const spec = input.config !== undefined ? this.validate(input.config) : current?.spec;
     if (!spec) throw new MoltError('MOLT_ERR_BAD_REQUEST', `app ${name} has no running revision; send its config`);
     if (spec.name !== name) {
       throw new MoltError('MOLT_ERR_INVALID_CONFIG', `the config names app ${spec.name}, not ${name}; run the update from ${name}'s directory or pass --app ${spec.name}`);
@@ -221,6 +227,7 @@ export class AppService {
     if (plan.strategy === 'none' && current) plan.reason = `revision ${current.revision} (${current.cause}) already runs this release, config and volume revisions`;
     if (plan.strategy === 'none') return { app: name, dryRun: !!input.dryRun, ...plan };
     const chosen = current ? await this.chooseStrategy(app, current, releaseId, spec, plan, input.strategy ?? 'auto', input.plan, input.retry === true) : { plan };
+    await this.cp.quotas.checkApp(namespace, name, spec, current?.spec, chosen.plan.strategy === 'rolling');
     if (input.dryRun) return { app: name, dryRun: true, ...chosen.plan };
     return this.deploy(app, releaseId, spec, volumes, chosen.hot ? 'hot update' : 'update', chosen.plan, chosen.hot && current ? { from: current, ...chosen.hot, direction: 'up' } : undefined);
   }
@@ -257,6 +264,7 @@ export class AppService {
         const volumes = await this.cp.volumes.resolve(namespace, current.spec.volumes);
         const plan = planUpdate(diffRevision(current, current.releaseId, current.spec, volumes));
         if (plan.strategy === 'none') return;
+        await this.cp.quotas.checkApp(namespace, name, current.spec, current.spec, true);
         await this.deploy(app, current.releaseId, current.spec, volumes, cause, { ...plan, reason: `${cause}: ${plan.reason}` });
         return;
       } catch (err) {
@@ -302,6 +310,7 @@ export class AppService {
     const plan = planUpdate(diffRevision(current, target.releaseId, target.spec, target.volumes));
     // In place when the plan back allows it (OTP's downgrade), else worker by worker.
     const chosen = current ? await this.chooseStrategy(app, current, target.releaseId, target.spec, plan, 'auto', undefined, true) : { plan };
+    await this.cp.quotas.checkApp(namespace, name, target.spec, current?.spec, !chosen.hot);
     if (chosen.hot && current) {
       return this.deploy(app, target.releaseId, target.spec, target.volumes, `hot rollback to ${target.revision}`, chosen.plan, { from: current, ...chosen.hot, direction: 'down' });
     }
@@ -335,5 +344,6 @@ export class AppService {
     await this.cp.supervisor.stopApp(namespace, name, 'app deleted');
     await this.cp.store.deleteApp(namespace, name);
     this.cp.routes.deleteApp(namespace, name);
+    this.cp.supervisor.removeAppFiles(namespace, name);
   }
 }

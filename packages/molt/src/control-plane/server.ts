@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { errorResponse, MoltError } from '../errors.js';
-import { Gateway, ROUTE_PREFIX } from '../gateway/gateway.js';
+import { answerClientError, Gateway, ROUTE_PREFIX } from '../gateway/gateway.js';
 import { newId, newToken, sha256 } from '../ids.js';
 import { openStore } from '../store/open-store.js';
 import { appRoutes } from './api/app-routes.js';
@@ -81,6 +81,8 @@ function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
   const api = Fastify({
     logger: false,
     bodyLimit: 16 * 1024 * 1024,
+    // What Node's parser refuses gets molt's JSON error too, on the API and the gateway alike.
+    clientErrorHandler: answerClientError,
     // The gateway goes first: route requests never enter the API framework.
     serverFactory: (handler) =>
       createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -91,6 +93,8 @@ function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
   const ctx: ApiContext = { cp, apps: cp.apps, volumes: cp.volumes };
   api.setErrorHandler((err, _req, reply) => {
     const { status, body } = errorResponse(err);
+    // An upload refused part-way: the rest of its body is not wanted on this connection.
+    if (status === 413) void reply.header('connection', 'close');
     void reply.code(status).send(body);
   });
   api.setNotFoundHandler((req, reply) => {

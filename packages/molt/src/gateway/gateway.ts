@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { checkRow, type TokenVerifier } from '../control-plane/auth.js';
@@ -26,9 +26,18 @@ function isResponseHopByHop(name: string): boolean {
   return lower === 'connection' || lower === 'keep-alive' || lower === 'transfer-encoding';
 }
 
+/**
+ * A molt token in an `Authorization` value, whatever the scheme's case or the spacing
+ * (`Bearer molt_…`, `bearer  molt_…`, a bare `molt_…`): such a value never reaches an app.
+ */
+const MOLT_TOKEN = /(^|[\s,])molt_[1-9A-HJ-NP-Za-km-z]{8,}/;
+
 /** What the gateway needs from a request's headers, read in one pass over the raw list. */
 interface RequestFacts {
+  /** The first `Authorization` header (the one the token is checked from). */
   authorization?: string;
+  /** A transfer coding the gateway does not take (anything but chunked): the request is refused. */
+  badCoding?: string;
   requestId?: string;
   host?: string;
   forwardedFor?: string;
@@ -50,15 +59,19 @@ function readRequest(req: IncomingMessage): RequestFacts {
     const value = raw[i + 1]!;
     const lower = name.toLowerCase();
     if (lower === 'authorization') {
-      facts.authorization = value;
+      facts.authorization ??= value;
       // The molt token is for the gateway; an app's own credentials pass through.
-      if (value.startsWith('Bearer molt_')) continue;
+      if (MOLT_TOKEN.test(value)) continue;
     } else if (lower === 'content-length') length = value;
     else if (REQUEST_DROPPED.has(lower)) {
       if (lower === 'host') facts.host = value;
       else if (lower === 'x-request-id') facts.requestId ??= value;
       else if (lower === 'x-forwarded-for') facts.forwardedFor = facts.forwardedFor ? `${facts.forwardedFor}, ${value}` : value;
-      else if (lower === 'transfer-encoding') encoded = true;
+      else if (lower === 'transfer-encoding') {
+        encoded = true;
+        // Codings are of one hop: the gateway decodes none but chunked, so it cannot pass others on.
+        if (value.trim().toLowerCase() !== 'chunked') facts.badCoding = value;
+      }
       continue;
     }
     facts.lines += `${name}: ${value}\r\n`;
@@ -132,6 +145,10 @@ export function parseRoute(url: string): ParsedRoute | undefined {
   return { namespace, app, path: rest.startsWith('/') ? rest : `/${rest}` };
 }
 
+function unsupportedCoding(value: string): MoltError {
+  return new MoltError('MOLT_ERR_UNSUPPORTED_CODING', `Transfer-Encoding ${JSON.stringify(value.slice(0, 100))} is not supported; send the body with Content-Length or Transfer-Encoding: chunked alone`);
+}
+
 /** Sends a gateway error: JSON `{ error: { code, message } }` with the status of its code. */
 function sendError(res: ServerResponse, err: unknown, requestId?: string): void {
   const { status, body } = errorResponse(err);
@@ -143,6 +160,29 @@ function sendError(res: ServerResponse, err: unknown, requestId?: string): void 
   const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
   if (requestId) headers['x-request-id'] = requestId;
   res.writeHead(status, headers).end(payload);
+}
+
+/**
+ * Answers a request Node's parser refused (too many or too large headers, a bad framing, a timeout)
+ * with the same JSON error body as every other error, then closes the connection. Nothing of such a
+ * request reaches a worker: it never got past the parser.
+ */
+export function answerClientError(err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  // A response is already under way on this connection: it cannot be followed by an error.
+  if ((socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const error =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new MoltError('MOLT_ERR_HEADERS_TOO_LARGE', 'the request headers are over the server\'s limit (16 KiB in all); send fewer or smaller headers')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new MoltError('MOLT_ERR_REQUEST_TIMEOUT', 'the request was not received in time; send it again')
+        : new MoltError('MOLT_ERR_BAD_REQUEST', `the request is not valid HTTP/1.1 (${err.reason ?? err.message}); fix how it is framed`);
+  const { status, body } = errorResponse(error);
+  const payload = JSON.stringify(body);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\nconnection: close\r\n\r\n${payload}`);
 }
 
 /**
@@ -162,6 +202,10 @@ export class Gateway {
     const requestId = facts.requestId ?? randomUUID();
     if (!route) {
       sendError(res, new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>'), requestId);
+      return;
+    }
+    if (facts.badCoding !== undefined) {
+      sendError(res, unsupportedCoding(facts.badCoding), requestId);
       return;
     }
     const routes = this.table.app(route.namespace, route.app);
@@ -301,6 +345,7 @@ export class Gateway {
     if (!route) return reject(new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>'));
     const routes = this.table.app(route.namespace, route.app);
     const facts = readRequest(req);
+    if (facts.badCoding !== undefined) return reject(unsupportedCoding(facts.badCoding));
     Promise.resolve(this.authorize(facts.authorization, route, routes))
       .then(() => routes!.acquire())
       .then((target) => {

@@ -23,6 +23,7 @@ interface NodeView {
   gpus: { index: number; name: string; memoryMb: number; usedBy: string | null }[];
   gpuSource: string;
   limits: string;
+  isolation: string;
 }
 
 const appOptions = (c: Command) =>
@@ -165,6 +166,7 @@ export function appCommands(program: Command): void {
             `public:     ${a.spec?.public ? 'yes' : 'no (token required)'}`,
             `resources:  ${describeResources(a.spec?.resources ?? {})}`,
             ...(a.limits as string[]).map((l) => `limits:     ${l}`),
+            ...(a.isolation as string[]).map((l) => `isolation:  ${l}`),
             `volumes:    ${(a.volumes as { ref: string; revision: string; useLatest: boolean }[]).map((v) => `${v.ref}@${v.revision}${v.useLatest ? '' : ' (pinned)'}`).join(', ') || 'none'}`,
             `route:      ${a.route}`,
           ].join('\n'),
@@ -267,8 +269,8 @@ export function appCommands(program: Command): void {
     if (opts.json) return printJson(nodes);
     console.log(
       table(
-        ['NAME', 'CPU (USED/TOTAL)', 'MEMORY (USED/TOTAL)', 'WORKERS', 'GPUS', 'LIMITS'],
-        nodes.map((n) => [n.name, `${n.used.cpu}/${n.cpu}`, `${n.used.memoryMb}/${n.memoryMb} MiB`, n.workers, n.gpus.length ? `${n.gpus.length}` : `0 (${n.gpuSource})`, n.limits]),
+        ['NAME', 'CPU (USED/TOTAL)', 'MEMORY (USED/TOTAL)', 'WORKERS', 'GPUS', 'LIMITS', 'ISOLATION'],
+        nodes.map((n) => [n.name, `${n.used.cpu}/${n.cpu}`, `${n.used.memoryMb}/${n.memoryMb} MiB`, n.workers, n.gpus.length ? `${n.gpus.length}` : `0 (${n.gpuSource})`, n.limits, n.isolation]),
       ),
     );
     for (const n of nodes) {
@@ -290,10 +292,23 @@ export function appCommands(program: Command): void {
         const t = await appTarget(opts);
         const { workers } = await Client.fromProfile().request<{ workers: (WorkerRow & { release: string | null })[] }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}/workers${opts.all ? '?all=1' : ''}`);
         if (opts.json) return printJson(workers);
-        // LIMITS appears once a worker holds resources: what is enforced, or why not.
+        // LIMITS appears once a worker holds resources: what is enforced, or why not. ISOLATION
+        // appears when a worker is not fully isolated, and says why.
         const withLimits = workers.some((w) => w.limits);
-        const headers = ['ID', 'STATUS', 'DETAIL_STATUS', 'CREATED_AT', 'DELETED_AT', 'REVISION', 'RELEASE', ...(withLimits ? ['LIMITS'] : []), 'DETAIL'];
-        const rows = workers.map((w) => [w.id, w.status, w.detailStatus, stamp(w.createdAt), stamp(w.deletedAt), w.revision, w.release?.slice(0, 12), ...(withLimits ? [w.limits] : []), w.detail]);
+        const withIsolation = workers.some((w) => w.isolation?.startsWith('NOT ISOLATED'));
+        const headers = ['ID', 'STATUS', 'DETAIL_STATUS', 'CREATED_AT', 'DELETED_AT', 'REVISION', 'RELEASE', ...(withLimits ? ['LIMITS'] : []), ...(withIsolation ? ['ISOLATION'] : []), 'DETAIL'];
+        const rows = workers.map((w) => [
+          w.id,
+          w.status,
+          w.detailStatus,
+          stamp(w.createdAt),
+          stamp(w.deletedAt),
+          w.revision,
+          w.release?.slice(0, 12),
+          ...(withLimits ? [w.limits] : []),
+          ...(withIsolation ? [w.isolation] : []),
+          w.detail,
+        ]);
         console.log(table(headers, rows));
       }),
     );

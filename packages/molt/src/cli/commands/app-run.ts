@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { type FSWatcher, rmSync, watch } from 'node:fs';
+import { type FSWatcher, mkdirSync, rmSync, watch } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type BuiltRelease, buildRelease } from '../../release/build-release.js';
@@ -44,6 +44,9 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
       }
       volumes.push({ ref: ref.name, path: copy.dir, revision: `${copy.state.revision || 'new'} (local copy)` });
     }
+    // Local development runs unsandboxed; the app still gets a scratch dir of its own, as on a server.
+    const scratch = join(runRoot, 'scratch');
+    mkdirSync(scratch, { recursive: true });
     const c = spawn(process.execPath, ['--enable-source-maps', WORKER_MAIN], {
       cwd: built.dir,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -58,6 +61,7 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
         MOLT_PORT: opts.port,
         MOLT_HOST: opts.host,
         MOLT_APP: built.spec.name,
+        MOLT_SCRATCH: scratch,
         ...volumeEnv(volumes),
       },
     });

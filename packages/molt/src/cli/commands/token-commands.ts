@@ -59,24 +59,4 @@ export function tokenCommands(program: Command): void {
         console.log(`token ${id} revoked`);
       }),
     );
-
-  const ns = program.command('namespace').description('manage namespaces');
-  ns.command('create <name>')
-    .description('create a namespace (server admin)')
-    .action(
-      run(async (name: string) => {
-        await Client.fromProfile().request('POST', '/api/v1/namespaces', { name });
-        console.log(`namespace ${name} created`);
-      }),
-    );
-  ns.command('list')
-    .description('list namespaces')
-    .option('--json', 'print JSON')
-    .action(
-      run(async (opts: { json?: boolean }) => {
-        const { namespaces } = await Client.fromProfile().request<{ namespaces: { name: string; createdAt: string }[] }>('GET', '/api/v1/namespaces');
-        if (opts.json) return printJson(namespaces);
-        console.log(table(['NAME', 'CREATED_AT'], namespaces.map((n) => [n.name, stamp(n.createdAt)])));
-      }),
-    );
 }

@@ -19,8 +19,9 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
       spec: rev?.spec ?? (await cp.store.listRevisions(ns, name)).at(-1)?.spec ?? null,
       workers: { running: workers.filter((w) => w.status === 'RUNNING').length, total: workers.length },
       volumes: rev?.volumes ?? [],
-      // How the running workers hold their resources (enforced or not, and why).
-      limits: [...new Set(workers.filter((w) => w.status !== 'TERMINATED' && w.status !== 'ERROR' && w.limits).map((w) => w.limits!))],
+      // How the running workers hold their resources (enforced or not, and why), and how they are sandboxed.
+      limits: [...new Set(workers.filter((w) => w.limits).map((w) => w.limits!))],
+      isolation: [...new Set(workers.filter((w) => w.isolation).map((w) => w.isolation!))],
       route: `/api/routes/v1/${ns}/${name}/`,
     };
   };
@@ -56,7 +57,7 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
             releaseId: { type: 'string' },
             dryRun: { type: 'boolean' },
             strategy: { type: 'string', enum: ['auto', 'hot', 'rolling'] },
-            plan: { type: 'object', required: ['up', 'down'], properties: { up: { type: 'array' }, down: { type: 'array' }, source: { type: 'string' } } },
+            plan: { type: 'object', required: ['up', 'down'], properties: { up: { type: 'array', maxItems: 100_000 }, down: { type: 'array', maxItems: 100_000 }, source: { type: 'string', maxLength: 1024 } } },
             retry: { type: 'boolean' },
           },
         },

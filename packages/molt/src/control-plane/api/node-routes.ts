@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { describeIsolation } from '../sandbox/isolation.js';
 import { type ApiContext, principal } from './context.js';
 
 export function nodeRoutes(api: FastifyInstance, { cp }: ApiContext): void {
@@ -19,6 +20,7 @@ export function nodeRoutes(api: FastifyInstance, { cp }: ApiContext): void {
       }),
       gpuSource: usage.gpuSource,
       limits: cgroups.mode.version ? `enforced (cgroup ${cgroups.mode.version})` : `not enforced: ${cgroups.unenforcedReason}`,
+      isolation: describeIsolation(cp.opts.isolation),
     };
     return { nodes: [node] };
   });
