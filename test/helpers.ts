@@ -73,17 +73,17 @@ export class ServerProcess {
     return { status: res.status, body: text ? JSON.parse(text) : undefined };
   }
 
-  /** GET straight to one worker, past the gateway: at its socket in the data dir (sandboxed) or its port. */
-  callWorker(workerId: string, path: string): Promise<string> {
+  /** A request straight to one worker, past the gateway, at its socket in the data dir: GET, or POST of `body` as JSON. */
+  callWorker(workerId: string, path: string, body?: unknown): Promise<string> {
     const socketPath = join(this.dataDir, 'run', workerId, 'http.sock');
     return new Promise((resolvePromise, reject) => {
-      const req = request({ socketPath, path }, (res) => {
+      const req = request({ socketPath, path, method: body === undefined ? 'GET' : 'POST' }, (res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
         res.on('end', () => resolvePromise(body));
       });
       req.on('error', reject);
-      req.end();
+      req.end(body === undefined ? undefined : JSON.stringify(body));
     });
   }
 

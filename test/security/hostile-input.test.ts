@@ -2,7 +2,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Header } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ServerProcess, simpleApp, tempDir, writeApp } from './helpers.js';
+import { ServerProcess, simpleApp, tempDir, writeApp } from '../helpers.js';
 
 /** Builds a tar by hand, so that entries a real tool would refuse to write can be sent. */
 function tarOf(entries: { path: string; type?: string; body?: string; linkpath?: string }[]): Buffer {
