@@ -1,35 +1,8 @@
-import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Header } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServerProcess, simpleApp, tempDir, writeApp } from '../helpers.js';
-
-/** Builds a tar by hand, so that entries a real tool would refuse to write can be sent. */
-function tarOf(entries: { path: string; type?: string; body?: string; linkpath?: string }[]): Buffer {
-  const blocks: Buffer[] = [];
-  for (const e of entries) {
-    const body = Buffer.from(e.body ?? '');
-    const h = new Header({ path: e.path, mode: 0o644, size: e.type && e.type !== 'File' ? 0 : body.length, mtime: new Date(0), type: (e.type ?? 'File') as any, linkpath: e.linkpath, uid: 0, gid: 0 });
-    h.encode();
-    blocks.push(h.block!);
-    if (!e.type || e.type === 'File') {
-      blocks.push(body, Buffer.alloc((512 - (body.length % 512)) % 512));
-    }
-  }
-  blocks.push(Buffer.alloc(1024));
-  return Buffer.concat(blocks);
-}
-
-const treeWith = (entries: unknown[]) => ({ path: 'MOLT-TREE.json', body: JSON.stringify({ entries }) });
-
-function countFiles(dir: string): number {
-  let n = 0;
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    n += statSync(p).isDirectory() ? countFiles(p) : 1;
-  }
-  return n;
-}
+import { countFiles, tarOf, treeWith } from './archives.js';
+import { record } from './report.js';
 
 describe('hostile input is refused with a clear error and changes nothing', () => {
   const server = new ServerProcess(tempDir(), ['--max-upload-bytes', String(1024 * 1024)]);
@@ -71,6 +44,7 @@ describe('hostile input is refused with a clear error and changes nothing', () =
       expect(res.body.error.message).toMatch(message);
       expect(countFiles(blobsDir())).toBe(before);
       expect((await server.api('GET', '/api/v1/namespaces/default/releases')).body.releases).toHaveLength(1);
+      record({ boundary: 'uploads and trees', attack: `release upload with ${what}`, expected: '400 naming the entry; nothing stored', observed: `${res.status} ${res.body.error.code}; blobs unchanged`, refused: true });
     });
   }
 
@@ -80,6 +54,7 @@ describe('hostile input is refused with a clear error and changes nothing', () =
     expect(res.status).toBe(413);
     expect(res.body.error).toMatchObject({ code: 'MOLT_ERR_UPLOAD_TOO_LARGE', message: expect.stringContaining('1048576 bytes') });
     expect(countFiles(blobsDir())).toBe(before);
+    record({ boundary: 'uploads and trees', attack: 'release upload over --max-upload-bytes', expected: '413; nothing stored', observed: `${res.status} ${res.body.error.code}; blobs unchanged`, refused: true });
   });
 
   it('refuses an upload from an invoker token (403) and without a token (401)', async () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, readFileSync, rmSync, type WriteStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -80,8 +80,8 @@ export async function ingestArchive(
   let pendingBytes = 0;
   let resumeBody = () => {};
   let abort: (err: MoltError) => void = () => {};
-  /** Entries whose bytes are being streamed to disk: ended early if the upload is refused. */
-  const streaming = new Set<ReadEntry>();
+  /** Files being streamed to disk: closed at once if the upload is refused, so no write waits on a dead entry. */
+  const streaming = new Set<WriteStream>();
 
   const fail = (err: MoltError): void => {
     failure ??= err;
@@ -145,8 +145,9 @@ export async function ingestArchive(
       });
       const done = () => void staged.set(hash.digest('hex'), { file, size });
       if (entry.size > SMALL_FILE) {
-        streaming.add(entry);
-        track(pipeline(entry, createWriteStream(file)).then(done).finally(() => streaming.delete(entry)));
+        const out = createWriteStream(file);
+        streaming.add(out);
+        track(pipeline(entry, out).then(done).finally(() => streaming.delete(out)));
         return;
       }
       // Small files are gathered and written in one call, off the parser's path: the parser goes
@@ -189,7 +190,7 @@ export async function ingestArchive(
     ended = true;
     body.off('data', onData);
     body.resume();
-    for (const entry of streaming) entry.destroy();
+    for (const out of streaming) out.destroy(new Error('upload refused'));
   };
   try {
     await new Promise<void>((resolvePromise, reject) => {

@@ -167,7 +167,9 @@ export function volumeCommands(program: Command): void {
 /** Prints what a push did. */
 export function reportPush(name: string, out: { changed: boolean; revision: VolumeRevisionRow; sent: { files: number; bytes: number }; rolling: string[] }): void {
   if (!out.changed) {
-    console.log(`no changes: volume ${name} stays at revision ${out.revision.revision}`);
+    // Files can be sent without a change: the server had lost them (a corrupt blob it moved out).
+    const sent = out.sent.files > 0 ? `; sent ${out.sent.files} file(s) the server lacked, ${out.sent.bytes} B` : '';
+    console.log(`no changes: volume ${name} stays at revision ${out.revision.revision}${sent}`);
     return;
   }
   console.log(`volume ${name}: revision ${out.revision.revision} (${out.revision.files} file(s), ${out.revision.size} B); sent ${out.sent.files} file(s), ${out.sent.bytes} B`);
