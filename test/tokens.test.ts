@@ -25,7 +25,7 @@ describe('tokens and namespaces', () => {
     expect(login.code, login.stderr).toBe(0);
     expect(login.stdout).toContain('logged in');
     const list = await server.molt(['namespace', 'list'], { env });
-    expect(list.stdout).toMatch(/NAME\s+CREATED_AT\n-+\s+-+\ndefault/);
+    expect(list.stdout).toMatch(/NAME\s+WORKERS.*CREATED_AT\n[- ]+\ndefault/);
     const wrong = await server.molt(['namespace', 'list'], { env: { MOLT_TOKEN: 'molt_wrong' } });
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain('MOLT_ERR_UNAUTHENTICATED');

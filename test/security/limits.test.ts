@@ -63,9 +63,9 @@ describe('every request is bounded before anything is allocated for it', () => {
   it('refuses a blobs/missing question longer than the file limit', async () => {
     const hashes = Array.from({ length: 101 }, (_, i) => i.toString(16).padStart(64, '0'));
     const res = await server.api('POST', '/api/v1/namespaces/default/blobs/missing', { hashes });
-    expect(res.status).toBe(400);
-    expect(res.body.error.message).toMatch(/must NOT have more than 100 items/);
-    record({ boundary, attack: 'blobs/missing with more hashes than --max-upload-files', expected: '400', observed: `${res.status} ${res.body.error.code}`, refused: true });
+    expect(res.status).toBe(413);
+    expect(res.body.error.message).toBe('the tree has 101 files, over the limit of 100; raise --max-upload-files on the server or upload fewer files');
+    record({ boundary, attack: 'blobs/missing with more hashes than --max-upload-files', expected: '413 naming the limit', observed: `${res.status} ${res.body.error.code}`, refused: true });
   });
 });
 

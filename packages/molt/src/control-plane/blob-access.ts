@@ -1,4 +1,5 @@
 import type { BlobStore } from '../blobs/blob-store.js';
+import { MoltError } from '../errors.js';
 import type { Tree } from '../blobs/tree.js';
 import type { Store } from '../store/store.js';
 
@@ -33,8 +34,14 @@ export class BlobAccess {
     return usable;
   }
 
-  /** What `blobs/missing` answers a namespace: the hashes it must send, each once. */
-  async missing(namespace: string, hashes: string[]): Promise<string[]> {
+  /**
+   * What `blobs/missing` answers a namespace: the hashes it must send, each once. A question about
+   * more files than a tree may hold (`maxFiles`) is refused before any lookup.
+   */
+  async missing(namespace: string, hashes: string[], maxFiles: number): Promise<string[]> {
+    if (hashes.length > maxFiles) {
+      throw new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `the tree has ${hashes.length} files, over the limit of ${maxFiles}; raise --max-upload-files on the server or upload fewer files`);
+    }
     const usable = await this.usable(namespace, hashes);
     return [...new Set(hashes)].filter((h) => !usable.has(h));
   }

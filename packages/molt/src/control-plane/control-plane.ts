@@ -39,6 +39,8 @@ export interface ControlPlaneOptions {
   isolation: Isolation;
   /** Size of each private tmpfs of a sandboxed worker. */
   scratchBytes: number;
+  /** Bytes of a worker's log file before it is rotated (its last two parts are kept). */
+  maxLogBytes: number;
 }
 
 /** The parts of the control plane, built once per server and handed to the API routes. */
@@ -66,7 +68,7 @@ export class ControlPlane {
     this.quotas = new Quotas(store);
     this.uploads = new UploadGate(opts.maxConcurrentUploads);
     this.events = new EventLog(store);
-    this.logs = new LogHub(join(opts.dataDir, 'logs'));
+    this.logs = new LogHub(join(opts.dataDir, 'logs'), opts.maxLogBytes);
     this.routes = new RouteTable({ maxQueue: opts.maxQueue, queueTimeoutMs: opts.queueTimeoutMs });
     this.tokens = new TokenVerifier(store);
     this.supervisor = new Supervisor(

@@ -52,6 +52,8 @@ export interface ServerOptions {
   maxWorkersPerApp?: number;
   /** Uploads read at once; more wait their turn. */
   maxConcurrentUploads?: number;
+  /** MiB of a worker's log file before it is rotated (its last two parts are kept). */
+  maxLogMb?: number;
 }
 
 export interface MoltServer {
@@ -167,6 +169,7 @@ async function start(opts: ServerOptions, dataDir: string, unlock: () => void): 
     cgroups: Cgroups.detect(opts.cgroupRoot),
     isolation,
     scratchBytes: (opts.scratchMb ?? 512) * 1024 * 1024,
+    maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
   });
   const adminToken = await bootstrap(cp, dataDir);
   const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));

@@ -7,7 +7,9 @@ import { fileURLToPath } from 'node:url';
 import type { AppSpec } from '../config/app-spec.js';
 import type { ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
 import { MOLT_APP_ENTRY, moltAppPackageDir } from '../runtime/molt-app-entry.js';
+import { CONTROL_FD } from '../runtime/control-channel.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
+import { WorkerControl } from './worker-control.js';
 import { bwrapArgs, dropTo, runtimeDirs, SANDBOX } from './sandbox/bwrap-args.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
@@ -124,18 +126,19 @@ function parentOf(pid: number): number | undefined {
  */
 export class WorkerProcess {
   child?: ChildProcess;
+  private control?: WorkerControl;
   address?: WorkerAddress;
   /** The pid of the worker's Node process: inside the sandbox, it is not the child we spawned. */
   pid?: number;
   private stopping = false;
-  private upgradeSeq = 0;
   private exited?: WorkerExit;
   private exitWaiters: ((e: WorkerExit) => void)[] = [];
   private pidKnown: Promise<number | undefined> = Promise.resolve(undefined);
 
   constructor(
     readonly launch: WorkerLaunch,
-    private readonly onLog: (l: LogLine) => void,
+    /** Takes a line of output; while the promise it may return is pending, the worker's output is not read. */
+    private readonly onLog: (l: LogLine) => Promise<void> | undefined | void,
     private readonly onExit: (e: WorkerExit) => void,
     /** Called once the process has exited and its output has ended. */
     private readonly onClosed: () => void = () => {},
@@ -170,6 +173,7 @@ export class WorkerProcess {
       MOLT_LINKS_DIR: inside.links,
       MOLT_APP_ENTRY,
       MOLT_ENTRY: launch.entry,
+      MOLT_CONTROL_FD: String(CONTROL_FD),
       ...(inside.socket ? { MOLT_SOCKET: inside.socket } : { MOLT_HOST: launch.host, MOLT_PORT: '0' }),
       ...volumeEnv(inside.volumes),
     });
@@ -206,14 +210,28 @@ export class WorkerProcess {
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: launch.sandbox ? '/' : launch.releaseDir,
       env,
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc', ...(launch.sandbox ? (['pipe'] as const) : [])],
+      // fd 3: the control channel (a socket pair); fd 4: bubblewrap's status, for a sandbox.
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', ...(launch.sandbox ? (['pipe'] as const) : [])],
     });
     this.child = child;
+    const control = new WorkerControl(child, (reason) => {
+      this.onLog({ ts: new Date().toISOString(), workerId: launch.id, stream: 'molt', line: `worker cut off: ${reason}` });
+      void this.kill('SIGKILL');
+    });
+    this.control = control;
     this.pidKnown = launch.sandbox ? this.readSandboxPid(child) : Promise.resolve(child.pid);
     child.once('close', () => this.onClosed());
     for (const stream of ['stdout', 'stderr'] as const) {
-      const split = lineSplitter((line) => this.onLog({ ts: new Date().toISOString(), workerId: launch.id, stream, line }));
-      child[stream]!.on('data', (c: Buffer) => split.push(c));
+      const out = child[stream]!;
+      const split = lineSplitter((line) => {
+        const wait = this.onLog({ ts: new Date().toISOString(), workerId: launch.id, stream, line });
+        // The log cannot take more now: the worker's writes block until it can.
+        if (wait) {
+          out.pause();
+          void wait.then(() => out.resume());
+        }
+      });
+      out.on('data', (c: Buffer) => split.push(c));
       child[stream]!.on('end', () => split.end());
     }
 
@@ -224,7 +242,7 @@ export class WorkerProcess {
     const listening = new Promise<WorkerAddress>((r) => (onListening = r));
     // Rejects on the first way a start can fail: load error, early exit, spawn error, deadline.
     const failed = new Promise<never>((_, reject) => {
-      child.on('message', (msg: WorkerToServer) => {
+      control.onMessage((msg: WorkerToServer) => {
         // A sandboxed worker is reached only at its own socket, whatever it says.
         if (msg.type === 'listening') onListening(launch.sandbox ? { path: join(launch.runDir, 'http.sock') } : { host: launch.host, port: Number(msg.port) });
         else if (msg.type === 'load-failed') reject(new WorkerStartError(`the app failed to load: ${String(msg.error)}`));
@@ -300,7 +318,7 @@ export class WorkerProcess {
   }
 
   send(msg: ServerToWorker): void {
-    if (this.child?.connected) this.child.send(msg);
+    this.control?.send(msg);
   }
 
   /** One readiness request: whether the worker answers its readiness path with 2xx now. */
@@ -310,30 +328,9 @@ export class WorkerProcess {
     return status >= 200 && status < 300;
   }
 
-  /**
-   * Asks the worker to upgrade in place and waits for its answer; a worker that exits or does not
-   * answer within `timeoutMs` counts as a failed upgrade.
-   */
+  /** Asks the worker to upgrade in place and waits for its answer (see WorkerControl.upgrade). */
   upgrade(req: Omit<UpgradeRequest, 'type' | 'id'>, timeoutMs: number): Promise<UpgradeResult> {
-    const child = this.child;
-    if (!child?.connected) return Promise.resolve({ ok: false, phase: 'load', error: 'the worker is not running' });
-    const id = `u${++this.upgradeSeq}`;
-    return new Promise((resolvePromise) => {
-      const done = (r: UpgradeResult) => {
-        clearTimeout(timer);
-        child.off('message', onMessage);
-        child.off('exit', onExit);
-        resolvePromise(r);
-      };
-      const onMessage = (m: WorkerToServer) => {
-        if (m.type === 'upgrade-result' && m.id === id) done(m.result);
-      };
-      const onExit = () => done({ ok: false, phase: 'load', error: 'the worker exited during the upgrade' });
-      const timer = setTimeout(() => done({ ok: false, phase: 'load', error: `the worker did not finish the upgrade within ${timeoutMs} ms` }), timeoutMs);
-      child.on('message', onMessage);
-      child.once('exit', onExit);
-      child.send({ type: 'upgrade', id, ...req } satisfies UpgradeRequest);
-    });
+    return this.control ? this.control.upgrade(req, timeoutMs) : Promise.resolve({ ok: false, phase: 'load', error: 'the worker is not running' });
   }
 
   waitExit(): Promise<WorkerExit> {

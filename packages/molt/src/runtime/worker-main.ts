@@ -6,10 +6,12 @@
  * socket, in a sandbox) or MOLT_HOST and MOLT_PORT (0 = any).
  */
 import { createServer } from 'node:http';
+import { Socket } from 'node:net';
 import { register } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { MOLT_APP_ENTRY } from './molt-app-entry.js';
+import { ControlChannel } from './control-channel.js';
 import type { ServerToWorker, UpgradeResult, WorkerToServer } from './control-messages.js';
 import { type AppSlot, fetchHandler } from './serve-fetch.js';
 import { installWebObjects } from './web-objects.js';
@@ -18,8 +20,22 @@ import { MANIFEST_FILE } from '../release/manifest.js';
 import { existsSync } from 'node:fs';
 import type { AppModule } from '@molt/app';
 
+/** The most the server may send in one message: upgrade plans of large apps run to megabytes. */
+const MAX_FROM_SERVER = 64 * 1024 * 1024;
+
+// The control channel to the server, when there is one (not when run by hand).
+const channel = process.env.MOLT_CONTROL_FD
+  ? new ControlChannel<ServerToWorker, WorkerToServer>(
+      new Socket({ fd: Number(process.env.MOLT_CONTROL_FD), readable: true, writable: true }),
+      (msg) => onControl(msg),
+      // The server owns this worker: when its channel closes (the server exited), stop too — at once
+      // while the app is still loading, after draining once it serves.
+      () => (serving ? void shutdown() : process.exit(0)),
+      MAX_FROM_SERVER,
+    )
+  : undefined;
 const send = (msg: WorkerToServer): void => {
-  if (process.send && process.connected) process.send(msg);
+  channel?.send(msg);
 };
 
 installWebObjects();
@@ -30,10 +46,7 @@ if (process.env.MOLT_APP_HOOK === '1') {
   register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href } });
 }
 
-// The server owns this worker: when its channel closes (the server exited), stop too — at once
-// while the app is still loading, after draining once it serves.
 let serving = false;
-process.on('disconnect', () => (serving ? void shutdown() : process.exit(0)));
 
 const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
 const entry = process.env.MOLT_ENTRY ?? 'index.js';
@@ -52,7 +65,7 @@ try {
   app = await loadApp();
 } catch (err) {
   console.error(`molt: failed to load ${entry}:`, err);
-  send({ type: 'load-failed', error: err instanceof Error ? err.message : String(err) });
+  send({ type: 'load-failed', error: (err instanceof Error ? err.message : String(err)).slice(0, 64 * 1024) });
   process.exit(1);
 }
 
@@ -90,7 +103,7 @@ async function shutdown(): Promise<void> {
 
 process.on('SIGTERM', () => void shutdown());
 process.on('SIGINT', () => void shutdown());
-process.on('message', (msg: ServerToWorker) => {
+function onControl(msg: ServerToWorker): void {
   if (msg.type === 'drain') drain();
   else if (msg.type === 'upgrade') {
     const result: Promise<UpgradeResult> = upgrader
@@ -102,7 +115,7 @@ process.on('message', (msg: ServerToWorker) => {
       send({ type: 'upgrade-result', id: msg.id, result: r });
     });
   }
-});
+}
 serving = true;
 
 const socket = process.env.MOLT_SOCKET;
@@ -115,6 +128,6 @@ if (socket) {
     const address = server.address();
     const actual = typeof address === 'object' && address ? address.port : port;
     send({ type: 'listening', port: actual });
-    if (!process.send) console.log(`molt: ${entry} listening on http://${process.env.MOLT_HOST ?? '127.0.0.1'}:${actual}`);
+    if (!channel) console.log(`molt: ${entry} listening on http://${process.env.MOLT_HOST ?? '127.0.0.1'}:${actual}`);
   });
 }

@@ -6,6 +6,8 @@ import { type BuiltRelease, buildRelease } from '../../release/build-release.js'
 import { generatePlan } from '../../release/upgrade-plan.js';
 import type { UpgradeRequest, UpgradeResult, WorkerToServer } from '../../runtime/control-messages.js';
 import { volumeEnv, type WorkerVolume } from '../../control-plane/worker-process.js';
+import { WorkerControl } from '../../control-plane/worker-control.js';
+import { CONTROL_FD } from '../../runtime/control-channel.js';
 import { namespaceOf } from '../context.js';
 import { say } from '../output.js';
 import { findLocalCopy } from '../volume-cache.js';
@@ -24,6 +26,7 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
   const runRoot = join(dir, '.molt', 'run');
   rmSync(runRoot, { recursive: true, force: true });
   let child: ChildProcess | undefined;
+  let control: WorkerControl | undefined;
   let stopping = false;
   let builds = 0;
   let running: BuiltRelease | undefined;
@@ -49,7 +52,7 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
     mkdirSync(scratch, { recursive: true });
     const c = spawn(process.execPath, ['--enable-source-maps', WORKER_MAIN], {
       cwd: built.dir,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
       env: {
         ...process.env,
         ...built.spec.env,
@@ -62,12 +65,17 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
         MOLT_HOST: opts.host,
         MOLT_APP: built.spec.name,
         MOLT_SCRATCH: scratch,
+        MOLT_CONTROL_FD: String(CONTROL_FD),
         ...volumeEnv(volumes),
       },
     });
     child = c;
+    control = new WorkerControl(c, (reason) => {
+      say(`molt: ${built.spec.name} cut off: ${reason}`);
+      c.kill('SIGKILL');
+    });
     running = built;
-    c.on('message', (m: WorkerToServer) => {
+    control.onMessage((m: WorkerToServer) => {
       if (m.type === 'listening') say(`molt: ${built.spec.name} listening on http://${opts.host}:${m.port}`);
     });
     c.on('exit', (code, signal) => {
@@ -87,23 +95,13 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
     stopping = false;
   };
 
-  /** Swaps the new build into the running worker; false when it could not (the worker is unchanged). */
+  /** Swaps the new build into the running worker; a failed swap leaves the worker unchanged. */
   const swap = (next: BuiltRelease, instructions: UpgradeRequest['instructions']): Promise<UpgradeResult> =>
-    new Promise((resolvePromise) => {
-      const c = child!;
-      const id = `local-${builds}`;
-      const onMessage = (m: WorkerToServer) => {
-        if (m.type !== 'upgrade-result' || m.id !== id) return;
-        c.off('message', onMessage);
-        resolvePromise(m.result);
-      };
-      c.on('message', onMessage);
-      c.send({ type: 'upgrade', id, toRelease: next.id, releaseDir: next.dir, direction: 'up', instructions, suspendTimeoutMs: next.spec.hot.suspendTimeoutMs } satisfies UpgradeRequest);
-    });
+    control!.upgrade({ toRelease: next.id, releaseDir: next.dir, direction: 'up', instructions, suspendTimeoutMs: next.spec.hot.suspendTimeoutMs }, next.spec.hot.suspendTimeoutMs + 30_000);
 
   const onChange = async (files: string): Promise<void> => {
     const next = await build();
-    const alive = child && child.exitCode === null && child.signalCode === null && child.connected;
+    const alive = child && child.exitCode === null && child.signalCode === null && control?.open;
     if (alive && running) {
       const plan = generatePlan(running, next);
       if (plan.up.length === 0 && plan.strategy === 'hot') {

@@ -67,6 +67,7 @@ export function serverCommand(program: Command): void {
     .option('--no-isolation', 'run workers unsandboxed (they say NOT ISOLATED); for trials and benchmarks only')
     .option('--worker-uids <range>', 'uids the namespaces\' workers run as, one each', '100000-165535')
     .option('--scratch-mb <n>', 'size of each sandboxed worker\'s private /tmp and scratch dir, MiB', '512')
+    .option('--max-log-mb <n>', 'MiB of a worker\'s log file before it is rotated (the last two parts are kept)', '16')
     .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
     .action(
       run(async (opts: {
@@ -89,6 +90,7 @@ export function serverCommand(program: Command): void {
         isolation: boolean;
         workerUids: string;
         scratchMb: string;
+        maxLogMb: string;
         example?: string | boolean;
       }) => {
         const dataDir = resolve(opts.dataDir);
@@ -113,6 +115,7 @@ export function serverCommand(program: Command): void {
           noIsolation: opts.isolation === false,
           workerUids: opts.workerUids,
           scratchMb: positive(opts.scratchMb, '--scratch-mb'),
+          maxLogMb: positive(opts.maxLogMb, '--max-log-mb'),
         });
         console.log(`molt server listening on ${server.url} (data in ${dataDir})`);
         console.log(`workers: ${server.isolation}`);

@@ -42,10 +42,10 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
 
   api.post<{ Params: { ns: string }; Body: { hashes: string[] } }>(
     '/namespaces/:ns/blobs/missing',
-    { schema: { body: { type: 'object', required: ['hashes'], properties: { hashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' }, maxItems: cp.opts.maxUploadFiles } } } } },
+    { schema: { body: { type: 'object', required: ['hashes'], properties: { hashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } } } } } },
     async (req) => {
       requireRole(principal(req), req.params.ns, 'deployer');
-      return { missing: await cp.blobAccess.missing(req.params.ns, req.body.hashes) };
+      return { missing: await cp.blobAccess.missing(req.params.ns, req.body.hashes, cp.opts.maxUploadFiles) };
     },
   );
 

@@ -10,7 +10,8 @@ type VolumeParams = { ns: string; name: string };
 
 
 export function volumeRoutes(api: FastifyInstance, { cp, volumes }: ApiContext): void {
-  const HASHES = { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' }, maxItems: cp.opts.maxUploadFiles } as const;
+  // Bounded by the API's body limit; blobs/missing refuses more than a tree may hold, by name.
+  const HASHES = { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } } as const;
   api.get<{ Params: { ns: string } }>('/namespaces/:ns/volumes', async (req) => ({ volumes: await volumes.list(principal(req), req.params.ns) }));
 
   api.post<{ Params: { ns: string }; Body: { name: string } }>(
@@ -40,7 +41,7 @@ export function volumeRoutes(api: FastifyInstance, { cp, volumes }: ApiContext):
       const p = principal(req);
       await volumes.access(p, req.params.ns, req.params.name, 'write');
       // What the uploader must send: it is told nothing of blobs it may not use.
-      return { missing: await cp.blobAccess.missing(p.namespace === '*' ? req.params.ns : p.namespace, req.body.hashes) };
+      return { missing: await cp.blobAccess.missing(p.namespace === '*' ? req.params.ns : p.namespace, req.body.hashes, cp.opts.maxUploadFiles) };
     },
   );
 
