@@ -36,6 +36,14 @@ const ops: Record<string, (o: Op) => unknown> = {
   connect: (o) => new Promise((resolve, reject) => { const s = connect({ path: o.path }); s.on('connect', () => { s.destroy(); resolve('connected'); }); s.on('error', reject); }),
   fetch: async (o) => (await fetch(o.url!)).text(),
   fill: (o) => fill(o.path!, o.mb!),
+  // Floods: stdout (with or without newlines), or the control channel at fd 3 with no newline.
+  print: (o) => { const chunk = 'x'.repeat(1024 * 1024) + (o.data === 'lines' ? '\\n' : ''); for (let i = 0; i < o.mb!; i++) process.stdout.write(chunk); return o.mb; },
+  control: (o) => {
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    for (let sent = 0; sent < o.mb! * 1024 * 1024; ) {
+      try { sent += writeSync(3, chunk); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e; }
+    }
+  },
   info: () => JSON.stringify({
     uid: process.getuid!(), gid: process.getgid!(), groups: process.getgroups!(), pid: process.pid, cwd: process.cwd(), tmpdir: tmpdir(),
     scratch: process.env.MOLT_SCRATCH, home: process.env.HOME, noNewPrivs: status('NoNewPrivs'), capEff: status('CapEff'), capBnd: status('CapBnd'),
