@@ -73,14 +73,17 @@ export class ServerProcess {
     return { status: res.status, body: text ? JSON.parse(text) : undefined };
   }
 
-  /** A request straight to one worker, past the gateway, at its socket in the data dir: GET, or POST of `body` as JSON. */
-  callWorker(workerId: string, path: string, body?: unknown): Promise<string> {
-    const socketPath = join(this.dataDir, 'run', workerId, 'http.sock');
+  /**
+   * A request straight to one worker, past the gateway: GET, or POST of `body` as JSON. An
+   * unsandboxed worker is reached at its loopback port, a sandboxed one at its socket in the data dir.
+   */
+  callWorker(worker: { id: string; port: number | null }, path: string, body?: unknown): Promise<string> {
+    const where = worker.port ? { host: '127.0.0.1', port: worker.port } : { socketPath: join(this.dataDir, 'run', worker.id, 'http.sock') };
     return new Promise((resolvePromise, reject) => {
-      const req = request({ socketPath, path, method: body === undefined ? 'GET' : 'POST' }, (res) => {
-        let body = '';
-        res.on('data', (c: Buffer) => (body += c.toString()));
-        res.on('end', () => resolvePromise(body));
+      const req = request({ ...where, path, method: body === undefined ? 'GET' : 'POST' }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolvePromise(text));
       });
       req.on('error', reject);
       req.end(body === undefined ? undefined : JSON.stringify(body));

@@ -249,13 +249,13 @@ export function configChange({ env, previous }: { env: Record<string, string>; p
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
     const workers = (await server.api('GET', '/api/v1/namespaces/default/apps/canary/workers')).body.workers;
     // The second worker to be upgraded will refuse in its codeChange.
-    await server.callWorker(workers[1].id, '/arm');
+    await server.callWorker(workers[1], '/arm');
     writeFileSync(join(dir, 'counter.ts'), COUNTER_V2("(old: any) => { if ((globalThis as any).refuse) throw new Error('refused here'); return { total: old.count, version: 2 }; }"));
     const update = await server.molt(['app', 'update'], { cwd: dir });
     expect(update.code).toBe(1);
     expect(update.stderr).toContain(`worker ${workers[1].id} could not upgrade: check failed in counter.js`);
     expect(update.stderr).toContain(`worker ${workers[0].id} is back on release`);
-    for (const w of workers) expect(await server.callWorker(w.id, '/')).toBe('v1 count=0');
+    for (const w of workers) expect(await server.callWorker(w, '/')).toBe('v1 count=0');
   });
 
   it('serves a two-worker app through a hot upgrade under load with 0 failed requests', async () => {

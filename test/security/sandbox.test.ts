@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -24,9 +25,12 @@ describe('app code in a sandboxed worker reaches nothing that is not its own', (
   };
   const attacker = (body: Record<string, unknown>) => probe('prober', 'team-a', body);
   const refusedWith = (r: ProbeResult) => (r.ok ? `got through: ${String(r.value).slice(0, 60)}` : r.code);
-  const workersOf = async (ns: string, app: string) => (await server.api('GET', `/api/v1/namespaces/${ns}/apps/${app}/workers`)).body.workers as { id: string; pid: number }[];
+  const workersOf = async (ns: string, app: string) => (await server.api('GET', `/api/v1/namespaces/${ns}/apps/${app}/workers`)).body.workers as { id: string; pid: number; port: number | null }[];
 
   beforeAll(async () => {
+    // These attacks need the sandbox molt makes where it can: bubblewrap, and root for a user per namespace.
+    if (spawnSync('bwrap', ['--version']).error) throw new Error('the sandbox tests need bubblewrap: apt-get install -y bubblewrap');
+    if (process.getuid?.() !== 0) throw new Error('the sandbox tests check a user per namespace, which molt gives only when it runs as root: run the tests as root, as CI does');
     await server.start();
     for (const ns of ['team-a', 'team-b']) expect((await server.molt(['namespace', 'create', ns])).code).toBe(0);
     teamA = await server.createToken('team-a', 'deployer');
@@ -171,8 +175,8 @@ describe('app code in a sandboxed worker reaches nothing that is not its own', (
     expect(full).toEqual({ ok: false, code: 'ENOSPC' });
     record({ boundary, attack: 'app code fills its scratch dir past its size (--scratch-mb 8)', expected: 'ENOSPC', observed: refusedWith(full), refused: !full.ok });
     const [one, two] = await workersOf('team-a', 'prober');
-    expect(JSON.parse(await server.callWorker(one!.id, `/probe`, { op: 'write', path: '/tmp/marker', data: 'one' }))).toEqual({ ok: true, value: null });
-    const other = JSON.parse(await server.callWorker(two!.id, '/probe', { op: 'read', path: '/tmp/marker' }));
+    expect(JSON.parse(await server.callWorker(one!, '/probe', { op: 'write', path: '/tmp/marker', data: 'one' }))).toEqual({ ok: true, value: null });
+    const other = JSON.parse(await server.callWorker(two!, '/probe', { op: 'read', path: '/tmp/marker' }));
     expect(other).toEqual({ ok: false, code: 'ENOENT' });
     record({ boundary, attack: "app code reads another worker's /tmp", expected: 'ENOENT: each worker has its own', observed: refusedWith(other), refused: !other.ok });
     // Scale to one worker: the stopped worker's run dir (its socket) is gone, its tmpfs with it.
