@@ -2,18 +2,21 @@
 // front of the same molt worker, with the same wrk load; then a rolling update under load.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { rssMiB, sleep, startMolt, startNginx, startPlainNodeProxy, wrk, writeBenchApp } from './lib.mjs';
+import { rssMiB, sleep, startMolt, startNginx, startPlainNodeProxy, workerUpstream, wrk, writeBenchApp } from './lib.mjs';
 
 export async function benchGateway({ seconds = 10, rounds = 3 } = {}) {
   const molt = await startMolt();
   const appDir = writeBenchApp('hello world');
   await molt.molt(['app', 'create'], appDir);
   const [worker] = (await molt.api('/api/v1/namespaces/default/apps/bench/workers')).workers;
-  const nginx = await startNginx(worker.port);
-  const plain = await startPlainNodeProxy(worker.port);
+  // Every proxy reaches the worker as the gateway does: at its Unix socket when it is sandboxed.
+  const upstream = workerUpstream(worker, molt.dataDir);
+  const nginx = await startNginx(upstream);
+  const plain = await startPlainNodeProxy(upstream);
   const auth = { Authorization: `Bearer ${molt.token}` };
   const targets = [
-    ['direct to the worker', `http://127.0.0.1:${worker.port}/`, {}],
+    // wrk speaks TCP only: a sandboxed worker has no port to load directly.
+    ...(worker.port ? [['direct to the worker', `http://127.0.0.1:${worker.port}/`, {}]] : []),
     ['nginx (1 worker, keep-alive upstream)', `${nginx.url}/`, {}],
     ['plain node:http proxy (keep-alive agent)', `${plain.url}/`, {}],
     ['molt gateway (auth + routing)', `${molt.url}/api/routes/v1/default/bench/`, auth],

@@ -5,7 +5,7 @@
 import { linkSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { ROOT, rssMiB, sleep, startMolt, tmp } from './lib.mjs';
+import { getFromWorker, ROOT, rssMiB, sleep, startMolt, tmp, workerUpstream } from './lib.mjs';
 
 const dist = (p) => import(join(ROOT, 'packages/molt/dist', p));
 const LEAVES = 49;
@@ -60,11 +60,11 @@ async function waitRollout(client, app) {
   }
 }
 
-/** Every worker (asked directly) serves `text`. */
-async function allServe(client, app, text) {
+/** Every worker (asked directly, at its socket or port) serves `text`. */
+async function allServe(client, app, text, dataDir) {
   const { workers } = await client.request('GET', `/api/v1/namespaces/default/apps/${app}/workers`);
-  const running = workers.filter((w) => w.status === 'RUNNING' && w.port);
-  const bodies = await Promise.all(running.map(async (w) => (await fetch(`http://127.0.0.1:${w.port}/`).catch(() => undefined))?.text()));
+  const running = workers.filter((w) => w.status === 'RUNNING');
+  const bodies = await Promise.all(running.map((w) => getFromWorker(workerUpstream(w, dataDir))));
   return bodies.length > 0 && bodies.every((b) => b?.startsWith(text));
 }
 
@@ -89,7 +89,7 @@ export async function benchHot({ upgrades = 1000, swaps = 100 } = {}) {
         const id = await push(writeRelease(root, v, base));
         const t0 = performance.now();
         await client.request('POST', `/api/v1/namespaces/default/apps/${name}/update`, { config: config(name, 2, { canaryWindowMs: canary }), releaseId: id, strategy });
-        while (!(await allServe(client, name, `version ${v} `))) await sleep(2);
+        while (!(await allServe(client, name, `version ${v} `, molt.dataDir))) await sleep(2);
         times.push(performance.now() - t0);
         await waitRollout(client, name);
       }

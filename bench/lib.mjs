@@ -1,5 +1,6 @@
 // Shared pieces of the benchmarks: a molt server child process, wrk runs, nginx and a plain Node proxy.
 import { execFile, spawn } from 'node:child_process';
+import { request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -88,8 +89,30 @@ export async function wrk(url, { seconds = 10, connections = 32, threads = 1, he
   };
 }
 
+/**
+ * Where a molt worker listens, for the baselines to reach it as the gateway does: its loopback port
+ * (unsandboxed) or its Unix socket in the data dir (sandboxed).
+ */
+export function workerUpstream(worker, dataDir) {
+  return worker.port ? { port: worker.port } : { path: join(dataDir, 'run', worker.id, 'http.sock') };
+}
+
+/** One GET straight to a worker (at its socket or port): the body, or undefined when it does not answer. */
+export function getFromWorker(upstream, path = '/') {
+  const where = upstream.path ? { socketPath: upstream.path } : { host: '127.0.0.1', port: upstream.port };
+  return new Promise((resolvePromise) => {
+    const req = request({ ...where, path, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolvePromise(body));
+    });
+    req.on('error', () => resolvePromise(undefined));
+    req.end();
+  });
+}
+
 /** nginx with one worker process as a reverse proxy with upstream keep-alive. */
-export async function startNginx(upstreamPort) {
+export async function startNginx(upstream) {
   const dir = tmp('molt-nginx-');
   const port = await new Promise((r) => {
     const srv = createNetServer().listen(0, '127.0.0.1', () => {
@@ -101,12 +124,13 @@ export async function startNginx(upstreamPort) {
     join(dir, 'nginx.conf'),
     `worker_processes 1;
 daemon off;
+${process.getuid?.() === 0 ? 'user root;  # reaches sandboxed workers\' sockets, in the root-only data dir' : ''}
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream worker { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  upstream worker { server ${upstream.path ? `unix:${upstream.path}` : `127.0.0.1:${upstream.port}`}; keepalive 64; }
   client_body_temp_path ${dir}/body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
@@ -137,12 +161,13 @@ http {
 }
 
 /** The plain proxy a Node user would write: node:http with a keep-alive agent, piping both ways. */
-export async function startPlainNodeProxy(upstreamPort) {
+export async function startPlainNodeProxy(upstream) {
+  const where = JSON.stringify(upstream.path ? { socketPath: upstream.path } : { host: '127.0.0.1', port: upstream.port });
   const code = `
 const http = require('node:http');
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 http.createServer((req, res) => {
-  const up = http.request({ host: '127.0.0.1', port: ${upstreamPort}, method: req.method, path: req.url, headers: req.headers, agent }, (ur) => {
+  const up = http.request({ ...${where}, method: req.method, path: req.url, headers: req.headers, agent }, (ur) => {
     res.writeHead(ur.statusCode, ur.headers);
     ur.pipe(res);
   });

@@ -3,6 +3,7 @@ import { cpus } from 'node:os';
 import { benchGateway } from './gateway.mjs';
 import { benchVolumes } from './volumes.mjs';
 import { benchHot } from './hot.mjs';
+import { benchSandbox } from './sandbox.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -62,4 +63,22 @@ if (want('hot')) {
   console.log('| ---: | ---: | --- |');
   for (const r of h.rss) console.log(`| ${fmt(r.upgrades)} | ${fmt(r.rssMiB, 1)} | ${r.worker} |`);
   console.log(`\n${fmt(h.upgrades)} upgrades served by ${h.workersUsed} worker process(es) in turn (recycled when over budget)`);
+}
+
+if (want('sandbox')) {
+  const s = await benchSandbox({ starts: Number(process.env.BENCH_STARTS ?? 15), seconds, rounds });
+  const [sandboxed, plain] = [...s.starts.keys()];
+  const p = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * q))];
+  console.log(`\n| worker start, created → ready (${s.starts.get(sandboxed).length} starts each, alternating) | median ms | p90 ms |`);
+  console.log('| --- | ---: | ---: |');
+  for (const [name, xs] of s.starts) console.log(`| ${name} | ${fmt(median(xs))} | ${fmt(p(xs, 0.9))} |`);
+  console.log(`| added by the sandbox | ${fmt(median(s.starts.get(sandboxed)) - median(s.starts.get(plain)))} | |`);
+  console.log('\n| requests through the gateway | req/s | p50 ms | p99 ms | errors |');
+  console.log('| --- | ---: | ---: | ---: | ---: |');
+  for (const [name, rs] of s.results) {
+    const errors = rs.reduce((n, r) => n + r.non2xx + r.socketErrors, 0);
+    console.log(`| ${name} | ${fmt(median(rs.map((r) => r.rps)))} | ${fmt(median(rs.map((r) => r.p50)), 2)} | ${fmt(median(rs.map((r) => r.p99)), 2)} | ${errors} |`);
+  }
+  const ratio = median(s.results.get(sandboxed).map((r) => r.rps)) / median(s.results.get(plain).map((r) => r.rps));
+  console.log(`\nsandboxed / unsandboxed req/s: ${fmt(ratio, 3)}`);
 }
