@@ -1,7 +1,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,11 +24,16 @@ export class ServerProcess {
     readonly dataDir: string,
     readonly extraArgs: string[] = [],
     readonly env: Record<string, string> = {},
+    /** Run the server as this uid (it owns the data dir), not as the test's user. */
+    readonly runAs?: number,
   ) {}
 
   async start(): Promise<this> {
     this.output = '';
-    this.child = spawn(process.execPath, [MOLT_BIN, 'server', '--data-dir', this.dataDir, '--port', '0', ...this.extraArgs], {
+    const server = [process.execPath, MOLT_BIN, 'server', '--data-dir', this.dataDir, '--port', '0', ...this.extraArgs];
+    if (this.runAs !== undefined) chownSync(this.dataDir, this.runAs, this.runAs);
+    const argv = this.runAs === undefined ? server : ['setpriv', `--reuid=${this.runAs}`, `--regid=${this.runAs}`, '--clear-groups', ...server];
+    this.child = spawn(argv[0]!, argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), ...this.env },
     });

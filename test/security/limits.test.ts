@@ -137,6 +137,15 @@ describe('per-namespace quotas, set by the server admin, refuse an update up fro
     expect(over.code).toBe(1);
     expect(over.stderr).toContain(`namespace team's quota allows ${held + 1} releases; it holds ${held + 1}`);
     expect((await server.api('GET', '/api/v1/namespaces/team/releases')).body.releases).toHaveLength(held + 1);
+    expect(over.stderr).toContain('delete releases no app uses (`molt release delete ID`)');
     record({ boundary, attack: 'a release upload past the namespace release quota', expected: '403; no release stored', observed: `MOLT_ERR_QUOTA_EXCEEDED "allows ${held + 1} releases; it holds ${held + 1}"; no release added`, refused: true });
+    // The release web runs cannot go; an unused one can, which makes room.
+    const running = (await server.api('GET', '/api/v1/namespaces/team/apps/web')).body.app.release as string;
+    const inUse = await server.molt(['release', 'delete', running.slice(0, 12), '-n', 'team'], { token: deployer });
+    expect(inUse.code).toBe(1);
+    expect(inUse.stderr).toContain(`release ${running.slice(0, 12)} is in use by app(s) web`);
+    const unused = ((await server.api('GET', '/api/v1/namespaces/team/releases')).body.releases as { id: string }[]).find((r) => r.id !== running)!.id;
+    expect((await server.molt(['release', 'delete', unused.slice(0, 12), '-n', 'team'], { token: deployer })).code).toBe(0);
+    expect((await build('over')).code).toBe(0);
   });
 });

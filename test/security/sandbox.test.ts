@@ -208,6 +208,29 @@ describe('where workers cannot be isolated, molt says so, and refuses when asked
     }
   });
 
+  it('sandboxes workers as molt\'s own user when molt does not run as root, and says they are not isolated', async () => {
+    const nobody = 65534;
+    const server = new ServerProcess(tempDir(), [], {}, nobody);
+    await server.start();
+    try {
+      const dir = probeApp(join(tempDir(), 'plain'), 'plain');
+      expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+      const isolation = (await server.api('GET', '/api/v1/namespaces/default/apps/plain')).body.app.isolation as string[];
+      expect(isolation).toHaveLength(1);
+      expect(isolation[0]).toMatch(/^NOT ISOLATED: (workers are sandboxed but run as molt's own user \(uid 65534\)|molt does not run as root and bubblewrap cannot make user namespaces)/);
+      const probe = async (body: Record<string, unknown>) =>
+        (await (await fetch(server.route('default', 'plain', '/probe'), { method: 'POST', headers: { authorization: `Bearer ${server.adminToken}` }, body: JSON.stringify(body) })).json()) as { ok: boolean; code?: string; value?: string };
+      const info = JSON.parse((await probe({ op: 'info' })).value!);
+      expect(info.uid).toBe(nobody);
+      // Where user namespaces allow the sandbox, the data dir is out of reach all the same.
+      const token = await probe({ op: 'read', path: join(server.dataDir, 'admin-token') });
+      if (isolation[0]!.includes('sandboxed')) expect(token).toEqual({ ok: false, code: 'ENOENT' });
+      record({ boundary, attack: 'workers of a molt that does not run as root', expected: 'NOT ISOLATED said; sandboxed as molt\'s user where user namespaces allow it', observed: `${isolation[0]!.slice(0, 70)}…; admin token: ${token.ok ? 'readable' : token.code}`, refused: !token.ok });
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('molt server --require-isolation refuses to start where workers cannot be sandboxed, naming why', async () => {
     for (const [args, env, why] of [
       [['--no-isolation'], {}, 'sandboxing is off'],

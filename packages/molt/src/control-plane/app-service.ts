@@ -306,6 +306,7 @@ export class AppService {
       );
     }
     if (target.revision === app.currentRevision) throw new MoltError('MOLT_ERR_BAD_REQUEST', `revision ${to} is already serving`);
+    await this.requireRelease(namespace, target.releaseId);
     const current = await this.current(app);
     const plan = planUpdate(diffRevision(current, target.releaseId, target.spec, target.volumes));
     // In place when the plan back allows it (OTP's downgrade), else worker by worker.

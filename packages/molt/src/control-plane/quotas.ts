@@ -116,6 +116,6 @@ export class Quotas {
     const limit = (await this.store.getNamespace(namespace))?.quota?.releases;
     if (limit === undefined) return;
     const held = await this.store.countReleases(namespace);
-    if (held + 1 > limit) throw exceeded(namespace, 'releases', limit, held, 'this upload is a new one', 'reuse a release');
+    if (held + 1 > limit) throw exceeded(namespace, 'releases', limit, held, 'this upload is a new one', 'delete releases no app uses (`molt release delete ID`)');
   }
 }

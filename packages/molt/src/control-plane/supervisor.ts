@@ -116,6 +116,11 @@ export class Supervisor {
     return Promise.all(rev.volumes.map(async (v) => ({ ref: v.ref, revision: v.revision, path: await materializeTree(this.blobs, join(this.opts.dataDir, 'trees', v.treeHash), v.treeHash) })));
   }
 
+  /** A release is deleted: the app's copy of it goes. */
+  removeRelease(namespace: string, app: string, releaseId: string): void {
+    removeTree(join(this.releasesDir(namespace, app), releaseId));
+  }
+
   /** An app is gone: its materialized releases go too. */
   removeAppFiles(namespace: string, app: string): void {
     removeTree(join(this.opts.dataDir, 'apps', namespace, app));

@@ -163,6 +163,10 @@ export class KyselyStore implements Store {
     return r && toRelease(r);
   }
 
+  async deleteRelease(namespace: string, id: string): Promise<void> {
+    await this.db.deleteFrom('releases').where('namespace', '=', namespace).where('id', '=', id).execute();
+  }
+
   async listReleases(namespace: string, app?: string): Promise<ReleaseRow[]> {
     let q = this.db.selectFrom('releases').selectAll().where('namespace', '=', namespace).orderBy('createdAt', 'desc');
     if (app) q = q.where('app', '=', app);

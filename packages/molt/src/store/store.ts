@@ -62,6 +62,8 @@ export interface Store {
   insertRelease(release: ReleaseRow): Promise<void>;
   /** One release of a namespace. */
   getRelease(namespace: string, id: string): Promise<ReleaseRow | undefined>;
+  /** Deletes a release of a namespace. */
+  deleteRelease(namespace: string, id: string): Promise<void>;
   /** Releases of a namespace, newest first, optionally of one app. */
   listReleases(namespace: string, app?: string): Promise<ReleaseRow[]>;
 

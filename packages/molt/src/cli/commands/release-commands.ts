@@ -80,4 +80,14 @@ export function releaseCommands(program: Command): void {
         console.log(table(['ID', 'APP', 'VERSION', 'NODE', 'MODULES', 'FILES', 'SIZE', 'CREATED_AT'], releases.map((r) => [r.id.slice(0, 12), r.app, r.manifest.version, r.manifest.node, r.manifest.modules.length, r.files, `${r.size} B`, stamp(r.createdAt)])));
       }),
     );
+  release
+    .command('delete <id>')
+    .description('delete a release no app runs or is rolling to (frees room in the namespace\'s release quota)')
+    .option('-n, --namespace <ns>', 'namespace')
+    .action(
+      run(async (id: string, opts: { namespace?: string }) => {
+        const { deleted } = await Client.fromProfile().request<{ deleted: string }>('DELETE', `/api/v1/namespaces/${namespaceOf(opts)}/releases/${encodeURIComponent(id)}`);
+        console.log(`release ${deleted.slice(0, 12)} deleted`);
+      }),
+    );
 }

@@ -93,11 +93,40 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
     return { releases: await cp.store.listReleases(req.params.ns, req.query.app) };
   });
 
+  /** A release of the namespace by id or id prefix (as `release list` shows it). */
+  const findRelease = async (ns: string, id: string): Promise<ReleaseRow> => {
+    const all = await cp.store.listReleases(ns);
+    const rel = all.find((r) => r.id === id) ?? all.filter((r) => r.id.startsWith(id)).at(0);
+    if (!rel) throw new MoltError('MOLT_ERR_RELEASE_NOT_FOUND', `no release ${id} in namespace ${ns}; see \`molt release list\``);
+    return rel;
+  };
+
   api.get<{ Params: { ns: string; id: string } }>('/namespaces/:ns/releases/:id', async (req) => {
     requireRole(principal(req), req.params.ns, 'deployer');
-    const all = await cp.store.listReleases(req.params.ns);
-    const rel = all.find((r) => r.id === req.params.id) ?? all.filter((r) => r.id.startsWith(req.params.id)).at(0);
-    if (!rel) throw new MoltError('MOLT_ERR_RELEASE_NOT_FOUND', `no release ${req.params.id} in namespace ${req.params.ns}`);
-    return { release: rel };
+    return { release: await findRelease(req.params.ns, req.params.id) };
+  });
+
+  /**
+   * Deletes a release that no app runs, boots on probation or is rolling to; its rows go, the
+   * apps' copies of its tree too. History keeps the revisions that used it (a rollback to one
+   * asks for the release to be pushed again).
+   */
+  api.delete<{ Params: { ns: string; id: string } }>('/namespaces/:ns/releases/:id', async (req) => {
+    const { ns } = req.params;
+    requireRole(principal(req), ns, 'deployer');
+    const rel = await findRelease(ns, req.params.id);
+    const users: string[] = [];
+    for (const app of await cp.store.listApps(ns)) {
+      const live = new Set([app.currentRevision, app.permanentRevision]);
+      const revisions = await cp.store.listRevisions(ns, app.name);
+      if (revisions.some((r) => r.releaseId === rel.id && (live.has(r.revision) || r.status === 'pending' || r.status === 'deploying'))) users.push(app.name);
+    }
+    if (users.length > 0) {
+      throw new MoltError('MOLT_ERR_CONFLICT', `release ${rel.id.slice(0, 12)} is in use by app(s) ${users.join(', ')}; update or delete them first`);
+    }
+    await cp.store.deleteRelease(ns, rel.id);
+    for (const app of await cp.store.listApps(ns)) cp.supervisor.removeRelease(ns, app.name, rel.id);
+    await cp.events.append({ namespace: ns, type: 'release.deleted', message: `release ${rel.id.slice(0, 12)} of ${rel.app} deleted` });
+    return { deleted: rel.id };
   });
 }
