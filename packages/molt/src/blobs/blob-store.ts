@@ -57,11 +57,6 @@ export class BlobStore {
     }
   }
 
-  /** The hashes among `hashes` that the store lacks, each once. */
-  missing(hashes: Iterable<string>): string[] {
-    return [...new Set(hashes)].filter((h) => !this.has(h));
-  }
-
   /** A fresh staging directory on the same file system, so that commits are renames. */
   stagingDir(): string {
     return mkdtempSync(join(this.root, 'staging', 'up-'));

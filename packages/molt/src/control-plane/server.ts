@@ -19,6 +19,7 @@ import { releaseRoutes } from './api/release-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
 import { ControlPlane } from './control-plane.js';
 import { lockDataDir } from './data-dir-lock.js';
+import { SOCKET_NAME } from './sandbox/bwrap-args.js';
 import { DEFAULT_WORKER_UIDS, describeIsolation, detectIsolation, parseUidRange } from './sandbox/isolation.js';
 
 export interface ServerOptions {
@@ -147,7 +148,7 @@ async function start(opts: ServerOptions, dataDir: string, unlock: () => void): 
     throw new MoltError('MOLT_ERR_BAD_REQUEST', `--require-isolation: workers cannot be isolated here: ${isolation.notIsolated}`);
   }
   // A sandboxed worker's socket is <data-dir>/run/<22-character id>/http.sock.
-  const socketPath = join(dataDir, 'run', 'x'.repeat(22), 'http.sock');
+  const socketPath = join(dataDir, 'run', 'x'.repeat(22), SOCKET_NAME);
   if (isolation.sandboxed && Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
     throw new MoltError(
       'MOLT_ERR_BAD_REQUEST',

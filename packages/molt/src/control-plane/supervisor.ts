@@ -123,7 +123,7 @@ export class Supervisor {
 
   /** An app is gone: its materialized releases go too. */
   removeAppFiles(namespace: string, app: string): void {
-    removeTree(join(this.opts.dataDir, 'apps', namespace, app));
+    removeTree(dirname(this.releasesDir(namespace, app)));
   }
 
   /**
@@ -176,13 +176,14 @@ export class Supervisor {
     const volumes = await this.volumeDirs(rev);
     const runDir = join(this.opts.dataDir, 'run', row.id);
     let sandbox: WorkerSandbox | undefined;
+    let allocation: Allocation;
     try {
       ({ sandbox, isolation: row.isolation } = await this.sandboxFor(rev.namespace, runDir));
+      allocation = await this.place(row, rev, base);
     } catch (err) {
       rmSync(runDir, { recursive: true, force: true });
       throw err;
     }
-    const allocation = await this.place(row, rev, base);
     const { resources } = rev.spec;
     let cgroup: WorkerCgroup | undefined;
     let limits = describeLimits(resources, this.cgroups);
@@ -241,6 +242,7 @@ export class Supervisor {
       const reason = this.oomReason(live) ?? (err instanceof Error ? err.message : String(err));
       live.stopping = true;
       await proc.stop(1000);
+      rmSync(runDir, { recursive: true, force: true });
       this.live.delete(row.id);
       this.scheduler.release(row.id);
       await this.setStatus(live, 'ERROR', null, reason);

@@ -5,12 +5,13 @@ import { constants } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AppSpec } from '../config/app-spec.js';
+import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
 import { MOLT_APP_ENTRY, moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { CONTROL_FD } from '../runtime/control-channel.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
 import { WorkerControl } from './worker-control.js';
-import { bwrapArgs, dropTo, runtimeDirs, SANDBOX } from './sandbox/bwrap-args.js';
+import { bwrapArgs, dropTo, runtimeDirs, SANDBOX, SOCKET_NAME } from './sandbox/bwrap-args.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
 /** Variables a worker inherits from the server; everything else comes from the app's env. */
@@ -19,9 +20,6 @@ const INHERITED_ENV = ['PATH', 'LANG', 'LC_ALL', 'TZ', 'NODE_EXTRA_CA_CERTS'];
 const STATUS_FD = 4;
 const NL = '\n';
 const ENTER_CGROUPS = `IFS='${NL}'; for f in $MOLT_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset MOLT_CGROUP_PROCS; exec "$0" "$@"`;
-
-/** Where the gateway reaches a worker: its socket (sandboxed) or a loopback port. */
-export type WorkerAddress = { path: string } | { host: string; port: number };
 
 /** How a worker is sandboxed; undefined runs it as a plain child process (NOT ISOLATED). */
 export interface WorkerSandbox {
@@ -232,7 +230,7 @@ export class WorkerProcess {
         }
       });
       out.on('data', (c: Buffer) => split.push(c));
-      child[stream]!.on('end', () => split.end());
+      out.on('end', () => split.end());
     }
 
     const { path, timeoutMs } = launch.spec.readiness;
@@ -244,7 +242,7 @@ export class WorkerProcess {
     const failed = new Promise<never>((_, reject) => {
       control.onMessage((msg: WorkerToServer) => {
         // A sandboxed worker is reached only at its own socket, whatever it says.
-        if (msg.type === 'listening') onListening(launch.sandbox ? { path: join(launch.runDir, 'http.sock') } : { host: launch.host, port: Number(msg.port) });
+        if (msg.type === 'listening') onListening(launch.sandbox ? { path: join(launch.runDir, SOCKET_NAME) } : { host: launch.host, port: Number(msg.port) });
         else if (msg.type === 'load-failed') reject(new WorkerStartError(`the app failed to load: ${String(msg.error)}`));
       });
       child.once('exit', (code, signal) => reject(new WorkerStartError(`the worker exited before it was ready (${describeExit(code, signal)}); see \`molt app logs\``)));

@@ -1,6 +1,5 @@
 import { MoltError } from '../errors.js';
-import type { WorkerAddress } from '../control-plane/worker-process.js';
-import { Target } from './target.js';
+import { Target, type WorkerAddress } from './target.js';
 
 export interface QueueLimits {
   /** Requests that may wait for a ready worker per app; past it, 503. */

@@ -1,5 +1,7 @@
-import type { WorkerAddress } from '../control-plane/worker-process.js';
 import { UpstreamPool } from './upstream.js';
+
+/** Where the gateway reaches a worker: its socket (sandboxed) or a loopback port. */
+export type WorkerAddress = { path: string } | { host: string; port: number };
 
 /**
  * One worker as the gateway sees it.

@@ -8,7 +8,7 @@
  */
 import { createRequire } from 'node:module';
 import { connect, type Socket } from 'node:net';
-import type { WorkerAddress } from '../control-plane/worker-process.js';
+import type { WorkerAddress } from './target.js';
 
 interface LlhttpParser {
   initialize(type: number, resource: object): void;

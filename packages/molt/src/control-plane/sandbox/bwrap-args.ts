@@ -1,6 +1,9 @@
 import { existsSync, lstatSync, readlinkSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
+/** The name of a sandboxed worker's HTTP socket, in its run directory. */
+export const SOCKET_NAME = 'http.sock';
+
 /** Where a sandboxed worker sees what it is given. */
 export const SANDBOX = {
   /** Its release, read-only; also its cwd. */
@@ -11,7 +14,7 @@ export const SANDBOX = {
   volumes: '/molt/volumes',
   /** A directory of its own on the host, holding only its HTTP socket. */
   run: '/molt/run',
-  socket: '/molt/run/http.sock',
+  socket: `/molt/run/${SOCKET_NAME}`,
   /** Private, size-limited, gone with the worker: `MOLT_SCRATCH`, `TMPDIR`, `HOME`. */
   scratch: '/molt/scratch',
   /** Private: the link directories of its hot upgrades. */
