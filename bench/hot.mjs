@@ -13,8 +13,8 @@ const LEAVES = 49;
 const ROUNDS = 7;
 
 /** A release of a 50-module app: index.js imports 49 leaves; `version` changes index.js and one leaf. */
-function writeRelease(root, version, base) {
-  const dir = join(root, `r${version}`);
+function writeRelease(root, version, base, app = 'hotbench') {
+  const dir = join(root, `${app}-r${version}`);
   mkdirSync(dir, { recursive: true });
   const sha = (s) => createHash('sha256').update(s).digest('hex');
   const changed = version % LEAVES;
@@ -33,7 +33,8 @@ export default { fetch: () => new Response('version ${version} ' + sum) };
   modules.push({ path: 'index.js', hash: sha(index), imports: Array.from({ length: LEAVES }, (_, i) => `m${i}.js`), processes: [], codeChange: false, configChange: false });
   modules.sort((a, b) => (a.path < b.path ? -1 : 1));
   writeFileSync(join(dir, 'package.json'), '{"type":"module"}\n');
-  writeFileSync(join(dir, 'molt-release.json'), JSON.stringify({ app: 'hotbench', version: String(version), node: process.versions.node, dependencyHash: 'none', configHash: 'bench', entry: 'index.js', modules }));
+  // The app the release is for, as `molt release build` names it: the server materializes it for that app on upload.
+  writeFileSync(join(dir, 'molt-release.json'), JSON.stringify({ app, version: String(version), node: process.versions.node, dependencyHash: 'none', configHash: 'bench', entry: 'index.js', modules }));
   return dir;
 }
 
@@ -81,12 +82,13 @@ export async function benchHot({ upgrades = 1000, swaps = 100 } = {}) {
     const compare = [];
     let version = 1;
     for (const [name, strategy, canary] of [['cmp-rolling', 'rolling', 0], ['cmp-hot', 'hot', 0], ['cmp-hot-canary', 'hot', 1000]]) {
-      await client.request('POST', '/api/v1/namespaces/default/apps', { config: config(name, 2, { canaryWindowMs: canary }), releaseId: first });
+      const initial = await push(writeRelease(root, 0, base, name));
+      await client.request('POST', '/api/v1/namespaces/default/apps', { config: config(name, 2, { canaryWindowMs: canary }), releaseId: initial });
       await waitRollout(client, name);
       const times = [];
       for (let round = 0; round < ROUNDS; round++) {
         const v = version++;
-        const id = await push(writeRelease(root, v, base));
+        const id = await push(writeRelease(root, v, base, name));
         const t0 = performance.now();
         await client.request('POST', `/api/v1/namespaces/default/apps/${name}/update`, { config: config(name, 2, { canaryWindowMs: canary }), releaseId: id, strategy });
         while (!(await allServe(client, name, `version ${v} `, molt.dataDir))) await sleep(2);

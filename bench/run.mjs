@@ -44,7 +44,8 @@ if (want('volumes')) {
   for (const p of v.pushes) console.log(`| ${p.name} | ${fmt(p.ms / 1000, 2)} | ${p.changed ? p.revision : `none (stays ${p.revision})`} | ${fmt(p.sentFiles)} | ${mib(p.sentBytes)} |`);
   console.log(`\n| materializing that revision for a new worker | time s |`);
   console.log('| --- | ---: |');
-  console.log(`| first worker (hard links from the blob store, dirs made read-only) | ${fmt(v.materializeMs / 1000, 2)} |`);
+  console.log(`| first worker, cold: every blob hashed, hard-linked, dirs made read-only (a server just restarted) | ${fmt(v.materializeMs / 1000, 2)} |`);
+  console.log(`| first worker, warm: blobs unchanged since the server stored or checked them (the server that took the push) | ${fmt(v.warmMs / 1000, 2)} |`);
   console.log(`| every later worker (already materialized) | ${fmt(v.reuseMs / 1000, 3)} |`);
   console.log(`| baseline: \`cp -r\` of the same tree | ${fmt(v.copyMs / 1000, 2)} |`);
 }

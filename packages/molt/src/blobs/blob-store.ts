@@ -8,6 +8,14 @@ import { sha256 } from '../ids.js';
  * Releases and volume revisions are trees of these blobs.
  */
 export class BlobStore {
+  /**
+   * The inode change time (ctime) of each blob when this process last knew its content matched its
+   * name: it hashed it, or stored it after hashing it. Any write, chmod or link changes the ctime,
+   * and no user but root can set it back, so an unchanged ctime means an unchanged blob: `verify`
+   * need not read it again.
+   */
+  private readonly intact = new Map<string, number>();
+
   constructor(readonly root: string) {
     mkdirSync(join(root, 'sha256'), { recursive: true });
     mkdirSync(join(root, 'staging'), { recursive: true });
@@ -31,15 +39,41 @@ export class BlobStore {
     }
   }
 
-  /** Whether the stored blob's content still hashes to its name (false when it does not, or is gone). */
+  /**
+   * Whether the stored blob's content still hashes to its name (false when it does not, or is gone).
+   * A blob unchanged since this process last checked it (same ctime) is not read again.
+   */
   verify(hash: string): Promise<boolean> {
+    const known = this.intact.get(hash);
+    if (known !== undefined && known === this.ctime(hash)) return Promise.resolve(true);
     return new Promise((resolvePromise) => {
       const h = createHash('sha256');
       createReadStream(this.path(hash), { highWaterMark: 256 * 1024 })
         .on('data', (chunk) => h.update(chunk))
         .on('error', () => resolvePromise(false))
-        .on('end', () => resolvePromise(h.digest('hex') === hash));
+        .on('end', () => {
+          const ok = h.digest('hex') === hash;
+          if (ok) this.markIntact(hash);
+          resolvePromise(ok);
+        });
     });
+  }
+
+  /**
+   * Records that the blob is as it should be now: called after the server itself changed its inode
+   * (stored it, hard-linked it) right after checking it.
+   */
+  markIntact(hash: string): void {
+    const ctime = this.ctime(hash);
+    if (ctime !== undefined) this.intact.set(hash, ctime);
+  }
+
+  private ctime(hash: string): number | undefined {
+    try {
+      return statSync(this.path(hash)).ctimeMs;
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -47,6 +81,7 @@ export class BlobStore {
    * inspection): the store then lacks it, so the next upload that needs it sends it again.
    */
   quarantine(hash: string): string | undefined {
+    this.intact.delete(hash);
     const dest = join(this.root, 'corrupt', `${hash}-${Date.now()}`);
     try {
       mkdirSync(join(this.root, 'corrupt'), { recursive: true });
@@ -72,6 +107,8 @@ export class BlobStore {
     mkdirSync(join(this.root, 'sha256', hash.slice(0, 2)), { recursive: true });
     chmodSync(src, 0o444);
     renameSync(src, dest);
+    // Its content was hashed as it arrived.
+    this.markIntact(hash);
   }
 
   /** A stored blob as UTF-8 text (trees and manifests). */

@@ -71,6 +71,8 @@ async function build(blobs: BlobStore, dest: string, hash: string): Promise<stri
       }
     }
     for (const e of tree.entries) if (e.type === 'symlink') symlinkSync(e.target, join(tmp, e.path));
+    // Linking changed the blobs' ctime; they were checked just before.
+    for (const e of tree.entries) if (e.type === 'file') blobs.markIntact(e.hash);
     freezeDirs(tmp);
     try {
       renameSync(tmp, dest);
