@@ -119,6 +119,19 @@ describe('per-namespace quotas, set by the server admin, refuse an update up fro
     record({ boundary, attack: 'an update whose rolling surge passes the memory quota (--dry-run)', expected: '403 naming the surge and maxSurge: 0 as a fix', observed: 'MOLT_ERR_QUOTA_EXCEEDED "… needs 768 (with 1 surge worker(s) …)"', refused: true });
   });
 
+  it('admits only what fits of many creates sent at once, each of which would fit alone', async () => {
+    expect((await server.molt(['namespace', 'create', 'race'])).code).toBe(0);
+    expect((await server.molt(['namespace', 'quota', 'race', '--workers', '2'])).code).toBe(0);
+    const releaseId = await server.molt(['release', 'build', '--push', '-n', 'race'], { cwd: dir({}, 'twin') }).then((r) => r.stdout.trim());
+    const create = (name: string) => server.api('POST', '/api/v1/namespaces/race/apps', { config: { name, entry: 'index.ts', workers: 1, readiness: { path: '/healthz' } }, releaseId });
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => create(`twin-${i}`)));
+    const statuses = results.map((r) => r.status);
+    expect(statuses.filter((s) => s === 202)).toHaveLength(2);
+    expect(statuses.filter((s) => s === 403)).toHaveLength(6);
+    expect((await server.api('GET', '/api/v1/namespaces/race/apps')).body.apps).toHaveLength(2);
+    record({ boundary, attack: '8 app creates of 1 worker at once against a quota of 2 workers', expected: '2 admitted, 6 refused with 403', observed: `${statuses.filter((s) => s === 202).length} × 202, ${statuses.filter((s) => s === 403).length} × 403; 2 apps`, refused: true });
+  });
+
   it('refuses a volume push past its volume bytes and a release past its release count', async () => {
     expect((await server.molt(['volume', 'create', 'data', '-n', 'team'], { token: deployer })).code).toBe(0);
     const small = writeApp(join(tempDir(), 'small'), { 'a.txt': 'x'.repeat(60) });

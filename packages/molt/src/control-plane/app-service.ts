@@ -95,10 +95,14 @@ export class AppService {
     const spec = this.validate(input.config);
     await this.requireRelease(namespace, input.releaseId);
     const volumes = await this.cp.volumes.resolve(namespace, spec.volumes);
+    return this.cp.quotas.admitApp(namespace, spec.name, spec, undefined, false, () => this.insertApp(namespace, spec, input, volumes));
+  }
+
+  /** Records a new app and starts its first rollout (admitted by the quotas, so alone in its namespace). */
+  private async insertApp(namespace: string, spec: AppSpec, input: { releaseId: string; immutable?: boolean }, volumes: ResolvedVolume[]): Promise<UpdateResult> {
     if (await this.cp.store.getApp(namespace, spec.name)) {
       throw new MoltError('MOLT_ERR_ALREADY_EXISTS', `app ${spec.name} already exists in namespace ${namespace}; use \`molt app update\` to change it`);
     }
-    await this.cp.quotas.checkApp(namespace, spec.name, spec, undefined, false);
     const now = new Date().toISOString();
     const app: AppRow = {
       namespace,
@@ -227,9 +231,14 @@ export class AppService {
     if (plan.strategy === 'none' && current) plan.reason = `revision ${current.revision} (${current.cause}) already runs this release, config and volume revisions`;
     if (plan.strategy === 'none') return { app: name, dryRun: !!input.dryRun, ...plan };
     const chosen = current ? await this.chooseStrategy(app, current, releaseId, spec, plan, input.strategy ?? 'auto', input.plan, input.retry === true) : { plan };
-    await this.cp.quotas.checkApp(namespace, name, spec, current?.spec, chosen.plan.strategy === 'rolling');
-    if (input.dryRun) return { app: name, dryRun: true, ...chosen.plan };
-    return this.deploy(app, releaseId, spec, volumes, chosen.hot ? 'hot update' : 'update', chosen.plan, chosen.hot && current ? { from: current, ...chosen.hot, direction: 'up' } : undefined);
+    const rolling = chosen.plan.strategy === 'rolling';
+    if (input.dryRun) {
+      await this.cp.quotas.checkApp(namespace, name, spec, current?.spec, rolling);
+      return { app: name, dryRun: true, ...chosen.plan };
+    }
+    return this.cp.quotas.admitApp(namespace, name, spec, current?.spec, rolling, () =>
+      this.deploy(app, releaseId, spec, volumes, chosen.hot ? 'hot update' : 'update', chosen.plan, chosen.hot && current ? { from: current, ...chosen.hot, direction: 'up' } : undefined),
+    );
   }
 
   /**
@@ -264,8 +273,9 @@ export class AppService {
         const volumes = await this.cp.volumes.resolve(namespace, current.spec.volumes);
         const plan = planUpdate(diffRevision(current, current.releaseId, current.spec, volumes));
         if (plan.strategy === 'none') return;
-        await this.cp.quotas.checkApp(namespace, name, current.spec, current.spec, true);
-        await this.deploy(app, current.releaseId, current.spec, volumes, cause, { ...plan, reason: `${cause}: ${plan.reason}` });
+        await this.cp.quotas.admitApp(namespace, name, current.spec, current.spec, true, () =>
+          this.deploy(app, current.releaseId, current.spec, volumes, cause, { ...plan, reason: `${cause}: ${plan.reason}` }),
+        );
         return;
       } catch (err) {
         if (err instanceof MoltError && err.code === 'MOLT_ERR_ROLLOUT_IN_PROGRESS' && attempt < 3) continue;
@@ -311,11 +321,11 @@ export class AppService {
     const plan = planUpdate(diffRevision(current, target.releaseId, target.spec, target.volumes));
     // In place when the plan back allows it (OTP's downgrade), else worker by worker.
     const chosen = current ? await this.chooseStrategy(app, current, target.releaseId, target.spec, plan, 'auto', undefined, true) : { plan };
-    await this.cp.quotas.checkApp(namespace, name, target.spec, current?.spec, !chosen.hot);
-    if (chosen.hot && current) {
-      return this.deploy(app, target.releaseId, target.spec, target.volumes, `hot rollback to ${target.revision}`, chosen.plan, { from: current, ...chosen.hot, direction: 'down' });
-    }
-    return this.deploy(app, target.releaseId, target.spec, target.volumes, `rollback to ${target.revision}`, { ...chosen.plan, strategy: 'rolling' });
+    return this.cp.quotas.admitApp(namespace, name, target.spec, current?.spec, !chosen.hot, () =>
+      chosen.hot && current
+        ? this.deploy(app, target.releaseId, target.spec, target.volumes, `hot rollback to ${target.revision}`, chosen.plan, { from: current, ...chosen.hot, direction: 'down' })
+        : this.deploy(app, target.releaseId, target.spec, target.volumes, `rollback to ${target.revision}`, { ...chosen.plan, strategy: 'rolling' }),
+    );
   }
 
   async pause(namespace: string, name: string): Promise<AppRow> {

@@ -60,7 +60,30 @@ function exceeded(namespace: string, field: keyof NamespaceQuota, limit: number,
  * quota, what the namespace holds and what the change needs.
  */
 export class Quotas {
+  /** The tail of each namespace's queue of admitted changes. */
+  private readonly queues = new Map<string, Promise<void>>();
+
   constructor(private readonly store: Store) {}
+
+  /**
+   * Checks a change of app `name` against the quotas and, if it fits, makes it (`act`), alone among
+   * the namespace's admitted changes: two changes cannot both pass a check that only one of them fits.
+   * (Within this server; several control planes on one store would need the store to hold the lock.)
+   */
+  async admitApp<T>(namespace: string, name: string, next: AppSpec, current: AppSpec | undefined, rolling: boolean, act: () => Promise<T>): Promise<T> {
+    const before = this.queues.get(namespace) ?? Promise.resolve();
+    let done!: () => void;
+    const mine = before.then(() => new Promise<void>((r) => (done = r)));
+    this.queues.set(namespace, mine);
+    await before;
+    try {
+      await this.checkApp(namespace, name, next, current, rolling);
+      return await act();
+    } finally {
+      done();
+      if (this.queues.get(namespace) === mine) this.queues.delete(namespace);
+    }
+  }
 
   /**
    * What the namespace's apps hold, but `except`: each app's desired workers (paused ones too, so

@@ -25,23 +25,35 @@ export const SANDBOX = {
 const ETC = ['resolv.conf', 'hosts', 'nsswitch.conf', 'host.conf', 'gai.conf', 'localtime', 'timezone', 'ssl', 'ca-certificates', 'alternatives', 'mime.types', 'protocols', 'services'];
 
 /**
- * Mounts in the order bubblewrap makes them, with every directory above a mount point made first
- * with mode 0755: bubblewrap would make them 0700, which the worker's user could not enter.
+ * Mounts in the order bubblewrap makes them. Before each one, every directory above its mount point
+ * that nothing mounted yet provides is made with mode 0755 (bubblewrap would make it 0700, which the
+ * worker's user could not enter) — after earlier mounts, so that a directory inside a tmpfs (a
+ * runtime under /tmp, say) is made in that tmpfs rather than hidden under it.
  */
 class MountPlan {
-  private readonly dirs = new Set<string>();
+  private readonly made = new Set<string>();
+  /** Where host directories are bound: what lies below them comes from the host. */
+  private readonly bound: string[] = [];
   private readonly ops: string[] = [];
 
   /** One operation (`--ro-bind SRC DEST`, `--size N --tmpfs DEST`, …) whose last argument is where it lands. */
   add(...op: string[]): this {
-    for (let d = dirname(op.at(-1)!); d !== '/'; d = dirname(d)) this.dirs.add(d);
+    const dest = op.at(-1)!;
+    const above: string[] = [];
+    for (let d = dirname(dest); d !== '/'; d = dirname(d)) above.unshift(d);
+    for (const d of above) {
+      if (this.made.has(d) || this.bound.some((b) => d === b || d.startsWith(`${b}/`))) continue;
+      this.ops.push('--perms', '0755', '--dir', d);
+      this.made.add(d);
+    }
+    if (op.includes('--ro-bind') || op.includes('--bind') || op.includes('--ro-bind-try')) this.bound.push(dest);
+    this.made.add(dest);
     this.ops.push(...op);
     return this;
   }
 
   args(): string[] {
-    const dirs = [...this.dirs].sort((a, b) => a.length - b.length);
-    return [...dirs.flatMap((d) => ['--perms', '0755', '--dir', d]), ...this.ops];
+    return this.ops;
   }
 }
 
