@@ -66,23 +66,29 @@ export class Quotas {
   constructor(private readonly store: Store) {}
 
   /**
-   * Checks a change of app `name` against the quotas and, if it fits, makes it (`act`), alone among
-   * the namespace's admitted changes: two changes cannot both pass a check that only one of them fits.
-   * (Within this server; several control planes on one store would need the store to hold the lock.)
+   * Runs a quota `check` and, if it passes, the change it allows (`act`), alone among the namespace's
+   * admitted changes: two changes cannot both pass a check that only one of them fits. (Within this
+   * server: SQLite's queries never interleave, PostgreSQL's do; several control planes on one store
+   * would need the store to hold the lock.)
    */
-  async admitApp<T>(namespace: string, name: string, next: AppSpec, current: AppSpec | undefined, rolling: boolean, act: () => Promise<T>): Promise<T> {
+  async admit<T>(namespace: string, check: () => Promise<void>, act: () => Promise<T>): Promise<T> {
     const before = this.queues.get(namespace) ?? Promise.resolve();
     let done!: () => void;
     const mine = before.then(() => new Promise<void>((r) => (done = r)));
     this.queues.set(namespace, mine);
     await before;
     try {
-      await this.checkApp(namespace, name, next, current, rolling);
+      await check();
       return await act();
     } finally {
       done();
       if (this.queues.get(namespace) === mine) this.queues.delete(namespace);
     }
+  }
+
+  /** `admit` for a change of app `name` from `current` to `next` (see `checkApp`). */
+  admitApp<T>(namespace: string, name: string, next: AppSpec, current: AppSpec | undefined, rolling: boolean, act: () => Promise<T>): Promise<T> {
+    return this.admit(namespace, () => this.checkApp(namespace, name, next, current, rolling), act);
   }
 
   /**

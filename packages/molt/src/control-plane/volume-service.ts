@@ -156,30 +156,34 @@ export class VolumeService {
         }
         const changed = !latest || latest.treeHash !== upload.hash;
         const addedBytes = changed ? this.addedBytes(latest, upload.tree) : 0;
-        if (changed) await this.cp.quotas.checkVolumeBytes(namespace, name, addedBytes);
         // Committed even when the tree is unchanged: a push after a corrupt blob was removed restores it.
-        const uploaded = { blobs: upload.commit(), bytes: upload.receivedBytes };
-        await this.cp.blobAccess.record(namespace, upload.tree);
-        if (!changed) return { volume, revision: latest, changed: false, uploaded, rolling: [] };
-        const seq = volume.latestSeq + 1;
-        const rev: VolumeRevisionRow = {
-          volumeId: volume.id,
-          seq,
-          revision: revisionName(seq, upload.hash),
-          treeHash: upload.hash,
-          files: upload.tree.entries.length,
-          size: treeSize(upload.tree),
-          createdAt: new Date().toISOString(),
-          createdBy: p.tokenId,
-          addedBytes,
+        const store = async (): Promise<PushResult> => {
+          const uploaded = { blobs: upload.commit(), bytes: upload.receivedBytes };
+          await this.cp.blobAccess.record(namespace, upload.tree);
+          if (!changed) return { volume, revision: latest!, changed: false, uploaded, rolling: [] };
+          const seq = volume.latestSeq + 1;
+          const rev: VolumeRevisionRow = {
+            volumeId: volume.id,
+            seq,
+            revision: revisionName(seq, upload.hash),
+            treeHash: upload.hash,
+            files: upload.tree.entries.length,
+            size: treeSize(upload.tree),
+            createdAt: new Date().toISOString(),
+            createdBy: p.tokenId,
+            addedBytes,
+          };
+          if (!(await this.cp.store.insertVolumeRevision(rev, volume.latestSeq))) {
+            throw new MoltError('MOLT_ERR_CONFLICT', `another push to volume ${name} finished first; pull it and push again`);
+          }
+          const updated = { ...volume, latestSeq: seq, updatedAt: rev.createdAt };
+          await this.cp.events.append({ namespace, type: 'volume.pushed', message: `volume ${name} revision ${rev.revision}: ${rev.files} file(s), ${rev.size} B` });
+          return { volume: updated, revision: rev, changed: true, uploaded, rolling: [] };
         };
-        if (!(await this.cp.store.insertVolumeRevision(rev, volume.latestSeq))) {
-          throw new MoltError('MOLT_ERR_CONFLICT', `another push to volume ${name} finished first; pull it and push again`);
-        }
-        const updated = { ...volume, latestSeq: seq, updatedAt: rev.createdAt };
-        await this.cp.events.append({ namespace, type: 'volume.pushed', message: `volume ${name} revision ${rev.revision}: ${rev.files} file(s), ${rev.size} B` });
-        const rolling = await this.cp.apps.followVolume(updated, rev);
-        return { volume: updated, revision: rev, changed: true, uploaded, rolling };
+        if (!changed) return await store();
+        const pushed = await this.cp.quotas.admit(namespace, () => this.cp.quotas.checkVolumeBytes(namespace, name, addedBytes), store);
+        // Outside the admission: rolling the apps that follow the volume admits changes of its own.
+        return { ...pushed, rolling: await this.cp.apps.followVolume(pushed.volume, pushed.revision) };
       } finally {
         upload.discard();
       }

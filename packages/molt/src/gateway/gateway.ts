@@ -61,7 +61,7 @@ function readRequest(req: IncomingMessage): RequestFacts {
     if (lower === 'authorization') {
       facts.authorization ??= value;
       // The molt token is for the gateway; an app's own credentials pass through.
-      if (MOLT_TOKEN.test(value)) continue;
+      if (value.includes('molt_') && MOLT_TOKEN.test(value)) continue;
     } else if (lower === 'content-length') length = value;
     else if (REQUEST_DROPPED.has(lower)) {
       if (lower === 'host') facts.host = value;

@@ -65,23 +65,26 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
         // Everything is checked before the upload's blobs enter the store: a refused one stores nothing.
         const manifest = parseManifest(upload.tree, upload.readText);
         const existing = await cp.store.getRelease(ns, upload.hash);
-        if (!existing) await cp.quotas.checkRelease(ns);
-        const added = upload.commit();
-        await cp.blobAccess.record(ns, upload.tree);
-        // Materialized now, off the path of the update that will run it (a hot swap takes milliseconds).
-        await cp.supervisor.releaseDir(ns, manifest.app, upload.hash);
-        const row: ReleaseRow = existing ?? {
-          id: upload.hash,
-          namespace: ns,
-          app: manifest.app,
-          manifest,
-          files: upload.tree.entries.length,
-          size: treeSize(upload.tree),
-          createdAt: new Date().toISOString(),
+        const store = async () => {
+          const added = upload.commit();
+          await cp.blobAccess.record(ns, upload.tree);
+          // Materialized now, off the path of the update that will run it (a hot swap takes milliseconds).
+          await cp.supervisor.releaseDir(ns, manifest.app, upload.hash);
+          const row: ReleaseRow = existing ?? {
+            id: upload.hash,
+            namespace: ns,
+            app: manifest.app,
+            manifest,
+            files: upload.tree.entries.length,
+            size: treeSize(upload.tree),
+            createdAt: new Date().toISOString(),
+          };
+          if (!existing) await cp.store.insertRelease(row);
+          return { release: row, uploaded: { blobs: added, bytes: upload.receivedBytes } };
         };
-        if (!existing) await cp.store.insertRelease(row);
+        const result = existing ? await store() : await cp.quotas.admit(ns, () => cp.quotas.checkRelease(ns), store);
         reply.code(existing ? 200 : 201);
-        return { release: row, uploaded: { blobs: added, bytes: upload.receivedBytes } };
+        return result;
       } finally {
         upload.discard();
       }
