@@ -119,7 +119,7 @@ function freezeDirs(dir: string): void {
 }
 
 /** Makes a frozen tree's directories writable again, so that it can be deleted. */
-export function makeWritable(dir: string): void {
+function makeWritable(dir: string): void {
   chmodSync(dir, 0o755);
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);

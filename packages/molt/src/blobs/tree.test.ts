@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { assertSafeTree, scanTree, treeHash, unsafePathReason } from './tree.js';
+import { assertSafeTree, resolveInTree, scanTree, treeHash, unsafePathReason } from './tree.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'molt-tree-'));
 
@@ -51,5 +51,28 @@ describe('trees', () => {
     const f = { path: 'a', type: 'file', hash: 'a'.repeat(64), size: 1 };
     expect(() => assertSafeTree({ entries: [f, f] })).toThrow(/appears twice/);
     expect(() => assertSafeTree({ entries: [{ path: 'dev', type: 'device' }] })).toThrow(/has type "device"/);
+  });
+
+  it('resolve links through the tree\'s own links, as the kernel would, and find a chain that climbs out', () => {
+    const links = new Map([
+      ['a', '.'],
+      ['b', 'a/..'],
+      ['d', 'sub'],
+      ['x', 'd/../y'],
+      ['loop1', 'loop2'],
+      ['loop2', 'loop1'],
+    ]);
+    expect(resolveInTree('x', links)).toEqual({ path: 'y' });
+    expect(resolveInTree('d/file', links)).toEqual({ path: 'sub/file' });
+    expect(resolveInTree('b', links)).toEqual({ escapes: 'goes above the root of the tree' });
+    expect(resolveInTree('loop1', links)).toEqual({ escapes: 'follows more than 40 links (a loop)' });
+  });
+
+  it('refuse trees whose entries conflict or lie under a link, naming them', () => {
+    const file = (path: string) => ({ path, type: 'file', hash: 'a'.repeat(64), size: 1 });
+    expect(() => assertSafeTree({ entries: [file('x'), file('x/y')] })).toThrow('tree entries x and x/y conflict');
+    expect(() => assertSafeTree({ entries: [{ path: 'd', type: 'symlink', target: 'sub' }, file('d/x')] })).toThrow('tree entry d/x lies under the link d -> sub');
+    expect(() => assertSafeTree({ entries: [{ path: 'a', type: 'symlink', target: '.' }, { path: 'b', type: 'symlink', target: 'a/..' }] })).toThrow(/link b -> a\/\.\. goes above the root/);
+    expect(() => assertSafeTree({ entries: [{ path: 'ok', type: 'symlink', target: 'lib/x.js' }, file('lib/x.js')] })).not.toThrow();
   });
 });
