@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256 } from '../ids.js';
+import type { Tree } from './tree.js';
 
 /**
  * Content-addressed files (sha256), stored read-only at `<root>/sha256/ab/<hash>`.
@@ -114,6 +115,11 @@ export class BlobStore {
   /** A stored blob as UTF-8 text (trees and manifests). */
   readText(hash: string): string {
     return readFileSync(this.path(hash), 'utf8');
+  }
+
+  /** A stored tree (a release or a volume revision). */
+  readTree(hash: string): Tree {
+    return JSON.parse(this.readText(hash)) as Tree;
   }
 
   /** Stores bytes and returns their hash. */

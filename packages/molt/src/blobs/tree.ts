@@ -23,6 +23,11 @@ export function treeHash(tree: Tree): string {
   return createHash('sha256').update(encodeTree(tree)).digest('hex');
 }
 
+/** The content hashes of a tree's files (a hash repeats when files share content). */
+export function fileHashes(tree: Tree): string[] {
+  return tree.entries.flatMap((e) => (e.type === 'file' ? [e.hash] : []));
+}
+
 export function treeSize(tree: Tree): number {
   return tree.entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0);
 }

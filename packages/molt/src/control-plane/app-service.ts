@@ -300,6 +300,20 @@ export class AppService {
     }
   }
 
+  /**
+   * Apps (of one namespace or all) with a live revision — current, permanent (what a
+   * restarting worker boots), or being deployed — that `uses` holds for: what may not be deleted.
+   */
+  async usersOf(uses: (rev: RevisionRow) => boolean, namespace?: string): Promise<AppRow[]> {
+    const users: AppRow[] = [];
+    for (const app of await this.cp.store.listApps(namespace)) {
+      const live = new Set([app.currentRevision, app.permanentRevision]);
+      const revisions = await this.cp.store.listRevisions(app.namespace, app.name);
+      if (revisions.some((r) => (live.has(r.revision) || r.status === 'pending' || r.status === 'deploying') && uses(r))) users.push(app);
+    }
+    return users;
+  }
+
   /** Rolls back to `to` (default: the revision that served before the current one) as a new revision. */
   async rollback(namespace: string, name: string, to?: number): Promise<UpdateResult> {
     const app = await this.get(namespace, name);

@@ -1,9 +1,7 @@
 import type { BlobStore } from '../blobs/blob-store.js';
 import { MoltError } from '../errors.js';
-import type { Tree } from '../blobs/tree.js';
+import { fileHashes, type Tree } from '../blobs/tree.js';
 import type { Store } from '../store/store.js';
-
-const fileHashes = (tree: Tree) => tree.entries.flatMap((e) => (e.type === 'file' ? [e.hash] : []));
 
 /**
  * Which stored blobs each namespace may use. A content hash is not a capability: a namespace learns
@@ -25,7 +23,7 @@ export class BlobAccess {
     // Volumes shared with the namespace: their trees are readable, so their blobs are usable.
     for (const volume of rest.length > 0 ? await this.store.listSharedVolumes(namespace) : []) {
       for (const rev of await this.store.listVolumeRevisions(volume.id)) {
-        const inTree = new Set(fileHashes(this.readTree(rev.treeHash)));
+        const inTree = new Set(fileHashes(this.blobs.readTree(rev.treeHash)));
         for (const h of rest) if (inTree.has(h)) usable.add(h);
         rest = rest.filter((h) => !usable.has(h));
         if (rest.length === 0) return usable;
@@ -66,10 +64,6 @@ export class BlobAccess {
   }
 
   private async recordStored(namespace: string, treeHash: string): Promise<void> {
-    if (this.blobs.has(treeHash)) await this.record(namespace, this.readTree(treeHash));
-  }
-
-  private readTree(hash: string): Tree {
-    return JSON.parse(this.blobs.readText(hash)) as Tree;
+    if (this.blobs.has(treeHash)) await this.record(namespace, this.blobs.readTree(treeHash));
   }
 }

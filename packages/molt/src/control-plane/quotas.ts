@@ -18,6 +18,8 @@ export interface NamespaceUsage extends WorkerUsage {
 }
 
 const ZERO: WorkerUsage = { workers: 0, cpu: 0, memoryMb: 0, gpus: 0 };
+/** Every field a quota may set. */
+export const QUOTA_FIELDS = ['workers', 'cpu', 'memoryMb', 'gpus', 'volumeBytes', 'releases'] as const;
 const WORKER_FIELDS = ['workers', 'cpu', 'memoryMb', 'gpus'] as const;
 
 /** How each quota field reads in messages, with the `molt namespace quota` flag that sets it. */

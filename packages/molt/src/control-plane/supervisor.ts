@@ -1,4 +1,4 @@
-import { chownSync, mkdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { BlobStore } from '../blobs/blob-store.js';
@@ -143,8 +143,12 @@ export class Supervisor {
     const users = join(this.opts.dataDir, 'sandbox', 'users', String(uid));
     mkdirSync(users, { recursive: true });
     const passwd = { passwd: join(users, 'passwd'), group: join(users, 'group') };
-    writeFileSync(passwd.passwd, `molt-${namespace}:x:${uid}:${uid}:molt worker of namespace ${namespace}:/molt/scratch:/usr/sbin/nologin\n`);
-    writeFileSync(passwd.group, `molt-${namespace}:x:${uid}:\n`);
+    const entry = `molt-${namespace}:x:${uid}:${uid}:molt worker of namespace ${namespace}:/molt/scratch:/usr/sbin/nologin\n`;
+    // Written when the uid's namespace is new to it (the uid range can be moved), not at every start.
+    if (!existsSync(passwd.passwd) || readFileSync(passwd.passwd, 'utf8') !== entry) {
+      writeFileSync(passwd.passwd, entry);
+      writeFileSync(passwd.group, `molt-${namespace}:x:${uid}:\n`);
+    }
     return { sandbox: { uid, passwd, scratchBytes: this.opts.scratchBytes }, isolation: `sandboxed, uid ${uid}` };
   }
 
@@ -274,8 +278,7 @@ export class Supervisor {
     const live = this.live.get(workerId);
     if (!live || live.stopping) return { ok: false, phase: 'load', error: `worker ${workerId} is not running` };
     const { proc } = live;
-    // Both releases are materialized for the app already (a worker runs one; the other was uploaded or deployed).
-    await Promise.all([this.releaseDir(live.row.namespace, live.row.app, req.toRelease), this.releaseDir(live.row.namespace, live.row.app, fromRelease)]);
+    // Both releases are the app's already: the worker runs one, the rollout made the other before its first swap.
     // The status is written while the worker swaps: the swap does not wait for the store.
     const marked = this.setStatus(live, 'RUNNING', 'UPGRADING');
     let result = await proc.upgrade({ ...req, releaseDir: proc.releasePath(req.toRelease) }, timeoutMs);

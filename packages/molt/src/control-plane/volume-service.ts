@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { NAME } from '../names.js';
 import { ingestArchive } from '../blobs/ingest-archive.js';
-import { type Tree, treeSize } from '../blobs/tree.js';
+import { fileHashes, type Tree, treeSize } from '../blobs/tree.js';
 import type { AppSpec } from '../config/app-spec.js';
 import { MoltError } from '../errors.js';
 import { newId } from '../ids.js';
@@ -126,7 +126,7 @@ export class VolumeService {
   async tree(p: Principal, namespace: string, name: string, revision?: string): Promise<{ revision: VolumeRevisionRow; tree: Tree }> {
     const volume = await this.access(p, namespace, name, 'read');
     const rev = await this.revision(volume, revision);
-    return { revision: rev, tree: this.readTree(rev.treeHash) };
+    return { revision: rev, tree: this.cp.blobs.readTree(rev.treeHash) };
   }
 
   /**
@@ -192,7 +192,7 @@ export class VolumeService {
 
   /** Bytes of the distinct blobs of `tree` that the revision before it did not hold. */
   private addedBytes(before: VolumeRevisionRow | undefined, tree: Tree): number {
-    const held = new Set(before ? this.readTree(before.treeHash).entries.flatMap((e) => (e.type === 'file' ? [e.hash] : [])) : []);
+    const held = new Set(before ? fileHashes(this.cp.blobs.readTree(before.treeHash)) : []);
     let added = 0;
     for (const e of tree.entries) {
       if (e.type !== 'file' || held.has(e.hash)) continue;
@@ -204,7 +204,7 @@ export class VolumeService {
 
   async delete(p: Principal, namespace: string, name: string): Promise<void> {
     const volume = await this.access(p, namespace, name, 'own');
-    const users = await this.usedBy(volume.id);
+    const users = (await this.cp.apps.usersOf((r) => r.volumes.some((v) => v.volumeId === volume.id))).map((a) => `${a.namespace}/${a.name}`);
     if (users.length > 0) {
       throw new MoltError('MOLT_ERR_VOLUME_IN_USE', `volume ${name} is used by app(s) ${users.join(', ')}; remove it from their config and update them, or delete them, first`);
     }
@@ -256,17 +256,6 @@ export class VolumeService {
     return out;
   }
 
-  /** Apps (as `ns/app`) whose current or in-progress revision uses the volume. */
-  async usedBy(volumeId: string): Promise<string[]> {
-    const users: string[] = [];
-    for (const app of await this.cp.store.listApps()) {
-      const revisions = await this.cp.store.listRevisions(app.namespace, app.name);
-      const live = revisions.filter((r) => r.revision === app.currentRevision || r.status === 'pending' || r.status === 'deploying');
-      if (live.some((r) => r.volumes.some((v) => v.volumeId === volumeId))) users.push(`${app.namespace}/${app.name}`);
-    }
-    return users;
-  }
-
   /** The grant a namespace holds on a volume of another, if any. */
   private async grantTo(volume: VolumeRow, namespace: string): Promise<VolumeGrantRow | undefined> {
     return (await this.cp.store.listVolumeGrants(volume.id)).find((g) => g.namespace === namespace);
@@ -290,7 +279,4 @@ export class VolumeService {
     return rev;
   }
 
-  private readTree(hash: string): Tree {
-    return JSON.parse(this.cp.blobs.readText(hash)) as Tree;
-  }
 }

@@ -3,10 +3,10 @@ import { MoltError } from '../../errors.js';
 import { NAME, NAME_RULE } from '../../names.js';
 import type { NamespaceQuota, NamespaceRow } from '../../store/types.js';
 import { requireServerAdmin } from '../auth.js';
+import { QUOTA_FIELDS } from '../quotas.js';
 import { namespaceUid } from '../sandbox/isolation.js';
 import { type ApiContext, principal } from './context.js';
 
-const QUOTA_FIELDS = ['workers', 'cpu', 'memoryMb', 'gpus', 'volumeBytes', 'releases'] as const;
 /** A quota value: a number of at least 0, or null to remove the limit. */
 const LIMIT = { anyOf: [{ type: 'number', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }, { type: 'null' }] };
 

@@ -118,12 +118,7 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
     const { ns } = req.params;
     requireRole(principal(req), ns, 'deployer');
     const rel = await findRelease(ns, req.params.id);
-    const users: string[] = [];
-    for (const app of await cp.store.listApps(ns)) {
-      const live = new Set([app.currentRevision, app.permanentRevision]);
-      const revisions = await cp.store.listRevisions(ns, app.name);
-      if (revisions.some((r) => r.releaseId === rel.id && (live.has(r.revision) || r.status === 'pending' || r.status === 'deploying'))) users.push(app.name);
-    }
+    const users = (await cp.apps.usersOf((r) => r.releaseId === rel.id, ns)).map((a) => a.name);
     if (users.length > 0) {
       throw new MoltError('MOLT_ERR_CONFLICT', `release ${rel.id.slice(0, 12)} is in use by app(s) ${users.join(', ')}; update or delete them first`);
     }

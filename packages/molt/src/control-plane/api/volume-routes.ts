@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
 import { c as createTar } from 'tar';
 import { join } from 'node:path';
+import { fileHashes } from '../../blobs/tree.js';
 import { MoltError } from '../../errors.js';
 import { type ApiContext, principal } from './context.js';
 
@@ -64,7 +65,7 @@ export function volumeRoutes(api: FastifyInstance, { cp, volumes }: ApiContext):
     { schema: { body: { type: 'object', required: ['hashes'], properties: { revision: { type: 'string' }, hashes: HASHES } } } },
     async (req, reply) => {
       const { tree } = await volumes.tree(principal(req), req.params.ns, req.params.name, req.body.revision);
-      const inTree = new Set(tree.entries.flatMap((e) => (e.type === 'file' ? [e.hash] : [])));
+      const inTree = new Set(fileHashes(tree));
       const wanted = [...new Set(req.body.hashes)];
       const foreign = wanted.find((h) => !inTree.has(h));
       if (foreign) throw new MoltError('MOLT_ERR_BAD_REQUEST', `blob ${foreign.slice(0, 12)}… is not part of that revision; ask only for files of the tree`);
