@@ -150,7 +150,7 @@ function unsupportedCoding(value: string): MoltError {
 }
 
 /** Sends a gateway error: JSON `{ error: { code, message } }` with the status of its code. */
-function sendError(res: ServerResponse, err: unknown, requestId?: string): void {
+function sendError(res: ServerResponse, err: unknown, requestId?: string, close = false): void {
   const { status, body } = errorResponse(err);
   if (res.headersSent) {
     res.destroy();
@@ -159,6 +159,7 @@ function sendError(res: ServerResponse, err: unknown, requestId?: string): void 
   const payload = JSON.stringify(body);
   const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
   if (requestId) headers['x-request-id'] = requestId;
+  if (close) headers.connection = 'close';
   res.writeHead(status, headers).end(payload);
 }
 
@@ -205,7 +206,8 @@ export class Gateway {
       return;
     }
     if (facts.badCoding !== undefined) {
-      sendError(res, unsupportedCoding(facts.badCoding), requestId);
+      // Its body has no framing molt can read, so nothing after it on this connection can be trusted.
+      sendError(res, unsupportedCoding(facts.badCoding), requestId, true);
       return;
     }
     const routes = this.table.app(route.namespace, route.app);
