@@ -38,8 +38,6 @@ export interface StagedUpload {
   hash: string;
   /** Bytes of file content the upload carried, decompressed. */
   receivedBytes: number;
-  /** Hashes of the files the upload carried that the tree uses. */
-  sent: Set<string>;
   /** A file of the tree as text, from the upload or the store (e.g. a manifest to check before committing). */
   readText(hash: string): string;
   /** Moves the staged blobs the tree uses and the tree itself into the store; returns how many were new. */
@@ -253,7 +251,6 @@ export async function ingestArchive(
       tree,
       hash,
       receivedBytes,
-      sent,
       readText: (h) => (sent.has(h) ? readFileSync(staged.get(h)!.file, 'utf8') : blobs.readText(h)),
       commit() {
         let added = 0;

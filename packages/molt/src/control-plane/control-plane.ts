@@ -116,6 +116,7 @@ export class ControlPlane {
   private removeLeftovers(): void {
     const { dataDir } = this.opts;
     rmSync(join(dataDir, 'run'), { recursive: true, force: true });
+    // Where link directories lived before each worker had a run directory.
     rmSync(join(dataDir, 'links'), { recursive: true, force: true });
     for (const name of safeList(join(dataDir, 'blobs', 'staging'))) rmSync(join(dataDir, 'blobs', 'staging', name), { recursive: true, force: true });
     const temps = (dir: string) => safeList(dir).filter((n) => n.includes('.tmp-')).forEach((n) => removeTree(join(dir, n)));

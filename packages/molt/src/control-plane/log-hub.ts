@@ -13,6 +13,8 @@ interface OpenLog {
   bytes: number;
   part: number;
   dir: string;
+  /** While its buffer is full: resolves when the stream drains (one for every waiting writer). */
+  full?: Promise<void>;
 }
 
 export interface LogLine {
@@ -64,7 +66,10 @@ export class LogHub {
     if (file.bytes > this.maxBytes) this.rotate(entry.workerId, file);
     if (flowing) return undefined;
     const stream = file.stream;
-    return new Promise((resolvePromise) => stream.once('drain', resolvePromise).once('close', resolvePromise));
+    file.full ??= new Promise<void>((resolvePromise) => stream.once('drain', resolvePromise).once('close', resolvePromise)).then(() => {
+      file.full = undefined;
+    });
+    return file.full;
   }
 
   /** Starts the worker's next file part; the part before the previous one is deleted. */
