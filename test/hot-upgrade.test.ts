@@ -14,12 +14,11 @@ export const counter = defineProcess({
     get: (s: { count: number }) => ({ reply: 'v1 count=' + s.count }),
     slow: async (s: { count: number }) => { await new Promise((r) => setTimeout(r, 800)); return { reply: 'slow done' }; },
   },
-  codeChange: (old: any, change) => (change.direction === 'down' ? { count: old.total } : old),
 });
 `;
 
-/** Version 2 changes the state's shape; codeChange carries the count over (and back). */
-const COUNTER_V2 = (codeChange = "(old: any, change) => (change.direction === 'up' ? { total: old.count, version: 2 } : old)") => `
+/** Version 2 changes the state's shape; its codeChange carries the count over, and back when it is left. */
+const COUNTER_V2 = (codeChange = "(old: any, change) => (change.direction === 'up' ? { total: old.count, version: 2 } : { count: old.total })") => `
 import { defineProcess } from '@molt/app';
 export const counter = defineProcess({
   name: 'counter',
@@ -110,6 +109,28 @@ describe('hot upgrades in place', () => {
     expect(await call('counter', '/pid')).toBe(pid);
   });
 
+  it('never runs codeChange for a process whose module is the same in both releases, up or down (an in-place rollback keeps its state)', async () => {
+    // counter.ts has a non-identity migration; only greeting.ts changes between the releases.
+    const dir = counterApp('steady');
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V1.replace("handlers: {", "codeChange: (old: any, change) => { ((globalThis as any).ran ??= []).push(change.direction); return { count: change.direction === 'up' ? old.count * 10 : old.count / 10 }; },\n  handlers: {"));
+    writeFileSync(join(dir, 'greeting.ts'), "export const greeting = 'hello';\n");
+    writeFileSync(join(dir, 'index.ts'), INDEX.replace("import { counter } from './counter.ts';", "import { counter } from './counter.ts';\nimport { greeting } from './greeting.ts';").replace("if (url.pathname === '/pid')", "if (url.pathname === '/greeting') return new Response(greeting + ' ' + JSON.stringify((globalThis as any).ran ?? []));\n    if (url.pathname === '/pid')"));
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    for (let i = 0; i < 3; i++) await call('steady', '/add');
+    writeFileSync(join(dir, 'greeting.ts'), "export const greeting = 'bonjour';\n");
+    const update = await server.molt(['app', 'update'], { cwd: dir });
+    expect(update.code, update.stderr).toBe(0);
+    expect(update.stdout).toContain('strategy: hot');
+    expect(await call('steady', '/greeting')).toBe('bonjour []');
+    expect(await call('steady')).toBe('v1 count=3');
+    const rollback = await server.molt(['app', 'rollback'], { cwd: dir });
+    expect(rollback.code, rollback.stderr).toBe(0);
+    expect(rollback.stderr).toContain('in place (down plan)');
+    expect(await call('steady', '/greeting')).toBe('hello []');
+    expect(await call('steady')).toBe('v1 count=3');
+    expect(await call('steady', '/add')).toBe('4');
+  });
+
   it('leaves the old code and every state as they were when codeChange throws or a module throws on load', async () => {
     const dir = counterApp('sturdy');
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
@@ -117,7 +138,7 @@ describe('hot upgrades in place', () => {
     writeFileSync(join(dir, 'counter.ts'), COUNTER_V2("() => { throw new Error('cannot convert'); }"));
     const bad = await server.molt(['app', 'update'], { cwd: dir });
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/check failed in counter\.js: codeChange of process counter threw: cannot convert/);
+    expect(bad.stderr).toMatch(/codeChange failed in counter\.js: codeChange of process counter threw: cannot convert/);
     expect(await call('sturdy')).toBe('v1 count=1');
     await call('sturdy', '/add');
     expect(await call('sturdy')).toBe('v1 count=2');
@@ -165,7 +186,7 @@ describe('hot upgrades in place', () => {
     expect(events.slice(0, firstNew).every((e) => e.includes('v1 count=0'))).toBe(true);
   });
 
-  it('upgrades a chain of three processes in dependency order', async () => {
+  it('upgrades a chain of three processes in dependency order, and rolls back in reverse order with the code being left', async () => {
     const proc = (name: string, dep: string | undefined, version: string) => `
 ${dep ? `import { ${dep} } from './${dep}.ts';` : ''}
 import { defineProcess } from '@molt/app';
@@ -173,7 +194,7 @@ export const ${name} = defineProcess({
   name: '${name}',
   init: () => ({ v: '${version}' }),
   handlers: { get: (s: { v: string }) => ({ reply: s.v }) },
-  codeChange: (old: any) => { ((globalThis as any).order ??= []).push('${name}'); return { v: '${version}' }; },
+  codeChange: (old: any, change) => { ((globalThis as any).order ??= []).push(change.direction + ':${name}@${version}'); return { v: change.direction === 'up' ? '${version}' : 'back from ${version}' }; },
 });
 ${dep ? `export const uses${name} = ${dep};` : ''}
 `;
@@ -189,8 +210,13 @@ ${dep ? `export const uses${name} = ${dep};` : ''}
     expect(plan.stdout).toMatch(/1\. update a\.js[^]*2\. update b\.js[^]*3\. update c\.js[^]*4\. load\s+index\.js/);
     expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
     expect(await call('chain')).toBe('2,2,2');
-    // Each codeChange runs twice (the check on a copy, then for real), both times a → b → c.
-    expect(JSON.parse(await call('chain', '/order'))).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
+    // Each codeChange runs once, dependencies first: a → b → c, each the new version's.
+    expect(JSON.parse(await call('chain', '/order'))).toEqual(['up:a@2', 'up:b@2', 'up:c@2']);
+    // Back in place: dependents first, each with the code being left (version 2), once.
+    const rollback = await server.molt(['app', 'rollback'], { cwd: dir });
+    expect(rollback.code, rollback.stderr).toBe(0);
+    expect(await call('chain')).toBe('back from 2,back from 2,back from 2');
+    expect(JSON.parse(await call('chain', '/order'))).toEqual(['up:a@2', 'up:b@2', 'up:c@2', 'down:c@2', 'down:b@2', 'down:a@2']);
   });
 
   it('uses a plan written to rel/plans, refuses one that names a module the release lacks, and refuses hot when unsafe', async () => {
@@ -250,10 +276,10 @@ export function configChange({ env, previous }: { env: Record<string, string>; p
     const workers = (await server.api('GET', '/api/v1/namespaces/default/apps/canary/workers')).body.workers;
     // The second worker to be upgraded will refuse in its codeChange.
     await server.callWorker(workers[1], '/arm');
-    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2("(old: any) => { if ((globalThis as any).refuse) throw new Error('refused here'); return { total: old.count, version: 2 }; }"));
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2("(old: any, change) => { if (change.direction === 'down') return { count: old.total }; if ((globalThis as any).refuse) throw new Error('refused here'); return { total: old.count, version: 2 }; }"));
     const update = await server.molt(['app', 'update'], { cwd: dir });
     expect(update.code).toBe(1);
-    expect(update.stderr).toContain(`worker ${workers[1].id} could not upgrade: check failed in counter.js`);
+    expect(update.stderr).toContain(`worker ${workers[1].id} could not upgrade: codeChange failed in counter.js`);
     expect(update.stderr).toContain(`worker ${workers[0].id} is back on release`);
     for (const w of workers) expect(await server.callWorker(w, '/')).toBe('v1 count=0');
   });

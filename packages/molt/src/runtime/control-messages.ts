@@ -31,4 +31,4 @@ export interface UpgradeRequest {
 
 export type UpgradeResult =
   | { ok: true; durationMs: number; retainedModules: number; release: string }
-  | { ok: false; phase: 'load' | 'check' | 'suspend' | 'codeChange' | 'apply' | 'configChange'; module?: string; error: string };
+  | { ok: false; phase: 'load' | 'suspend' | 'codeChange' | 'apply' | 'configChange'; module?: string; error: string };

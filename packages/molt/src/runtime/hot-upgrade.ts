@@ -1,11 +1,13 @@
 /**
  * Upgrades a running worker in place, as OTP's release_handler does:
  *
- *   load + link the new modules (nothing swapped) ─▶ check: codeChange on a copy of each state
- *     ─▶ suspend processes in dependency order ─▶ codeChange ─▶ apply ─▶ POINT OF NO RETURN
+ *   load + link the new modules (nothing swapped) ─▶ suspend processes in dependency order
+ *     ─▶ codeChange on a copy of each changed process's state ─▶ apply ─▶ POINT OF NO RETURN
  *     ─▶ swap handlers, states and the app's fetch ─▶ resume
  *
  * Any failure before the point of no return leaves the old code and every state as they were.
+ * codeChange runs once per process whose module changed, in the direction of the move: up with
+ * the new module's, down with the one being left, dependents first.
  * Modules that neither changed nor import a changed module are not loaded again: the loader hooks
  * resolve them to the instances already running, so only what changed gets new code.
  */
@@ -109,8 +111,9 @@ export class HotUpgrader {
   private async run(req: UpgradeRequest): Promise<void> {
     const from = this.current;
     const change = (i?: UpgradeInstruction): CodeChange => ({ from: from.id, to: req.toRelease, direction: req.direction, extra: i?.extra });
+    // The instruction that names each process; a module that is added or changed wins over one removed (a moved process).
     const byProcess = new Map<string, UpgradeInstruction>();
-    for (const i of req.instructions) for (const p of i.processes ?? []) byProcess.set(p, i);
+    for (const i of req.instructions) for (const p of i.processes ?? []) if (i.op !== 'remove' || !byProcess.has(p)) byProcess.set(p, i);
 
     // 1. Load and link, nothing swapped. A release loaded before is still in Node's module map:
     //    its modules are not evaluated again, and its processes' specs come from its snapshot.
@@ -146,30 +149,34 @@ export class HotUpgrader {
     }
 
     // What happens to each process.
-    const live = new Set(this.processes.specs().keys());
+    const liveSpecs = this.processes.specs();
+    const live = new Set(liveSpecs.keys());
     const updated = [...staged.keys()].filter((n) => live.has(n));
     const added = [...staged.keys()].filter((n) => !live.has(n));
     const removed = fresh
       ? req.instructions.filter((i) => i.op === 'remove').flatMap((i) => i.processes ?? []).filter((n) => live.has(n) && !staged.has(n))
       : [...live].filter((n) => !staged.has(n));
-    // Dependency order: the plan's instruction order (dependencies first); the rest after.
+    // Dependency order (the plan's instruction order, dependencies first) for an upgrade; a
+    // downgrade goes the other way, dependents first, as OTP's relup reverses it. The rest after.
     const rank = (n: string) => {
       const i = byProcess.get(n);
-      return i ? req.instructions.indexOf(i) : req.instructions.length;
+      const at = i ? req.instructions.indexOf(i) : req.instructions.length;
+      return req.direction === 'down' && i ? req.instructions.length - 1 - at : at;
     };
     const ordered = [...updated, ...removed].sort((a, b) => rank(a) - rank(b));
-    const migrating = ordered.filter((n) => updated.includes(n) && (byProcess.get(n)?.op ?? 'update') === 'update' && typeof staged.get(n)?.codeChange === 'function');
+    // codeChange runs once for each process whose module changed (an `update` or `add` step names
+    // it), never for one whose module is the same on both sides. Up, the new module's codeChange
+    // takes the state forward; down, the module being left takes it back, as OTP calls
+    // code_change({down, Vsn}) before loading the old code.
+    const migrationOf = (n: string) => {
+      const op = byProcess.get(n)?.op;
+      if (op !== 'update' && op !== 'add') return undefined;
+      const fn = (req.direction === 'down' ? liveSpecs.get(n) : staged.get(n))?.codeChange;
+      return typeof fn === 'function' ? fn : undefined;
+    };
+    const migrating = ordered.filter((n) => updated.includes(n) && migrationOf(n));
 
-    // 2. Check: every codeChange on a copy of the state, before anything is suspended.
-    for (const n of migrating) {
-      try {
-        await staged.get(n)!.codeChange!(await this.processes.stateCopy(n), change(byProcess.get(n)));
-      } catch (err) {
-        throw new UpgradeFailure('check', byProcess.get(n)?.module, new Error(`codeChange of process ${n} threw: ${err instanceof Error ? err.message : String(err)}`));
-      }
-    }
-
-    // 3. Suspend in dependency order, 4. codeChange for real (on copies), 5. apply.
+    // 2. Suspend in order, 3. codeChange (on copies: a throw leaves every state as it was), 4. apply.
     const suspended: string[] = [];
     const newStates = new Map<string, unknown>();
     try {
@@ -184,7 +191,7 @@ export class HotUpgrader {
       }
       for (const n of migrating) {
         try {
-          newStates.set(n, await staged.get(n)!.codeChange!(await this.processes.stateCopy(n), change(byProcess.get(n))));
+          newStates.set(n, await migrationOf(n)!(await this.processes.stateCopy(n), change(byProcess.get(n))));
         } catch (err) {
           throw new UpgradeFailure('codeChange', byProcess.get(n)?.module, new Error(`codeChange of process ${n} threw: ${err instanceof Error ? err.message : String(err)}`));
         }
