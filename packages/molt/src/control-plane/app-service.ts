@@ -110,6 +110,7 @@ export class AppService {
       id: newId(),
       currentRevision: 0,
       permanentRevision: null,
+      probationUntil: null,
       immutable: input.immutable === true || spec.updatable === false,
       paused: false,
       rolloutId: null,
@@ -166,7 +167,7 @@ export class AppService {
     const blockers = plan.changes
       .filter((c) => !['code', 'env', 'rollout', 'updatable', 'public', 'entry', 'resources', 'readiness'].includes(c.field))
       .map((c) => (c.field === 'workers' ? 'the worker count changes' : c.field === 'volumes' ? 'volumes changed (the app has no volume hook)' : `${c.field} changed`));
-    if (upgrade.strategy === 'rolling') blockers.unshift(upgrade.reason.replace(/^hot is unsafe: /, ''));
+    blockers.unshift(...upgrade.blockers);
     if (!plan.changes.some((c) => c.field === 'code')) blockers.push('the code did not change');
     if (override) {
       const problems = validatePlan(override, fromRelease.manifest, toRelease.manifest);
@@ -180,7 +181,7 @@ export class AppService {
     }
     const strategy = requested === 'rolling' || !hotSafe ? 'rolling' : 'hot';
     if (strategy === 'hot' && !retry) {
-      const ghost = (await this.cp.store.listRevisions(app.namespace, app.name)).find((r) => r.releaseId === releaseId && r.status === 'failed' && r.cause.startsWith('hot'));
+      const ghost = (await this.cp.store.listRevisions(app.namespace, app.name)).find((r) => r.releaseId === releaseId && r.status === 'ghosted');
       if (ghost) {
         throw new MoltError(
           'MOLT_ERR_RELEASE_GHOSTED',

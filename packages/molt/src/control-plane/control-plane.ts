@@ -43,6 +43,10 @@ export interface ControlPlaneOptions {
   maxLogBytes: number;
 }
 
+/** The heartbeat row of this data dir's server, written every HEARTBEAT_MS. */
+const HEARTBEAT = 'server';
+const HEARTBEAT_MS = 1000;
+
 /** The parts of the control plane, built once per server and handed to the API routes. */
 export class ControlPlane {
   readonly blobs: BlobStore;
@@ -57,6 +61,7 @@ export class ControlPlane {
   readonly blobAccess: BlobAccess;
   readonly quotas: Quotas;
   readonly uploads: UploadGate;
+  private heartbeat?: NodeJS.Timeout;
 
   constructor(
     readonly store: Store,
@@ -88,25 +93,48 @@ export class ControlPlane {
 
   /**
    * Brings the server back to what the store says after a start: workers of the previous
-   * process are gone (they stop when the server does), unfinished rollouts are rolled back
-   * to the revision that was serving, and every app gets its workers again.
+   * process are gone (they stop when the server does), unfinished rollouts are failed, a
+   * probation watched to its end is made permanent and one cut short goes back to the permanent
+   * revision, and every app gets its workers again.
    */
   async recover(): Promise<void> {
     this.removeLeftovers();
     await this.blobAccess.backfill();
+    // When the previous server was last seen alive: what its probations were watched until.
+    const lastSeen = Date.parse((await this.store.lastBeat(HEARTBEAT)) ?? '') || 0;
+    await this.beat();
+    this.heartbeat = setInterval(() => void this.beat().catch(() => {}), HEARTBEAT_MS);
+    this.heartbeat.unref();
     for (const w of await this.store.listLiveWorkers()) {
-      await this.store.updateWorker(w.id, { status: 'TERMINATED', detailStatus: null, detail: 'server restarted', deletedAt: new Date().toISOString() });
+      await this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail: 'server restarted', deletedAt: new Date().toISOString() });
     }
     for (const r of await this.store.listRunningRollouts()) {
-      const reason = 'the server restarted during the rollout; the previous revision keeps serving';
-      await this.store.updateRollout(r.id, { phase: 'failed', reason, finishedAt: new Date().toISOString() });
-      await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
-      await this.store.updateApp(r.namespace, r.app, { rolloutId: null });
-      await this.events.append({ namespace: r.namespace, app: r.app, rolloutId: r.id, level: 'warn', type: 'rollout.failed', message: `revision ${r.toRevision} failed: ${reason}` });
+      const app = await this.store.getApp(r.namespace, r.app);
+      const serving = app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served: fix it, then `molt app update`';
+      const reason = `the server restarted during the rollout; ${serving}`;
+      await this.store.finishRollout(r.id, 'failed', reason);
+      const target = await this.store.getRevision(r.namespace, r.app, r.toRevision);
+      if (target && (target.status === 'pending' || target.status === 'deploying')) await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
+      await this.events.append({ namespace: r.namespace, app: r.app, rolloutId: r.id, level: 'warn', type: 'rollout.failed', message: `rollout to revision ${r.toRevision} failed: ${reason}` });
     }
     const apps = await this.store.listApps();
+    for (const app of apps) {
+      // A lock whose rollout is over (or was never recorded) is released.
+      if (app.rolloutId && (await this.store.getRollout(app.rolloutId))?.phase !== 'running') await this.store.updateApp(app.namespace, app.name, { rolloutId: null });
+      if (!app.probationUntil) continue;
+      const until = Date.parse(app.probationUntil);
+      if (until <= lastSeen) await this.rollouts.endProbation(app.namespace, app.name);
+      else {
+        const why = `the server stopped before revision ${app.currentRevision}'s probation ended (its workers stopped with it)`;
+        await this.rollouts.revertProbation(app.namespace, app.name, why, 'failed');
+      }
+    }
     for (const app of apps) await this.syncRoutes(app.namespace, app.name);
     await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
+  }
+
+  private beat(): Promise<void> {
+    return this.store.beat(HEARTBEAT, new Date().toISOString());
   }
 
   /**
@@ -139,6 +167,7 @@ export class ControlPlane {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.heartbeat);
     await this.rollouts.waitAll().catch(() => {});
     await this.supervisor.shutdown(10_000);
   }

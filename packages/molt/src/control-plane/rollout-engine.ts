@@ -1,7 +1,8 @@
 import { MoltError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Store } from '../store/store.js';
-import type { AppRow, RevisionRow, RolloutRow } from '../store/types.js';
+import type { AppRow, RevisionRow, RolloutRow, WorkerRow } from '../store/types.js';
+import { generatePlan } from '../release/upgrade-plan.js';
 import type { EventLog } from './event-log.js';
 import type { Supervisor } from './supervisor.js';
 import type { RouteTable } from '../gateway/route-table.js';
@@ -34,13 +35,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RolloutEngine {
   private readonly running = new Map<string, Promise<void>>();
+  /** The timer of each app's probation (its deadline is in the store: `apps.probationUntil`). */
+  private readonly probationTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(
     private readonly store: Store,
     private readonly supervisor: Supervisor,
     private readonly events: EventLog,
     private readonly routes: RouteTable,
-  ) {}
+  ) {
+    supervisor.onCrash((w) => void this.probationCrash(w).catch((err) => this.internalError(w.namespace, w.app, err)));
+  }
 
   /** Takes the app's rollout lock or throws 409 naming the rollout in progress. */
   async claim(app: AppRow): Promise<string> {
@@ -134,10 +139,10 @@ export class RolloutEngine {
       await Promise.all(stops);
       if (crash) throw new Error(crash);
       const previous = rollout.fromRevision;
-      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: null, rolloutId: null });
+      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: null, probationUntil: null, rolloutId: null });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (previous > 0) await this.store.setRevisionStatus(namespace, app, previous, 'superseded');
-      await this.store.updateRollout(rollout.id, { phase: 'succeeded', finishedAt: new Date().toISOString() });
+      await this.store.finishRollout(rollout.id, 'succeeded');
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic`);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
@@ -145,7 +150,7 @@ export class RolloutEngine {
       await Promise.all(news.map((id) => this.supervisor.stopWorker(id, { drainTimeoutMs, graceMs: stopGraceMs, rolloutId: rollout.id, reason: 'rollout aborted' })));
       await Promise.all(stops);
       await this.store.setRevisionStatus(namespace, app, to.revision, 'failed', reason);
-      await this.store.updateRollout(rollout.id, { phase: 'failed', reason, finishedAt: new Date().toISOString() });
+      await this.store.finishRollout(rollout.id, 'failed', reason);
       await this.store.updateApp(namespace, app, { rolloutId: null });
       await ev('rollout.failed', `revision ${to.revision} failed: ${reason}`, 'error');
       // Old workers drained during the rollout are replaced so the app is back to its size.
@@ -215,14 +220,16 @@ export class RolloutEngine {
         }
         if (crash) throw new Error(crash);
       }
-      // The new revision serves; it becomes permanent (what restarting workers boot) once healthy.
+      // The new revision serves; it becomes permanent (what restarting workers boot) once it has run
+      // healthy to the end of its probation, a deadline kept in the store.
       const permanent = (await this.store.getApp(namespace, app))?.permanentRevision ?? from.revision;
-      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: permanent, rolloutId: null });
+      const probationUntil = new Date(Date.now() + opts.permanentAfterMs).toISOString();
+      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: permanent, probationUntil, rolloutId: null });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (from.revision > 0) await this.store.setRevisionStatus(namespace, app, from.revision, 'superseded');
-      await this.store.updateRollout(rollout.id, { phase: 'succeeded', finishedAt: new Date().toISOString() });
+      await this.store.finishRollout(rollout.id, 'succeeded');
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
-      this.probation(namespace, app, to.revision, permanent, opts.permanentAfterMs);
+      this.watchProbation(namespace, app, probationUntil);
       for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
@@ -241,8 +248,8 @@ export class RolloutEngine {
           await this.supervisor.stopWorker(id, { drainTimeoutMs: to.spec.rollout.drainTimeoutMs, graceMs: to.spec.rollout.stopGraceMs, rolloutId: rollout.id, reason: 'downgrade failed' });
         }
       }
-      await this.store.setRevisionStatus(namespace, app, to.revision, 'failed', reason);
-      await this.store.updateRollout(rollout.id, { phase: 'failed', reason, finishedAt: new Date().toISOString() });
+      await this.store.setRevisionStatus(namespace, app, to.revision, 'ghosted', reason);
+      await this.store.finishRollout(rollout.id, 'failed', reason);
       await this.store.updateApp(namespace, app, { rolloutId: null });
       await ev('rollout.failed', `revision ${to.revision} failed: ${reason}; release ${to.releaseId.slice(0, 12)} is not tried hot again until \`molt app update --retry\``, 'error');
       await this.supervisor.reconcile(namespace, app).catch(() => {});
@@ -251,41 +258,148 @@ export class RolloutEngine {
     }
   }
 
+  /** Ends the probation when its deadline comes (or at once if it has passed). */
+  watchProbation(namespace: string, app: string, until: string): void {
+    const key = `${namespace}/${app}`;
+    clearTimeout(this.probationTimers.get(key));
+    const timer = setTimeout(() => {
+      this.probationTimers.delete(key);
+      void this.endProbation(namespace, app).catch((err) => this.internalError(namespace, app, err));
+    }, Math.max(0, Date.parse(until) - Date.now()));
+    timer.unref();
+    this.probationTimers.set(key, timer);
+  }
+
   /**
-   * OTP's current vs permanent: a hot-upgraded revision is permanent only after it has run for
-   * `ms` without a crash of the app's workers; until then a worker that restarts boots `previous`.
+   * OTP's current vs permanent: a hot-upgraded revision is permanent once it has run healthy to
+   * the end of its probation (`hot.permanentAfterMs`). Called at the deadline; level-triggered:
+   * it reads what the store says now.
    */
-  private probation(namespace: string, app: string, revision: number, previous: number, ms: number): void {
-    let crashed = false;
-    const unsubscribe = this.supervisor.onCrash((w) => {
-      if (w.namespace === namespace && w.app === app) crashed = true;
-    });
-    setTimeout(() => {
-      unsubscribe();
-      void (async () => {
-        const row = await this.store.getApp(namespace, app);
-        if (!row || row.currentRevision !== revision) return;
-        if (crashed) {
-          await this.events.append({ namespace, app, level: 'warn', type: 'revision.not-permanent', message: `revision ${revision} is not made permanent: a worker crashed within ${ms} ms; restarting workers boot revision ${previous}` });
-          return;
+  async endProbation(namespace: string, app: string): Promise<void> {
+    const row = await this.store.getApp(namespace, app);
+    if (!row?.probationUntil) return;
+    if (Date.parse(row.probationUntil) > Date.now()) return this.watchProbation(namespace, app, row.probationUntil);
+    if (row.rolloutId) {
+      // An update is under way: it decides (a hot one starts a new probation, a rolling one ends it).
+      await this.finished(row.rolloutId, 500);
+      return this.endProbation(namespace, app);
+    }
+    await this.store.updateApp(namespace, app, { permanentRevision: null, probationUntil: null });
+    await this.events.append({ namespace, app, type: 'revision.permanent', message: `revision ${row.currentRevision} is permanent: it ran healthy to the end of its probation` });
+  }
+
+  /** A worker of an app on probation crashed: the upgraded revision did not hold, so the app goes back. */
+  private async probationCrash(w: WorkerRow): Promise<void> {
+    const row = await this.store.getApp(w.namespace, w.app);
+    if (!row?.probationUntil || row.permanentRevision === null) return;
+    await this.revertProbation(w.namespace, w.app, `worker ${w.id} crashed during its probation`, 'ghosted');
+  }
+
+  /**
+   * Ends a probation that did not hold: the app goes back to its permanent revision, as OTP boots
+   * the permanent release. The upgraded revision is marked `status` with the reason; its workers go
+   * back in place with the down plan (a worker that cannot is replaced); then the app is brought
+   * back to its size on the permanent revision. Takes the rollout lock, waiting for an update under way.
+   */
+  async revertProbation(namespace: string, app: string, why: string, status: 'failed' | 'ghosted'): Promise<void> {
+    let row = await this.store.getApp(namespace, app);
+    while (row?.rolloutId) {
+      await this.finished(row.rolloutId, 500);
+      row = await this.store.getApp(namespace, app);
+    }
+    if (!row?.probationUntil || row.permanentRevision === null) return;
+    const [current, permanent] = await Promise.all([
+      this.store.getRevision(namespace, app, row.currentRevision),
+      this.store.getRevision(namespace, app, row.permanentRevision),
+    ]);
+    if (!current || !permanent) return;
+    let rolloutId: string;
+    try {
+      rolloutId = await this.claim(row);
+    } catch {
+      return this.revertProbation(namespace, app, why, status);
+    }
+    const reason = `${why}; revision ${permanent.revision}, the permanent one, serves again`;
+    const rollout: RolloutRow = {
+      id: rolloutId,
+      namespace,
+      app,
+      fromRevision: current.revision,
+      toRevision: permanent.revision,
+      strategy: 'hot',
+      phase: 'running',
+      reason: null,
+      createdAt: new Date().toISOString(),
+      finishedAt: null,
+    };
+    await this.store.insertRollout(rollout);
+    const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'warn', workerId: string | null = null) =>
+      this.events.append({ namespace, app, rolloutId, workerId, type, message, level });
+    await ev('revision.not-permanent', `revision ${current.revision} is not made permanent: ${reason}`, 'error');
+    // Unless a revert cut short by a restart already marked it.
+    if (current.status === 'active') await this.store.setRevisionStatus(namespace, app, current.revision, status, reason);
+    const [fromRelease, toRelease] = await Promise.all([this.store.getRelease(namespace, current.releaseId), this.store.getRelease(namespace, permanent.releaseId)]);
+    const upgraded = this.supervisor.workersOf(namespace, app).filter((w) => w.revision !== permanent.revision);
+    if (upgraded.length > 0 && fromRelease && toRelease) {
+      const plan = generatePlan({ id: toRelease.id, manifest: toRelease.manifest, spec: permanent.spec }, { id: fromRelease.id, manifest: fromRelease.manifest, spec: current.spec });
+      const opts = { ...DEFAULT_HOT, ...current.spec.hot };
+      const env = sameEnv(current.spec.env, permanent.spec.env) ? {} : { env: { from: current.spec.env, to: permanent.spec.env } };
+      await this.supervisor.releaseDir(namespace, app, permanent.releaseId);
+      for (const w of upgraded) {
+        const r = await this.supervisor.upgradeWorker(
+          w.id,
+          permanent.revision,
+          { toRelease: permanent.releaseId, direction: 'down', instructions: plan.down, suspendTimeoutMs: opts.suspendTimeoutMs, ...env },
+          opts.suspendTimeoutMs + 30_000,
+          { fromRelease: current.releaseId, downInstructions: plan.up },
+        );
+        if (r.ok) await ev('worker.downgraded', `worker ${w.id} is back on revision ${permanent.revision} in place`, 'warn', w.id);
+        else {
+          await ev('worker.downgrade.failed', `worker ${w.id} could not go back in place (${r.phase}: ${r.error}); replacing it`, 'error', w.id);
+          await this.supervisor.stopWorker(w.id, { drainTimeoutMs: permanent.spec.rollout.drainTimeoutMs, graceMs: permanent.spec.rollout.stopGraceMs, rolloutId, reason: 'could not go back to the permanent revision' });
         }
-        await this.store.updateApp(namespace, app, { permanentRevision: null });
-        await this.events.append({ namespace, app, type: 'revision.permanent', message: `revision ${revision} is permanent: it ran healthy for ${ms} ms` });
-      })().catch(() => {});
-    }, ms).unref();
+      }
+    }
+    if (permanent.status !== 'active') await this.store.setRevisionStatus(namespace, app, permanent.revision, 'active');
+    await this.store.updateApp(namespace, app, { currentRevision: permanent.revision, permanentRevision: null, probationUntil: null, rolloutId: null });
+    await this.store.finishRollout(rolloutId, 'succeeded', reason);
+    await ev('rollout.succeeded', `revision ${permanent.revision} serves all traffic again`, 'info');
+    await this.supervisor.reconcile(namespace, app).catch(() => {});
+  }
+
+  private internalError(namespace: string, app: string, err: unknown): void {
+    void this.events.append({ namespace, app, level: 'error', type: 'molt.internal-error', message: err instanceof Error ? err.message : String(err) }).catch(() => {});
   }
 
   /**
    * Node never frees a loaded module: a worker past its budget of retained module versions is
-   * replaced by a fresh one of the same revision (started and ready first, then drained).
+   * replaced by a fresh one of the same revision (started and ready first, then drained). It
+   * holds the app's rollout lock meanwhile, so no update runs beside it.
    */
   private async recycle(namespace: string, app: string, workerId: string, rev: RevisionRow, budget: number): Promise<void> {
-    await this.events.append({ namespace, app, workerId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} retains more than ${budget} module versions: replacing it with a fresh worker` });
+    const row = await this.store.getApp(namespace, app);
+    if (!row || row.currentRevision !== rev.revision) return;
+    let rolloutId: string;
     try {
-      await this.supervisor.startWorker(rev);
-      await this.supervisor.stopWorker(workerId, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, reason: 'recycled: too many retained module versions' });
+      rolloutId = await this.claim(row);
+    } catch {
+      // An update holds the app: it replaces or upgrades this worker itself; look again after it.
+      await this.finished(row.rolloutId ?? '', 500);
+      return this.recycle(namespace, app, workerId, rev, budget);
+    }
+    const now = new Date().toISOString();
+    await this.store.insertRollout({ id: rolloutId, namespace, app, fromRevision: rev.revision, toRevision: rev.revision, strategy: 'rolling', phase: 'running', reason: null, createdAt: now, finishedAt: null });
+    await this.events.append({ namespace, app, workerId, rolloutId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} retains more than ${budget} module versions: replacing it with a fresh worker` });
+    try {
+      await this.supervisor.startWorker(rev, rolloutId);
+      await this.supervisor.stopWorker(workerId, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, rolloutId, reason: 'recycled: too many retained module versions' });
+      await this.store.finishRollout(rolloutId, 'succeeded', `recycled worker ${workerId}`);
     } catch (err) {
-      await this.events.append({ namespace, app, workerId, level: 'error', type: 'worker.recycle.failed', message: `could not recycle worker ${workerId}: ${err instanceof Error ? err.message : String(err)}` });
+      const message = `could not recycle worker ${workerId}: ${err instanceof Error ? err.message : String(err)}`;
+      await this.store.finishRollout(rolloutId, 'failed', message);
+      await this.events.append({ namespace, app, workerId, rolloutId, level: 'error', type: 'worker.recycle.failed', message });
+    } finally {
+      await this.store.updateApp(namespace, app, { rolloutId: null });
     }
   }
 }

@@ -11,7 +11,7 @@ import type { UpgradeRequest, UpgradeResult } from '../runtime/control-messages.
 import type { EventLog } from './event-log.js';
 import type { LogHub } from './log-hub.js';
 import { describeExit, type WorkerExit, WorkerProcess, type WorkerSandbox, WorkerStartError, type WorkerVolume } from './worker-process.js';
-import { canTransition, type DetailStatus, type WorkerStatus } from './worker-status.js';
+import { type DetailStatus, type WorkerStatus, workerStatus } from '../store/lifecycle.js';
 import { type Cgroups, describeLimits, type WorkerCgroup } from './resources/cgroups.js';
 import type { Allocation, Scheduler } from './resources/scheduler.js';
 import { type Isolation, namespaceUid } from './sandbox/isolation.js';
@@ -47,6 +47,8 @@ export class Supervisor {
   /** Workers waiting for capacity (PENDING); set to true to give up on one. */
   private readonly pending = new Map<string, { row: WorkerRow; cancelled: boolean }>();
   private closing = false;
+  /** The last status write of each worker, which the next one waits for. */
+  private readonly statusWrites = new Map<string, Promise<void>>();
 
   constructor(
     private readonly store: Store,
@@ -74,14 +76,24 @@ export class Supervisor {
     return () => this.crashListeners.delete(fn);
   }
 
-  private async setStatus(w: LiveWorker | WorkerRow, status: WorkerStatus, detailStatus: DetailStatus | null, detail?: string | null): Promise<void> {
+  /**
+   * Moves a worker along its status table (an illegal move throws) and records it. Writes of one
+   * worker are chained, so they reach the store in the order they were made.
+   */
+  private setStatus(w: LiveWorker | WorkerRow, status: WorkerStatus, detailStatus: DetailStatus | null, detail?: string | null): Promise<void> {
     const row = 'row' in w ? w.row : w;
-    if (!canTransition(row.status, status)) return;
-    const patch: Partial<WorkerRow> = { status, detailStatus };
+    workerStatus.check(`worker ${row.id}`, row.status, status);
+    const patch: Partial<WorkerRow> = { detailStatus };
     if (detail !== undefined) patch.detail = detail;
     if (status === 'TERMINATED' || status === 'ERROR') patch.deletedAt = new Date().toISOString();
-    Object.assign(row, patch);
-    await this.store.updateWorker(row.id, patch);
+    Object.assign(row, patch, { status });
+    const write = (this.statusWrites.get(row.id) ?? Promise.resolve()).then(() => this.store.setWorkerStatus(row.id, status, patch));
+    const tail = write.catch(() => {});
+    this.statusWrites.set(row.id, tail);
+    void tail.then(() => {
+      if (this.statusWrites.get(row.id) === tail) this.statusWrites.delete(row.id);
+    });
+    return write;
   }
 
   /**
@@ -240,7 +252,7 @@ export class Supervisor {
       await proc.start(() => {
         row.pid = proc.pid ?? null;
         void this.store.updateWorker(row.id, { pid: row.pid });
-        void this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT');
+        this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT').catch((err) => void this.events.append({ ...base, level: 'error', type: 'molt.internal-error', message: err instanceof Error ? err.message : String(err) }));
       });
     } catch (err) {
       const reason = this.oomReason(live) ?? (err instanceof Error ? err.message : String(err));

@@ -14,6 +14,8 @@ export interface UpgradePlan {
   strategy: 'hot' | 'rolling';
   /** Why hot is unsafe (rolling), or what the hot plan does. */
   reason: string;
+  /** What makes hot unsafe between these releases, one entry per cause (empty when hot is safe). */
+  blockers: string[];
   up: UpgradeInstruction[];
   down: UpgradeInstruction[];
   /** What a reviewer should look at before applying it. */
@@ -152,10 +154,10 @@ export function generatePlan(from: PlanSide, to: PlanSide): UpgradePlan {
   if (rolling.length > 0) {
     const reason = `hot is unsafe: ${rolling.join('; ')}`;
     warnings.push(`rolling instead of hot: ${rolling.join('; ')}`);
-    return { from: from.id, to: to.id, strategy: 'rolling', reason, up: up.steps, down: down.steps, warnings, cycles: up.cycles };
+    return { from: from.id, to: to.id, strategy: 'rolling', reason, blockers: rolling, up: up.steps, down: down.steps, warnings, cycles: up.cycles };
   }
   const reason = up.steps.length === 0 ? 'no module changed' : `${changedCount} module(s) changed, ${up.steps.length} step(s) in place`;
-  return { from: from.id, to: to.id, strategy: 'hot', reason, up: up.steps, down: down.steps, warnings, cycles: up.cycles };
+  return { from: from.id, to: to.id, strategy: 'hot', reason, blockers: [], up: up.steps, down: down.steps, warnings, cycles: up.cycles };
 }
 
 /** Checks a plan written by hand against the two releases; returns the problems (empty when fine). */

@@ -1,7 +1,9 @@
 import { type Kysely, Migrator, type Selectable, sql } from 'kysely';
 import type { Store } from './store.js';
 import { type Database, migrations } from './schema.js';
-import type { AppRow, EventRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow } from './types.js';
+import { MoltError } from '../errors.js';
+import { revisionStatus, rolloutPhase, workerStatus } from './lifecycle.js';
+import type { AppRow, EventRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
 
@@ -11,6 +13,7 @@ const toApp = (r: Row<'apps'>): AppRow => ({
   paused: !!r.paused,
   currentRevision: Number(r.currentRevision),
   permanentRevision: r.permanentRevision === null || r.permanentRevision === undefined ? null : Number(r.permanentRevision),
+  probationUntil: r.probationUntil ?? null,
 });
 const toRelease = (r: Row<'releases'>): ReleaseRow => ({ ...r, manifest: JSON.parse(r.manifest), size: Number(r.size), files: Number(r.files) });
 const toRevision = (r: Row<'revisions'>): RevisionRow => ({ ...r, revision: Number(r.revision), spec: JSON.parse(r.spec), volumes: JSON.parse(r.volumes), status: r.status as RevisionRow['status'] });
@@ -209,6 +212,14 @@ export class KyselyStore implements Store {
     return Number(res.numUpdatedRows) > 0;
   }
 
+  async beat(name: string, at: string): Promise<void> {
+    await this.db.insertInto('heartbeats').values({ name, at }).onConflict((oc) => oc.column('name').doUpdateSet({ at })).execute();
+  }
+
+  async lastBeat(name: string): Promise<string | undefined> {
+    return (await this.db.selectFrom('heartbeats').select('at').where('name', '=', name).executeTakeFirst())?.at;
+  }
+
   async deleteApp(namespace: string, name: string): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       for (const table of ['revisions', 'workers', 'rollouts', 'events'] as const) {
@@ -239,21 +250,38 @@ export class KyselyStore implements Store {
   }
 
   async setRevisionStatus(namespace: string, app: string, revision: number, status: RevisionRow['status'], reason: string | null = null): Promise<void> {
-    await this.db
+    const row = await this.db.selectFrom('revisions').select('status').where('namespace', '=', namespace).where('app', '=', app).where('revision', '=', revision).executeTakeFirst();
+    if (!row) throw new MoltError('MOLT_ERR_REVISION_NOT_FOUND', `app ${namespace}/${app} has no revision ${revision}`);
+    const from = row.status as RevisionRow['status'];
+    revisionStatus.check(`revision ${revision} of ${namespace}/${app}`, from, status);
+    // Compare-and-set: a concurrent write in between fails the check again rather than being overwritten.
+    const res = await this.db
       .updateTable('revisions')
       .set({ status, reason })
       .where('namespace', '=', namespace)
       .where('app', '=', app)
       .where('revision', '=', revision)
-      .execute();
+      .where('status', '=', from)
+      .executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) return this.setRevisionStatus(namespace, app, revision, status, reason);
   }
 
   async insertWorker(worker: WorkerRow): Promise<void> {
     await this.db.insertInto('workers').values(worker).execute();
   }
 
-  async updateWorker(id: string, patch: Partial<Omit<WorkerRow, 'id'>>): Promise<void> {
+  async updateWorker(id: string, patch: Partial<Omit<WorkerRow, 'id' | 'status'>>): Promise<void> {
+    if ('status' in patch) throw new TypeError('a worker status changes through setWorkerStatus');
     await this.db.updateTable('workers').set(patch).where('id', '=', id).execute();
+  }
+
+  async setWorkerStatus(id: string, status: WorkerStatus, patch: Partial<Omit<WorkerRow, 'id' | 'status'>> = {}): Promise<void> {
+    const row = await this.db.selectFrom('workers').select('status').where('id', '=', id).executeTakeFirst();
+    if (!row) throw new MoltError('MOLT_ERR_NOT_FOUND', `no worker ${id}`);
+    const from = row.status as WorkerStatus;
+    workerStatus.check(`worker ${id}`, from, status);
+    const res = await this.db.updateTable('workers').set({ ...patch, status }).where('id', '=', id).where('status', '=', from).executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) return this.setWorkerStatus(id, status, patch);
   }
 
   async listWorkers(namespace: string, app: string, all = false): Promise<WorkerRow[]> {
@@ -271,8 +299,13 @@ export class KyselyStore implements Store {
     await this.db.insertInto('rollouts').values(rollout).execute();
   }
 
-  async updateRollout(id: string, patch: Partial<Omit<RolloutRow, 'id'>>): Promise<void> {
-    await this.db.updateTable('rollouts').set(patch).where('id', '=', id).execute();
+  async finishRollout(id: string, phase: RolloutPhase, reason: string | null = null): Promise<void> {
+    const row = await this.db.selectFrom('rollouts').select('phase').where('id', '=', id).executeTakeFirst();
+    if (!row) throw new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${id}`);
+    const from = row.phase as RolloutPhase;
+    rolloutPhase.check(`rollout ${id}`, from, phase);
+    const res = await this.db.updateTable('rollouts').set({ phase, reason, finishedAt: new Date().toISOString() }).where('id', '=', id).where('phase', '=', from).executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) return this.finishRollout(id, phase, reason);
   }
 
   async getRollout(id: string): Promise<RolloutRow | undefined> {

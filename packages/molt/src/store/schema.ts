@@ -11,6 +11,7 @@ export interface Database {
     id: string;
     currentRevision: number;
     permanentRevision: number | null;
+    probationUntil: string | null;
     immutable: number;
     paused: number;
     rolloutId: string | null;
@@ -57,6 +58,7 @@ export interface Database {
     finishedAt: string | null;
   };
   volumes: { id: string; namespace: string; name: string; latestSeq: number; createdAt: string; updatedAt: string };
+  heartbeats: { name: string; at: string };
   volumeRevisions: { volumeId: string; seq: number; revision: string; treeHash: string; files: number; size: number; createdAt: string; createdBy: string; addedBytes: number };
   blobAccess: { namespace: string; hash: string };
   volumeGrants: { volumeId: string; namespace: string; write: number; createdAt: string };
@@ -237,6 +239,18 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .addColumn('namespace', 'text', (c) => c.notNull())
           .addColumn('hash', 'text', (c) => c.notNull())
           .addPrimaryKeyConstraint('blob_access_pk', ['namespace', 'hash'])
+          .execute();
+      },
+    },
+    '0006-durable-probation': {
+      async up(db: Kysely<any>) {
+        // When a hot-upgraded revision's probation ends: a deadline in the store, not a timer in memory.
+        await db.schema.alterTable('apps').addColumn('probationUntil', 'text').execute();
+        // The last time each server was seen alive: a probation is over only if it was watched to its end.
+        await db.schema
+          .createTable('heartbeats')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('at', 'text', (c) => c.notNull())
           .execute();
       },
     },

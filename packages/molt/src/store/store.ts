@@ -6,12 +6,14 @@ import type {
   ReleaseRow,
   RevisionRow,
   RevisionStatus,
+  RolloutPhase,
   RolloutRow,
   TokenRow,
   VolumeGrantRow,
   VolumeRevisionRow,
   VolumeRow,
   WorkerRow,
+  WorkerStatus,
 } from './types.js';
 
 /**
@@ -89,13 +91,15 @@ export interface Store {
   getRevision(namespace: string, app: string, revision: number): Promise<RevisionRow | undefined>;
   /** All revisions of an app, oldest first. */
   listRevisions(namespace: string, app: string): Promise<RevisionRow[]>;
-  /** Sets a revision's status and reason. */
+  /** Moves a revision to `status` (with its reason); throws `IllegalTransition` unless the revision table allows it. */
   setRevisionStatus(namespace: string, app: string, revision: number, status: RevisionStatus, reason?: string | null): Promise<void>;
 
   /** Records a worker. */
   insertWorker(worker: WorkerRow): Promise<void>;
-  /** Changes fields of a worker. */
-  updateWorker(id: string, patch: Partial<Omit<WorkerRow, 'id'>>): Promise<void>;
+  /** Changes fields of a worker other than its status. */
+  updateWorker(id: string, patch: Partial<Omit<WorkerRow, 'id' | 'status'>>): Promise<void>;
+  /** Moves a worker to `status` with the fields given; throws `IllegalTransition` unless the worker table allows it. */
+  setWorkerStatus(id: string, status: WorkerStatus, patch?: Partial<Omit<WorkerRow, 'id' | 'status'>>): Promise<void>;
   /** Workers of an app; only live ones unless `all`. */
   listWorkers(namespace: string, app: string, all?: boolean): Promise<WorkerRow[]>;
   /** Every worker not TERMINATED or ERROR, across apps (for recovery at start). */
@@ -103,8 +107,8 @@ export interface Store {
 
   /** Records a rollout. */
   insertRollout(rollout: RolloutRow): Promise<void>;
-  /** Changes fields of a rollout. */
-  updateRollout(id: string, patch: Partial<Omit<RolloutRow, 'id'>>): Promise<void>;
+  /** Ends a rollout (`succeeded` or `failed`, with the reason); throws `IllegalTransition` unless it was running. */
+  finishRollout(id: string, phase: RolloutPhase, reason?: string | null): Promise<void>;
   /** One rollout. */
   getRollout(id: string): Promise<RolloutRow | undefined>;
   /** Rollouts still marked running (for recovery at start). */
@@ -133,6 +137,11 @@ export interface Store {
   deleteVolumeGrant(volumeId: string, namespace: string): Promise<boolean>;
   /** Grants of a volume. */
   listVolumeGrants(volumeId: string): Promise<VolumeGrantRow[]>;
+
+  /** Records that `name` (a server) is alive at `at`. */
+  beat(name: string, at: string): Promise<void>;
+  /** When `name` was last seen alive, or undefined. */
+  lastBeat(name: string): Promise<string | undefined>;
 
   /** Appends an event and returns it with its id. */
   appendEvent(event: Omit<EventRow, 'id'>): Promise<EventRow>;

@@ -1,5 +1,7 @@
 import type { AppSpec } from '../config/app-spec.js';
-import type { DetailStatus, WorkerStatus } from '../control-plane/worker-status.js';
+import type { DetailStatus, RevisionStatus, RolloutPhase, WorkerStatus } from './lifecycle.js';
+
+export type { DetailStatus, RevisionStatus, RolloutPhase, WorkerStatus };
 
 export type Role = 'admin' | 'deployer' | 'invoker';
 
@@ -89,6 +91,8 @@ export interface AppRow {
    * healthy for `hot.permanentAfterMs` (OTP's permanent release); null when it is the current one.
    */
   permanentRevision: number | null;
+  /** While a hot-upgraded revision is on probation, when it ends (ISO time); null otherwise. */
+  probationUntil: string | null;
   immutable: boolean;
   paused: boolean;
   /** The rollout in progress, if any; one at a time per app. */
@@ -96,8 +100,6 @@ export interface AppRow {
   createdAt: string;
   updatedAt: string;
 }
-
-export type RevisionStatus = 'pending' | 'deploying' | 'active' | 'superseded' | 'failed';
 
 export interface RevisionRow {
   namespace: string;
@@ -131,8 +133,6 @@ export interface WorkerRow {
   /** How it is sandboxed (`sandbox, uid 100001`), or `NOT ISOLATED: <why>`. */
   isolation: string | null;
 }
-
-export type RolloutPhase = 'running' | 'succeeded' | 'failed';
 
 export interface RolloutRow {
   id: string;
