@@ -51,12 +51,18 @@ export class ServerProcess {
     return this;
   }
 
-  /** Stops the server the way Ctrl-C does and waits for it to exit. */
+  /**
+   * Stops the server the way Ctrl-C does and waits for it to exit. Throws if the server ever
+   * reported an illegal state transition: the test that caused it fails.
+   */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((r) => this.child.once('exit', r));
-    this.child.kill(signal);
-    await exited;
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const exited = new Promise((r) => this.child.once('exit', r));
+      this.child.kill(signal);
+      await exited;
+    }
+    const illegal = /illegal (worker status|revision status|rollout phase) transition[^\n]*/.exec(this.output);
+    if (illegal) throw new Error(`the server reported a state machine violation: ${illegal[0]}`);
   }
 
   /** Runs the CLI against this server as the given token (admin by default). */

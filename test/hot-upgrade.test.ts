@@ -313,21 +313,75 @@ describe('hot upgrades over time', () => {
     writeFileSync(join(dir, 'molt.config.json'), JSON.stringify({ ...config, hot: { ...config.hot, ...hot } }));
   };
 
-  it('boots the permanent revision in a worker that restarts before the upgraded one has run healthy', async () => {
-    const dir = counterApp('probation');
-    withHot(dir, { permanentAfterMs: 60_000 });
+  it('goes back to the permanent revision when a worker crashes during probation: survivors in place, the crashed one on the permanent code', async () => {
+    const dir = counterApp('probation', 2);
+    withHot(dir, { permanentAfterMs: 60_000, canaryWindowMs: 0 });
     writeFileSync(join(dir, 'index.ts'), INDEX.replace("if (url.pathname === '/pid')", "if (url.pathname === '/crash') { setTimeout(() => process.exit(3), 10); return new Response('bye'); }\n    if (url.pathname === '/pid')"));
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    const workers = (await server.api('GET', '/api/v1/namespaces/default/apps/probation/workers')).body.workers;
+    for (const w of workers) await server.callWorker(w, '/add');
     writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
     expect((await server.molt(['app', 'update'], { cwd: dir })).code).toBe(0);
-    expect(await call('probation')).toBe('v2 total=0 shape=total,version');
-    await call('probation', '/crash');
-    const booted = await waitFor(async () => {
-      const events = (await server.molt(['app', 'logs', '--app', 'probation'])).stdout + (await server.molt(['worker', 'list', '--app', 'probation'])).stdout;
-      return /RUNNING\s+FREE\s+\S+\s+1\s/.test(events) ? events : undefined;
-    }, 20_000, 'a replacement on the permanent revision');
-    expect(booted).toMatch(/RUNNING\s+FREE\s+\S+\s+1\s/);
-    expect(await call('probation')).toBe('v1 count=0');
+    expect((await server.api('GET', '/api/v1/namespaces/default/apps/probation')).body.app).toMatchObject({ currentRevision: 2, permanentRevision: 1 });
+    await server.callWorker(workers[0], '/crash');
+    const app = await waitFor(async () => {
+      const a = (await server.api('GET', '/api/v1/namespaces/default/apps/probation')).body.app;
+      const ws = (await server.api('GET', '/api/v1/namespaces/default/apps/probation/workers')).body.workers;
+      return a.currentRevision === 1 && !a.rolloutId && ws.length === 2 && ws.every((w: { status: string; revision: number }) => w.status === 'RUNNING' && w.revision === 1) ? a : undefined;
+    }, 20_000, 'the app back on revision 1 with two workers');
+    expect(app.permanentRevision).toBeNull();
+    // The survivor went back in place (its count carried back by V2's down migration); the replacement starts afresh.
+    expect(await server.callWorker(workers[1], '/')).toBe('v1 count=1');
+    const history = (await server.api('GET', '/api/v1/namespaces/default/apps/probation/history')).body.revisions;
+    expect(history.map((r: { status: string }) => r.status)).toEqual(['active', 'ghosted']);
+    expect(history[1].reason).toContain(`worker ${workers[0].id} crashed during its probation`);
+    // Its release is not tried hot again until asked.
+    expect((await server.molt(['app', 'update'], { cwd: dir })).stderr).toContain('MOLT_ERR_RELEASE_GHOSTED');
+  });
+
+  it('fails the canary that answers 5xx within its window, and the one that crashes, going back with no state lost', async () => {
+    const dir = counterApp('watched', 2);
+    withHot(dir, { canaryWindowMs: 1500 });
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    for (let i = 0; i < 2; i++) await call('watched', '/add');
+    const before = await call('watched');
+    // Release 2 answers 500 on /: traffic during the canary window sees it.
+    writeFileSync(join(dir, 'index.ts'), INDEX.replace("return new Response(String(await counter.call('get')));", "return new Response('broken', { status: 500 });"));
+    writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
+    let updating = true;
+    const update = server.molt(['app', 'update'], { cwd: dir }).finally(() => (updating = false));
+    const traffic = (async () => {
+      while (updating) {
+        await call('watched');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const failed = await update;
+    await traffic;
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/canary worker \S+ answered \d+ request\(s\) with a 5xx status within 1500 ms/);
+    expect(await call('watched')).toBe(before);
+
+    // Release 3 crashes when called during the window.
+    writeFileSync(join(dir, 'index.ts'), INDEX.replace("return new Response(String(await counter.call('get')));", "setTimeout(() => process.exit(7), 5); return new Response('bye');"));
+    updating = true;
+    const update3 = server.molt(['app', 'update'], { cwd: dir }).finally(() => (updating = false));
+    const traffic3 = (async () => {
+      while (updating) {
+        await call('watched').catch(() => {});
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    await traffic3;
+    const crashed = await update3;
+    expect(crashed.code).toBe(1);
+    expect(crashed.stderr).toMatch(/crashed during the hot upgrade/);
+    await waitFor(async () => {
+      const ws = (await server.api('GET', '/api/v1/namespaces/default/apps/watched/workers')).body.workers;
+      return ws.length === 2 && ws.every((w: { status: string; revision: number }) => w.status === 'RUNNING' && w.revision === 1) || undefined;
+    }, 20_000, 'two workers on revision 1');
+    const history = (await server.api('GET', '/api/v1/namespaces/default/apps/watched/history')).body.revisions;
+    expect(history.map((r: { status: string }) => r.status)).toEqual(['active', 'ghosted', 'ghosted']);
   });
 
   it('recycles a worker past its budget of retained module versions, with 0 failed requests, and says so', async () => {

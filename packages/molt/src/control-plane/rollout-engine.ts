@@ -336,8 +336,8 @@ export class RolloutEngine {
     const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'warn', workerId: string | null = null) =>
       this.events.append({ namespace, app, rolloutId, workerId, type, message, level });
     await ev('revision.not-permanent', `revision ${current.revision} is not made permanent: ${reason}`, 'error');
-    // Unless a revert cut short by a restart already marked it.
-    if (current.status === 'active') await this.store.setRevisionStatus(namespace, app, current.revision, status, reason);
+    // Unless a revert cut short by a restart already marked it. The permanent revision's own release is not ghosted by going back to it.
+    if (current.status === 'active') await this.store.setRevisionStatus(namespace, app, current.revision, current.releaseId === permanent.releaseId ? 'failed' : status, reason);
     const [fromRelease, toRelease] = await Promise.all([this.store.getRelease(namespace, current.releaseId), this.store.getRelease(namespace, permanent.releaseId)]);
     const upgraded = this.supervisor.workersOf(namespace, app).filter((w) => w.revision !== permanent.revision);
     if (upgraded.length > 0 && fromRelease && toRelease) {

@@ -153,9 +153,13 @@ export class HotUpgrader {
     const live = new Set(liveSpecs.keys());
     const updated = [...staged.keys()].filter((n) => live.has(n));
     const added = [...staged.keys()].filter((n) => !live.has(n));
-    const removed = fresh
-      ? req.instructions.filter((i) => i.op === 'remove').flatMap((i) => i.processes ?? []).filter((n) => live.has(n) && !staged.has(n))
-      : [...live].filter((n) => !staged.has(n));
+    // A process goes when its module is removed, or is loaded again and no longer defines it.
+    const reloaded = new Set(req.instructions.filter((i) => i.op === 'update' || i.op === 'load').map((i) => i.module));
+    const dropped = new Set([
+      ...req.instructions.filter((i) => i.op === 'remove').flatMap((i) => i.processes ?? []),
+      ...from.manifest.modules.filter((m) => reloaded.has(m.path)).flatMap((m) => m.processes ?? []),
+    ]);
+    const removed = [...live].filter((n) => !staged.has(n) && (!fresh || dropped.has(n)));
     // Dependency order (the plan's instruction order, dependencies first) for an upgrade; a
     // downgrade goes the other way, dependents first, as OTP's relup reverses it. The rest after.
     const rank = (n: string) => {
