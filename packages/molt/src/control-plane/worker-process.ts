@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, realpathSync } from 'node:fs';
 import { request } from 'node:http';
 import { constants } from 'node:os';
 import { join } from 'node:path';
@@ -126,6 +126,8 @@ export class WorkerProcess {
   child?: ChildProcess;
   private control?: WorkerControl;
   address?: WorkerAddress;
+  /** What the last readiness request answered, for messages (`HTTP 503: "warming up"`, or the error). */
+  lastReadiness = 'no answer yet';
   /** The pid of the worker's Node process: inside the sandbox, it is not the child we spawned. */
   pid?: number;
   private stopping = false;
@@ -176,7 +178,8 @@ export class WorkerProcess {
       ...volumeEnv(inside.volumes),
     });
     if (launch.cudaVisibleDevices !== undefined) env.CUDA_VISIBLE_DEVICES = launch.cudaVisibleDevices;
-    const node = [process.execPath, '--enable-source-maps'];
+    // In a sandbox the binary is shown at its real path only.
+    const node = [launch.sandbox ? realpathSync(process.execPath) : process.execPath, '--enable-source-maps'];
     if (launch.spec.resources.memoryMb) node.push(`--max-old-space-size=${Math.max(16, Math.floor(launch.spec.resources.memoryMb * 0.75))}`);
     node.push(WORKER_MAIN);
     let argv = node;
@@ -248,7 +251,7 @@ export class WorkerProcess {
       child.once('exit', (code, signal) => reject(new WorkerStartError(`the worker exited before it was ready (${describeExit(code, signal)}); see \`molt app logs\``)));
       child.once('error', (err) => reject(new WorkerStartError(`the worker could not start: ${err.message}`)));
       timer = setTimeout(
-        () => reject(new WorkerStartError(`the worker was not ready within ${timeoutMs} ms (readiness GET ${path}); fix the app or raise readiness.timeoutMs`)),
+        () => reject(new WorkerStartError(`the worker was not ready within ${timeoutMs} ms (readiness GET ${path}, last answer: ${this.lastReadiness}); fix the app or raise readiness.timeoutMs`)),
         timeoutMs,
       );
     });
@@ -304,26 +307,27 @@ export class WorkerProcess {
   }
 
   private async pollReadiness(path: string, deadline: number): Promise<void> {
-    let last = 'no answer';
     while (Date.now() < deadline) {
       if (this.exited) throw new WorkerStartError(`the worker exited before it was ready (${describeExit(this.exited.code, this.exited.signal)})`);
-      const status = await probe(this.address!, path).catch((err: Error) => err.message);
-      if (typeof status === 'number' && status >= 200 && status < 300) return;
-      last = typeof status === 'number' ? `HTTP ${status}` : status;
+      const answer = await probe(this.address!, path).catch((err: Error) => err.message);
+      if (typeof answer !== 'string' && answer.status >= 200 && answer.status < 300) return;
+      this.lastReadiness = typeof answer === 'string' ? answer : describeProbe(answer);
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new WorkerStartError(`readiness GET ${path} did not succeed within ${this.launch.spec.readiness.timeoutMs} ms (last: ${last})`);
+    throw new WorkerStartError(`readiness GET ${path} did not succeed within ${this.launch.spec.readiness.timeoutMs} ms (last answer: ${this.lastReadiness})`);
   }
 
   send(msg: ServerToWorker): void {
     this.control?.send(msg);
   }
 
-  /** One readiness request: whether the worker answers its readiness path with 2xx now. */
+  /** One readiness request: whether the worker answers its readiness path with 2xx now (`lastReadiness` says what it answered). */
   async ready(): Promise<boolean> {
     if (!this.address) return false;
-    const status = await probe(this.address, this.launch.spec.readiness.path).catch(() => 0);
-    return status >= 200 && status < 300;
+    const answer = await probe(this.address, this.launch.spec.readiness.path).catch((err: Error) => err.message);
+    if (typeof answer !== 'string' && answer.status >= 200 && answer.status < 300) return true;
+    this.lastReadiness = typeof answer === 'string' ? answer : describeProbe(answer);
+    return false;
   }
 
   /** Asks the worker to upgrade in place and waits for its answer (see WorkerControl.upgrade). */
@@ -363,13 +367,23 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
   return signal ? `killed by ${signal}` : `exit code ${code}`;
 }
 
-/** One GET to a worker: its status code. */
-export function probe(address: WorkerAddress, path: string): Promise<number> {
+/** What a readiness answer says, for messages: `HTTP 503: "warming up"`. */
+export function describeProbe(p: { status: number; body: string }): string {
+  return `HTTP ${p.status}${p.body ? `: ${JSON.stringify(p.body)}` : ''}`;
+}
+
+/** One GET to a worker: its status code and the start of its body (200 characters at most). */
+export function probe(address: WorkerAddress, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolvePromise, reject) => {
     const where = 'path' in address ? { socketPath: address.path } : { host: address.host, port: address.port };
     const req = request({ ...where, path, method: 'GET', timeout: 2000, agent: false }, (res) => {
-      res.resume();
-      resolvePromise(res.statusCode ?? 0);
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        if (body.length < 200) body += c;
+      });
+      res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, body: body.slice(0, 200).trim() }));
+      res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error('readiness request timed out')));
     req.on('error', reject);

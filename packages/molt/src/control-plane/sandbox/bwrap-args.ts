@@ -59,8 +59,7 @@ class MountPlan {
 
 /**
  * The system as every sandbox shows it, read-only: /usr, the top-level links into it (/bin, /lib…,
- * or the directories themselves where /usr is not merged), what Node needs of /etc, and the Node
- * binary itself where it lives outside /usr.
+ * or the directories themselves where /usr is not merged), and what Node needs of /etc.
  */
 function addSystem(plan: MountPlan): MountPlan {
   plan.add('--ro-bind', '/usr', '/usr');
@@ -75,14 +74,21 @@ function addSystem(plan: MountPlan): MountPlan {
     else plan.add('--ro-bind', top, top);
   }
   for (const name of ETC) plan.add('--ro-bind-try', `/etc/${name}`, `/etc/${name}`);
-  const node = realpathSync(process.execPath);
-  if (!node.startsWith('/usr/')) plan.add('--ro-bind', node, node);
   return plan.add('--proc', '/proc').add('--dev', '/dev');
+}
+
+/**
+ * The Node binary where it lives outside /usr (a Node from npm, nvm or a CI cache, often under
+ * /tmp or /home): added after the sandbox's own tmpfs mounts, which would otherwise hide it.
+ */
+function addNode(plan: MountPlan): MountPlan {
+  const node = realpathSync(process.execPath);
+  return node.startsWith('/usr/') ? plan : plan.add('--ro-bind', node, node);
 }
 
 /** The system mounts alone (for the trial sandbox at start). */
 export function systemMounts(): string[] {
-  return addSystem(new MountPlan()).args();
+  return addNode(addSystem(new MountPlan())).args();
 }
 
 export interface SandboxSpec {
@@ -120,6 +126,7 @@ export function bwrapArgs(spec: SandboxSpec, statusFd: number): string[] {
   plan.add('--bind', spec.runDir, SANDBOX.run);
   for (const v of spec.volumes) plan.add('--ro-bind', v.path, join(SANDBOX.volumes, v.ref));
   for (const dir of spec.runtime) plan.add('--ro-bind', dir, dir);
+  addNode(plan);
   plan.add('--ro-bind', spec.moltApp, spec.moltApp).add('--symlink', spec.moltApp, '/node_modules/@molt/app');
   if (spec.passwd) plan.add('--ro-bind', spec.passwd.passwd, '/etc/passwd').add('--ro-bind', spec.passwd.group, '/etc/group');
   for (const f of spec.files) if (existsSync(f)) plan.add('--ro-bind', f, f);
