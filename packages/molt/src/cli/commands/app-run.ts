@@ -1,6 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { type FSWatcher, mkdirSync, rmSync, watch } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { FSWatcher } from 'chokidar';
+import { MoltError } from '../../errors.js';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type BuiltRelease, buildRelease } from '../../release/build-release.js';
 import { generatePlan } from '../../release/upgrade-plan.js';
@@ -122,20 +125,27 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
     await start(next);
   };
 
+  await assertPortFree(opts.host, Number(opts.port));
   await start(await build());
   let watcher: FSWatcher | undefined;
   if (opts.watch) {
+    // chokidar, not fs.watch: Node's recursive watch on Linux walks every directory it sees,
+    // .molt/run's build output included, and dies when one vanishes mid-walk.
+    const { watch } = await import('chokidar');
+    let before = snapshot(dir);
     let timer: NodeJS.Timeout | undefined;
-    let changed = new Set<string>();
     let queue = Promise.resolve();
-    watcher = watch(dir, { recursive: true }, (_event, file) => {
-      if (!file || /(^|\/)(\.molt|node_modules|\.git)(\/|$)/.test(file)) return;
-      changed.add(file);
+    watcher = watch(dir, { ignored: (path) => IGNORED.test(relative(dir, path)), ignoreInitial: true, atomic: true });
+    watcher.on('all', () => {
       clearTimeout(timer);
       timer = setTimeout(() => {
-        const files = [...changed].join(', ');
-        changed = new Set();
-        queue = queue.then(() => onChange(files).catch((err: Error) => say(`molt: build failed: ${err.message}`)));
+        // What changed is read off the tree, not the events: an editor's atomic save or `sed -i`
+        // writes a temp file and renames it over the real one, and only the real one is named.
+        const after = snapshot(dir);
+        const files = changedFiles(before, after);
+        before = after;
+        if (files.length === 0) return;
+        queue = queue.then(() => onChange(files.join(', ')).catch((err: Error) => say(`molt: build failed: ${err.message}`)));
       }, 150);
     });
   }
@@ -145,6 +155,54 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
     process.once('SIGTERM', quit);
     if (!opts.watch) child?.once('exit', () => r());
   });
-  watcher?.close();
+  await watcher?.close();
   return 0;
+}
+
+/** What the watcher leaves out: molt's own output, dependencies, version control. */
+const IGNORED = /(^|\/)(\.molt|node_modules|\.git)(\/|$)/;
+
+/** Every file of the app (but what IGNORED names) with its size and change time. */
+function snapshot(root: string, rel = '', out = new Map<string, string>()): Map<string, string> {
+  let entries;
+  try {
+    entries = readdirSync(join(root, rel), { withFileTypes: true });
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const path = rel ? `${rel}/${e.name}` : e.name;
+    if (IGNORED.test(path)) continue;
+    if (e.isDirectory()) snapshot(root, path, out);
+    else if (e.isFile()) {
+      try {
+        const st = statSync(join(root, path));
+        out.set(path, `${st.size}:${st.mtimeMs}:${st.ino}`);
+      } catch {
+        // gone between the listing and the stat: a temp file
+      }
+    }
+  }
+  return out;
+}
+
+/** Files added, removed or changed between two snapshots, by name. */
+function changedFiles(before: Map<string, string>, after: Map<string, string>): string[] {
+  const out: string[] = [];
+  for (const [path, sig] of after) if (before.get(path) !== sig) out.push(path);
+  for (const path of before.keys()) if (!after.has(path)) out.push(`${path} (removed)`);
+  return out.sort();
+}
+
+/** Refuses at once, with what to do, when the port is taken (rather than a worker's stack trace). */
+function assertPortFree(host: string, port: number): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') reject(new MoltError('MOLT_ERR_CONFLICT', `port ${port} is in use on ${host}; pass --port with a free one (e.g. --port ${port + 1})`));
+      else if (err.code === 'EACCES') reject(new MoltError('MOLT_ERR_FORBIDDEN', `port ${port} on ${host} needs privileges this user lacks; pass --port 1024 or above`));
+      else reject(err);
+    });
+    probe.listen(port, host, () => probe.close(() => resolvePromise()));
+  });
 }
