@@ -102,8 +102,21 @@ describe('GPU detection and constraint matching', () => {
     const workers = await server.molt(['worker', 'list', '-a', '--app', 'two-gpus']);
     expect(workers.stdout).toMatch(/ERROR .*needs 2 GPU\(s\) of RTX 4090 \(1 free\); not placed within 4000 ms/);
     // A model the node does not have at all is named as such.
+    // A request no node here could ever hold is refused at once, before anything is made: no app, no worker, no wait.
+    const t0 = Date.now();
     const none = await server.molt(['app', 'create'], { cwd: resourceApp('a100', { gpu: 1, gpuConstraints: ['A100 40G'] }) });
-    expect(none.stderr).toContain('cannot be placed: needs 1 GPU(s) of A100 40G, the node has NVIDIA H200 (143771 MiB), NVIDIA GeForce RTX 4090 (24564 MiB), NVIDIA GeForce RTX 4090 (24564 MiB)');
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain('MOLT_ERR_UNSCHEDULABLE');
+    expect(none.stderr).toContain('cannot be placed: each worker needs 1 GPU(s) of A100 40G, the node has NVIDIA H200 (143771 MiB), NVIDIA GeForce RTX 4090 (24564 MiB), NVIDIA GeForce RTX 4090 (24564 MiB)');
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect((await server.api('GET', '/api/v1/namespaces/default/apps/a100')).status).toBe(404);
+    // So is an update that asks for more memory than the node has, and its dry run says so too.
+    const big = resourceApp('big-gpu', { memoryMb: 400_000 });
+    for (const args of [['app', 'update', '--dry-run'], ['app', 'update']]) {
+      const res = await server.molt(args, { cwd: big });
+      expect(res.code).toBe(1);
+      expect(res.stderr).toMatch(/cannot be placed: each worker needs 400000 MiB of memory, the node has \d+ MiB/);
+    }
   });
 });
 

@@ -77,9 +77,17 @@ export class AppService {
     return app;
   }
 
-  /** The config checked against the server's limits, before anything is allocated for it. */
+  /**
+   * The config checked against the server's limits and this node, before anything is allocated
+   * for it: resources no node here could ever hold are refused at once, not after a wait.
+   */
   private validate(config: unknown): AppSpec {
-    return validateAppConfig(config, 'app config', { maxWorkers: this.cp.opts.maxWorkersPerApp });
+    const spec = validateAppConfig(config, 'app config', { maxWorkers: this.cp.opts.maxWorkersPerApp });
+    const never = this.cp.supervisor.scheduler.fits(spec.resources);
+    if (never) {
+      throw new MoltError('MOLT_ERR_UNSCHEDULABLE', `app ${spec.name} cannot be placed: each worker ${never}; lower \`resources\` in the app config (see \`molt node list\`)`);
+    }
+    return spec;
   }
 
   private async requireRelease(namespace: string, releaseId: string): Promise<void> {

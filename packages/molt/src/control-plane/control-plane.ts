@@ -62,6 +62,7 @@ export class ControlPlane {
   readonly quotas: Quotas;
   readonly uploads: UploadGate;
   private heartbeat?: NodeJS.Timeout;
+  private recovering = true;
 
   constructor(
     readonly store: Store,
@@ -89,6 +90,12 @@ export class ControlPlane {
     this.rollouts = new RolloutEngine(store, this.supervisor, this.events, this.routes);
     this.apps = new AppService(this);
     this.volumes = new VolumeService(this);
+    this.routes.explainNoWorker = (namespace, name) => {
+      // While the server starts, every app's workers are on their way.
+      if (this.recovering || this.supervisor.workerComing(namespace, name) || this.rollouts.updating(namespace, name)) return undefined;
+      const why = this.rollouts.lastFailure.get(`${namespace}/${name}`) ?? 'it has no revision that serves';
+      return `no worker of ${namespace}/${name} is running or starting (${why}); see \`molt app history --app ${name} -n ${namespace}\`, fix it and \`molt app update\``;
+    };
   }
 
   /**
@@ -131,6 +138,7 @@ export class ControlPlane {
     }
     for (const app of apps) await this.syncRoutes(app.namespace, app.name);
     await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
+    this.recovering = false;
   }
 
   private beat(): Promise<void> {

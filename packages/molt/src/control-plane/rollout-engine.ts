@@ -35,6 +35,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RolloutEngine {
   private readonly running = new Map<string, Promise<void>>();
+  /** Apps whose rollout lock this control plane holds, or is taking. */
+  private readonly locked = new Set<string>();
+  private readonly claiming = new Map<string, number>();
+  /** Why each app's last rollout failed, until one succeeds (what the gateway says when no worker serves). */
+  readonly lastFailure = new Map<string, string>();
   /** The timer of each app's probation (its deadline is in the store: `apps.probationUntil`). */
   private readonly probationTimers = new Map<string, NodeJS.Timeout>();
 
@@ -50,7 +55,18 @@ export class RolloutEngine {
   /** Takes the app's rollout lock or throws 409 naming the rollout in progress. */
   async claim(app: AppRow): Promise<string> {
     const id = newId();
-    if (!(await this.store.claimRollout(app.namespace, app.name, id))) {
+    const key = `${app.namespace}/${app.name}`;
+    this.claiming.set(key, (this.claiming.get(key) ?? 0) + 1);
+    let won = false;
+    try {
+      won = await this.store.claimRollout(app.namespace, app.name, id);
+    } finally {
+      const n = (this.claiming.get(key) ?? 1) - 1;
+      if (n > 0) this.claiming.set(key, n);
+      else this.claiming.delete(key);
+    }
+    if (won) this.locked.add(key);
+    else {
       const current = await this.store.getApp(app.namespace, app.name);
       throw new MoltError(
         'MOLT_ERR_ROLLOUT_IN_PROGRESS',
@@ -60,9 +76,21 @@ export class RolloutEngine {
     return id;
   }
 
+  /** Releases the app's rollout lock, with the app's other changes in the same write. */
+  private async unlock(namespace: string, app: string, patch: Partial<AppRow> = {}): Promise<void> {
+    await this.store.updateApp(namespace, app, { ...patch, rolloutId: null });
+    this.locked.delete(`${namespace}/${app}`);
+  }
+
+  /** Whether this control plane is updating the app (so its workers are on their way). */
+  updating(namespace: string, app: string): boolean {
+    const key = `${namespace}/${app}`;
+    return this.locked.has(key) || this.claiming.has(key);
+  }
+
   /** Releases a claimed lock when the update is refused before its rollout starts. */
   async release(app: AppRow): Promise<void> {
-    await this.store.updateApp(app.namespace, app.name, { rolloutId: null });
+    await this.unlock(app.namespace, app.name);
   }
 
   /** Records the rollout (lock already held) and runs it in the background. */
@@ -139,19 +167,22 @@ export class RolloutEngine {
       await Promise.all(stops);
       if (crash) throw new Error(crash);
       const previous = rollout.fromRevision;
-      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: null, probationUntil: null, rolloutId: null });
+      await this.unlock(namespace, app, { currentRevision: to.revision, permanentRevision: null, probationUntil: null });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (previous > 0) await this.store.setRevisionStatus(namespace, app, previous, 'superseded');
       await this.store.finishRollout(rollout.id, 'succeeded');
+      this.lastFailure.delete(`${namespace}/${app}`);
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic`);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
-      await ev('rollout.aborting', `rollout aborted: ${reason}; removing new workers, the previous revision keeps serving`, 'error');
+      const serving = rollout.fromRevision > 0 ? `revision ${rollout.fromRevision} keeps serving` : 'the app has no revision that serves yet';
+      await ev('rollout.aborting', `rollout aborted: ${reason}; removing new workers, ${serving}`, 'error');
+      this.lastFailure.set(`${namespace}/${app}`, `revision ${to.revision} failed: ${reason}`);
       await Promise.all(news.map((id) => this.supervisor.stopWorker(id, { drainTimeoutMs, graceMs: stopGraceMs, rolloutId: rollout.id, reason: 'rollout aborted' })));
       await Promise.all(stops);
       await this.store.setRevisionStatus(namespace, app, to.revision, 'failed', reason);
       await this.store.finishRollout(rollout.id, 'failed', reason);
-      await this.store.updateApp(namespace, app, { rolloutId: null });
+      await this.unlock(namespace, app);
       await ev('rollout.failed', `revision ${to.revision} failed: ${reason}`, 'error');
       // Old workers drained during the rollout are replaced so the app is back to its size.
       await this.supervisor.reconcile(namespace, app).catch(() => {});
@@ -224,7 +255,7 @@ export class RolloutEngine {
       // healthy to the end of its probation, a deadline kept in the store.
       const permanent = (await this.store.getApp(namespace, app))?.permanentRevision ?? from.revision;
       const probationUntil = new Date(Date.now() + opts.permanentAfterMs).toISOString();
-      await this.store.updateApp(namespace, app, { currentRevision: to.revision, permanentRevision: permanent, probationUntil, rolloutId: null });
+      await this.unlock(namespace, app, { currentRevision: to.revision, permanentRevision: permanent, probationUntil });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (from.revision > 0) await this.store.setRevisionStatus(namespace, app, from.revision, 'superseded');
       await this.store.finishRollout(rollout.id, 'succeeded');
@@ -250,7 +281,7 @@ export class RolloutEngine {
       }
       await this.store.setRevisionStatus(namespace, app, to.revision, 'ghosted', reason);
       await this.store.finishRollout(rollout.id, 'failed', reason);
-      await this.store.updateApp(namespace, app, { rolloutId: null });
+      await this.unlock(namespace, app);
       await ev('rollout.failed', `revision ${to.revision} failed: ${reason}; release ${to.releaseId.slice(0, 12)} is not tried hot again until \`molt app update --retry\``, 'error');
       await this.supervisor.reconcile(namespace, app).catch(() => {});
     } finally {
@@ -361,7 +392,7 @@ export class RolloutEngine {
       }
     }
     if (permanent.status !== 'active') await this.store.setRevisionStatus(namespace, app, permanent.revision, 'active');
-    await this.store.updateApp(namespace, app, { currentRevision: permanent.revision, permanentRevision: null, probationUntil: null, rolloutId: null });
+    await this.unlock(namespace, app, { currentRevision: permanent.revision, permanentRevision: null, probationUntil: null });
     await this.store.finishRollout(rolloutId, 'succeeded', reason);
     await ev('rollout.succeeded', `revision ${permanent.revision} serves all traffic again`, 'info');
     await this.supervisor.reconcile(namespace, app).catch(() => {});
@@ -399,7 +430,7 @@ export class RolloutEngine {
       await this.store.finishRollout(rolloutId, 'failed', message);
       await this.events.append({ namespace, app, workerId, rolloutId, level: 'error', type: 'worker.recycle.failed', message });
     } finally {
-      await this.store.updateApp(namespace, app, { rolloutId: null });
+      await this.unlock(namespace, app);
     }
   }
 }

@@ -47,6 +47,8 @@ export class Supervisor {
   /** Workers waiting for capacity (PENDING); set to true to give up on one. */
   private readonly pending = new Map<string, { row: WorkerRow; cancelled: boolean }>();
   private closing = false;
+  /** Workers being started, per `namespace/app`. */
+  private readonly starting = new Map<string, number>();
   /** The last status write of each worker, which the next one waits for. */
   private readonly statusWrites = new Map<string, Promise<void>>();
 
@@ -169,6 +171,31 @@ export class Supervisor {
    * On failure the process is stopped, the worker is left in ERROR with the reason, and the error is thrown.
    */
   async startWorker(rev: RevisionRow, rolloutId?: string | null): Promise<WorkerRow> {
+    return this.whileStarting(`${rev.namespace}/${rev.app}`, () => this.launch(rev, rolloutId));
+  }
+
+  /** Counts the app as having a worker on its way while `fn` runs. */
+  private async whileStarting<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    this.starting.set(key, (this.starting.get(key) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      const n = (this.starting.get(key) ?? 1) - 1;
+      if (n > 0) this.starting.set(key, n);
+      else this.starting.delete(key);
+    }
+  }
+
+  /**
+   * Whether a worker of the app is on its way: starting, waiting for capacity, or to replace one
+   * that crashed. The gateway answers 503 at once when none is and none serves.
+   */
+  workerComing(namespace: string, app: string): boolean {
+    const key = `${namespace}/${app}`;
+    return this.starting.has(key) || this.pendingReplacements.has(key) || [...this.live.values()].some((l) => l.row.namespace === namespace && l.row.app === app && !l.stopping);
+  }
+
+  private async launch(rev: RevisionRow, rolloutId?: string | null): Promise<WorkerRow> {
     const release = await this.store.getRelease(rev.namespace, rev.releaseId);
     const now = new Date().toISOString();
     const row: WorkerRow = {
@@ -301,7 +328,7 @@ export class Supervisor {
       const env = req.env ? { from: req.env.to, to: req.env.from } : undefined;
       const reverse = { ...req, toRelease: fromRelease, releaseDir: proc.releasePath(fromRelease), direction: req.direction === 'up' ? ('down' as const) : ('up' as const), instructions: downInstructions, env };
       const back = await proc.upgrade(reverse, timeoutMs);
-      result = { ok: false, phase: 'apply', error: `the upgraded worker failed readiness (GET ${path})${back.ok ? '; it went back to its release' : `; going back failed too (${back.error})`}` };
+      result = { ok: false, phase: 'apply', error: `the upgraded worker failed readiness (GET ${path} answered ${proc.lastReadiness})${back.ok ? '; it went back to its release' : `; going back failed too (${back.error})`}` };
     }
     if (this.live.has(workerId)) {
       // One write: its new revision (on success) and FREE again.
@@ -326,10 +353,12 @@ export class Supervisor {
     const app = `${rev.namespace}/${rev.app}`;
     let placement = this.scheduler.place(row.id, app, rev.spec.resources);
     if (placement.ok) return placement.allocation;
+    // A request no node could ever hold fails at once: waiting cannot help.
     const never = this.scheduler.fits(rev.spec.resources);
+    if (never) throw new WorkerStartError(`cannot be placed on this node: it ${never}; lower resources in the app config`);
     row.status = 'PENDING';
     row.detailStatus = null;
-    row.detail = never ? `cannot be placed: ${never}` : placement.reason;
+    row.detail = placement.reason;
     await this.store.insertWorker(row);
     await this.events.append({ ...base, level: 'warn', type: 'worker.pending', message: `worker ${row.id} PENDING: ${row.detail}` });
     const waiting = { row, cancelled: false };
@@ -431,6 +460,10 @@ export class Supervisor {
    */
   async reconcile(namespace: string, appName: string): Promise<void> {
     if (this.closing) return;
+    await this.whileStarting(`${namespace}/${appName}`, () => this.reconcileNow(namespace, appName));
+  }
+
+  private async reconcileNow(namespace: string, appName: string): Promise<void> {
     const app = await this.store.getApp(namespace, appName);
     if (!app || app.paused || app.rolloutId || app.currentRevision === 0) return;
     const current = await this.store.getRevision(namespace, appName, app.currentRevision);

@@ -21,6 +21,8 @@ export class AppRoutes {
   paused = false;
   private waiters: Waiter[] = [];
   private rr = 0;
+  /** Why no worker will come when none is ready (set by the control plane); undefined when one is on its way. */
+  noneComing: () => string | undefined = () => undefined;
 
   constructor(
     readonly namespace: string,
@@ -46,6 +48,8 @@ export class AppRoutes {
     const t = this.pickReady();
     if (t) return t;
     if (this.paused) throw new MoltError('MOLT_ERR_NO_WORKER', `app ${this.namespace}/${this.name} is paused; run \`molt app resume --app ${this.name}\``);
+    const none = this.noneComing();
+    if (none) throw new MoltError('MOLT_ERR_NO_WORKER', none);
     if (this.waiters.length >= this.limits.maxQueue) {
       throw new MoltError('MOLT_ERR_NO_WORKER', `no worker of ${this.namespace}/${this.name} is ready and the wait queue is full (${this.limits.maxQueue}); retry later`);
     }
@@ -97,6 +101,9 @@ export class RouteTable {
   private readonly apps = new Map<string, AppRoutes>();
   private readonly byWorker = new Map<string, { routes: AppRoutes; target: Target }>();
 
+  /** Why no worker of an app will come (set by the control plane); undefined while one is on its way. */
+  explainNoWorker: (namespace: string, name: string) => string | undefined = () => undefined;
+
   constructor(private readonly limits: QueueLimits) {}
 
   app(namespace: string, name: string): AppRoutes | undefined {
@@ -108,6 +115,7 @@ export class RouteTable {
     let routes = this.apps.get(key);
     if (!routes) {
       routes = new AppRoutes(namespace, name, this.limits);
+      routes.noneComing = () => this.explainNoWorker(namespace, name);
       this.apps.set(key, routes);
     }
     return routes;
