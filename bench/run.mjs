@@ -83,3 +83,13 @@ if (want('sandbox')) {
   const ratio = median(s.results.get(sandboxed).map((r) => r.rps)) / median(s.results.get(plain).map((r) => r.rps));
   console.log(`\nsandboxed / unsandboxed req/s: ${fmt(ratio, 3)}`);
 }
+
+// `npm run bench -- model`: the model-based hot upgrade test, long (asked for by name only).
+if (only.has('model')) {
+  const { spawnSync } = await import('node:child_process');
+  const runs = process.env.MOLT_MODEL_RUNS ?? '40';
+  const steps = process.env.MOLT_MODEL_STEPS ?? '15';
+  console.log(`\nmodel-based hot upgrade run: ${runs} runs of up to ${steps} steps`);
+  const r = spawnSync('npx', ['vitest', 'run', 'test/model'], { stdio: 'inherit', env: { ...process.env, MOLT_MODEL_RUNS: runs, MOLT_MODEL_STEPS: steps } });
+  if (r.status !== 0) process.exitCode = 1;
+}

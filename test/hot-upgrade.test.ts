@@ -157,7 +157,7 @@ describe('hot upgrades in place', () => {
     writeFileSync(join(dir, 'index.ts'), INDEX.replace("return new Response('ok')", "return new Response('sick', { status: 503 })"));
     const unready = await server.molt(['app', 'update'], { cwd: dir });
     expect(unready.code).toBe(1);
-    expect(unready.stderr).toContain('the upgraded worker failed readiness (GET /healthz); it went back to its release');
+    expect(unready.stderr).toContain('the upgraded worker failed readiness (GET /healthz answered HTTP 503: "sick"); it went back to its release');
     expect(await call('sturdy')).toBe('v1 count=2');
   });
 

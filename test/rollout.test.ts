@@ -27,7 +27,9 @@ describe('rolling updates', () => {
 
     expect(update.code).toBe(1);
     expect(update.stderr).toMatch(/readiness GET \/unready did not succeed|not ready within/);
-    expect(update.stderr).toContain('the previous revision keeps serving');
+    // What the readiness path last answered is in the message.
+    expect(update.stderr).toContain('last answer: HTTP 503: "not ready"');
+    expect(update.stderr).toContain('revision 1 keeps serving');
     expect(result.errors).toEqual([]);
     expect([...result.bodies.keys()]).toEqual(['v1']);
 

@@ -79,7 +79,7 @@ ${migration}});\n`
 
 export function entrySource(spec: RelSpec): string {
   const present = spec.mods.map((m, i) => (m ? i : -1)).filter((i) => i >= 0);
-  return `// probation: ${spec.probation}
+  return `export const probation = '${spec.probation}';
 ${present.map((i) => `import * as m${i} from './m${i}.ts';`).join('\n')}
 const mods: Record<string, { version: string; proc?: { name: string; call(h: string): Promise<unknown> } }> = { ${present.map((i) => `m${i}`).join(', ')} };
 export default {

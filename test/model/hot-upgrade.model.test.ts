@@ -214,7 +214,7 @@ describe('hot upgrades against a model', () => {
   beforeAll(() => server.start());
   afterAll(() => server.stop());
 
-  it('follows OTP rules through generated releases and operations, checked step by step against a plain model', { timeout: 600_000 }, async () => {
+  it('follows OTP rules through generated releases and operations, checked step by step against a plain model', { timeout: Math.max(600_000, RUNS * STEPS * 5000) }, async () => {
     let run = 0;
     let steps = 0;
     const kinds = new Map<string, number>();

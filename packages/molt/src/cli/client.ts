@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { MoltError, type ErrorCode } from '../errors.js';
+import { MoltError } from '../errors.js';
 import { currentProfile } from './profile.js';
 
 /** An API error as the CLI shows it: the server's code and message. */
@@ -11,6 +11,24 @@ export class ApiError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * The server URL as requests are built on it: it must be an http(s) URL; a trailing `/api/v1` (a
+ * URL copied from an API call) is dropped, any other path is kept (molt behind a proxy's prefix).
+ */
+export function serverBase(server: string): string {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    url = undefined as never;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    const guess = /^[\w.-]+:\d+/.test(server) || /^[\w.-]+$/.test(server) ? `; did you mean http://${server}?` : '; e.g. http://127.0.0.1:7070';
+    throw new MoltError('MOLT_ERR_BAD_REQUEST', `the server address ${JSON.stringify(server)} is not an http(s) URL${guess} (set by MOLT_SERVER or \`molt login --server\`)`);
+  }
+  return `${url.origin}${url.pathname.replace(/\/+$/, '').replace(/\/api\/v1$/, '')}`;
 }
 
 /** A thin client of the molt HTTP API. */
@@ -25,7 +43,7 @@ export class Client {
     if (!p.server) {
       throw new MoltError('MOLT_ERR_UNAUTHENTICATED', 'no server configured; run `molt login --server URL --token TOKEN` or set MOLT_SERVER and MOLT_TOKEN');
     }
-    return new Client(p.server.replace(/\/$/, ''), p.token);
+    return new Client(serverBase(p.server), p.token);
   }
 
   private headers(extra: Record<string, string> = {}): Record<string, string> {
@@ -35,7 +53,12 @@ export class Client {
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const res = await this.send(method, path, body === undefined ? undefined : JSON.stringify(body), body === undefined ? {} : { 'content-type': 'application/json' });
     const text = await res.text();
-    return (text ? JSON.parse(text) : undefined) as T;
+    if (!text) return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ApiError(res.status, 'MOLT_ERR_NOT_MOLT', `the server at ${this.server} answered ${method} ${path} with something that is not JSON: it does not look like a molt server; check MOLT_SERVER or \`molt login --server\``);
+    }
   }
 
   /**
@@ -95,16 +118,18 @@ export class Client {
     return res;
   }
 
-  /** The server's `{ error: { code, message } }` as an ApiError (or the raw text if it is not that). */
+  /**
+   * The server's `{ error: { code, message } }` as an ApiError. Anything else (an HTML page, a
+   * proxy's text) means the address is not molt's API: say so rather than print the page.
+   */
   private apiError(status: number, text: string): ApiError {
-    let code: ErrorCode | string = 'MOLT_ERR_HTTP';
-    let message = text || `HTTP ${status}`;
     try {
       const parsed = JSON.parse(text) as { error?: { code: string; message: string } };
-      if (parsed.error) ({ code, message } = parsed.error);
+      if (parsed.error?.code) return new ApiError(status, parsed.error.code, parsed.error.message);
     } catch {
-      // not JSON: keep the text
+      // not JSON
     }
-    return new ApiError(status, code, message);
+    const what = /^\s*</.test(text) ? 'an HTML page' : text ? `${text.length} bytes that are not a molt error` : 'an empty body';
+    return new ApiError(status, 'MOLT_ERR_NOT_MOLT', `the server at ${this.server} answered HTTP ${status} with ${what}: it does not look like a molt server; check MOLT_SERVER or \`molt login --server\``);
   }
 }

@@ -20,14 +20,17 @@ const RIGHT: Record<Role, string> = {
   admin: 'manage tokens and namespaces',
 };
 
-/** Throws 403 naming the missing right unless `p` has at least `role` in `namespace`. */
-export function requireRole(p: Principal, namespace: string, role: Role): void {
+/** The right to read apps, workers, history, events, logs and releases (a deployer's, not an invoker's). */
+export const READ_RIGHT = 'read apps, workers, revisions, events, logs and releases';
+
+/** Throws 403 naming the missing right (`right`, else the role's) unless `p` has at least `role` in `namespace`. */
+export function requireRole(p: Principal, namespace: string, role: Role, right = RIGHT[role]): void {
   const inScope = p.namespace === '*' || p.namespace === namespace;
   if (!inScope) {
     throw new MoltError('MOLT_ERR_FORBIDDEN', `this token belongs to namespace ${p.namespace} and has no rights in namespace ${namespace}; use a token of ${namespace}`);
   }
   if (RANK[p.role] < RANK[role]) {
-    throw new MoltError('MOLT_ERR_FORBIDDEN', `this ${p.role} token cannot ${RIGHT[role]} in namespace ${namespace}: that needs the ${role} role`);
+    throw new MoltError('MOLT_ERR_FORBIDDEN', `this ${p.role} token cannot ${right} in namespace ${namespace}: that needs the ${role} role; ask an admin of ${namespace} for a ${role} token (\`molt token create --role ${role} -n ${namespace}\`)`);
   }
 }
 

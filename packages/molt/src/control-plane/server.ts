@@ -41,6 +41,8 @@ export interface ServerOptions {
   upstreamTimeoutMs?: number;
   /** Structured log level (`MOLT_LOG_LEVEL`): info prints every event; silent prints nothing. */
   logLevel?: string;
+  /** How the server prints its events on stderr: `text` lines for a person, or `json` lines (default). */
+  logFormat?: 'text' | 'json';
   /** Refuse to run workers unsandboxed: the server does not start where it cannot sandbox them. */
   requireIsolation?: boolean;
   /** Run workers unsandboxed (local trials, benchmarks); they say NOT ISOLATED. */
@@ -173,9 +175,15 @@ async function start(opts: ServerOptions, dataDir: string, unlock: () => void): 
     maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
   });
   const adminToken = await bootstrap(cp, dataDir);
-  const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
-  // Every event, as one JSON line with its app, rollout and worker ids.
-  cp.events.subscribe((e) => log[e.level]({ ns: e.namespace, app: e.app, rolloutId: e.rolloutId ?? undefined, workerId: e.workerId ?? undefined, event: e.type }, e.message));
+  const level = opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info';
+  const log: Logger = pino({ level, base: undefined }, pino.destination(2));
+  // Every event, once: a JSON line with its app, rollout and worker ids, or a line for a person.
+  if (opts.logFormat === 'text') {
+    const shown = new Set(level === 'silent' ? [] : level === 'error' ? ['error'] : level === 'warn' ? ['warn', 'error'] : ['info', 'warn', 'error']);
+    cp.events.subscribe((e) => {
+      if (shown.has(e.level)) process.stderr.write(`[${e.ts.slice(11, 19)}] ${e.level === 'info' ? '' : `${e.level.toUpperCase()} `}${e.app ? `${e.namespace}/${e.app}: ` : ''}${e.message}\n`);
+    });
+  } else cp.events.subscribe((e) => log[e.level]({ ns: e.namespace, app: e.app, rolloutId: e.rolloutId ?? undefined, workerId: e.workerId ?? undefined, event: e.type }, e.message));
   const gateway = new Gateway(cp.routes, cp.tokens, {
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000,
     onUpstreamError: (info) => log.warn(info, 'gateway upstream error'),

@@ -126,7 +126,9 @@ export function lazyRequest(req: IncomingMessage, res: ServerResponse): Request 
   const lazy = Object.create(requestPrototype) as LazyRequest;
   lazy[incoming] = req;
   lazy[outgoing] = res;
-  lazy[urlKey] = new URL(req.url ?? '/', `http://${hostOf(req)}`).href;
+  // A path is appended, not resolved: `//x` resolved against a base would name host x.
+  const path = req.url ?? '/';
+  lazy[urlKey] = (path.startsWith('/') ? new URL(`http://${hostOf(req)}${path}`) : new URL(path, `http://${hostOf(req)}`)).href;
   return lazy;
 }
 

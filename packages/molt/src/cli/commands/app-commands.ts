@@ -34,7 +34,9 @@ async function finish(client: Client, namespace: string, result: UpdateResult): 
   if (!result.rollout) return 0;
   const final = await followRollout(client, namespace, result.app, result.rollout.id, say);
   if (final?.type === 'rollout.succeeded') return 0;
-  say(`update of ${result.app} failed; the previous revision keeps serving. See \`molt app history --app ${result.app}\` and \`molt app logs --app ${result.app}\``);
+  const from = result.rollout.fromRevision;
+  const serving = from > 0 ? `revision ${from} keeps serving` : `${result.app} has no revision that serves yet; fix the error above, then \`molt app update\``;
+  say(`update of ${result.app} failed; ${serving}. See \`molt app history --app ${result.app}\` and \`molt app logs --app ${result.app}\``);
   return 1;
 }
 
@@ -54,6 +56,25 @@ function describePlan(r: UpdateResult): string[] {
   });
   const upgrade = r.upgrade && (r.strategy === 'hot' || r.dryRun) ? ['upgrade plan:', ...describeUpgrade(r.upgrade).map((l) => `  ${l}`)] : [];
   return ['changes:', ...lines, `strategy: ${r.strategy} (${r.reason})`, ...upgrade];
+}
+
+/**
+ * The refusals an update can get without a build: a token without the deployer right in the
+ * namespace, an app that does not exist, an immutable app.
+ */
+async function preflightUpdate(client: Client, t: { namespace: string; app: string }): Promise<void> {
+  const me = await client.request<{ namespace: string; role: string }>('GET', '/api/v1/whoami');
+  if ((me.namespace !== '*' && me.namespace !== t.namespace) || me.role === 'invoker') {
+    const why = me.role === 'invoker' ? `this invoker token cannot deploy and change apps in namespace ${t.namespace}: that needs the deployer role` : `this token belongs to namespace ${me.namespace} and has no rights in namespace ${t.namespace}`;
+    throw new MoltError('MOLT_ERR_FORBIDDEN', `${why}; nothing was built or uploaded`);
+  }
+  const { app } = await client.request<{ app: { immutable: boolean } }>('GET', `/api/v1/namespaces/${t.namespace}/apps/${t.app}`);
+  if (app.immutable) {
+    throw new MoltError(
+      'MOLT_ERR_APP_IMMUTABLE',
+      `app ${t.namespace}/${t.app} is immutable (created with --immutable or updatable: false) and cannot be updated; nothing was built: delete it and create it again: \`molt app delete --app ${t.app}\` then \`molt app create\``,
+    );
+  }
 }
 
 /** Builds and uploads the app of `--dir`/`--file` to the profile's server: the first step of create and update. */
@@ -103,6 +124,8 @@ export function appCommands(program: Command): void {
     .action(
       run(async (opts: AppCmdOptions & { dryRun?: boolean; wait: boolean; strategy?: string; retry?: boolean }) => {
         if (opts.strategy && !['hot', 'rolling'].includes(opts.strategy)) throw new MoltError('MOLT_ERR_BAD_REQUEST', `--strategy must be hot or rolling (got ${opts.strategy})`);
+        // What can be refused without a build is refused before it.
+        await preflightUpdate(Client.fromProfile(), await appTarget(opts));
         const { client, namespace, built, release } = await pushFromOptions(opts);
         const name = opts.app ?? built.spec.name;
         // A plan reviewed and written with `molt release plan --write` is used instead of the generated one.
@@ -132,7 +155,7 @@ export function appCommands(program: Command): void {
       }),
     );
 
-  appOptions(app.command('rollback'))
+  sourceOptions(appOptions(app.command('rollback')))
     .description('go back to an earlier revision (default: the one before the current), worker by worker')
     .option('--to <revision>', 'revision number from `molt app history`')
     .option('--no-wait', 'return once the rollback has started')
@@ -159,10 +182,10 @@ export function appCommands(program: Command): void {
             `name:       ${a.name}`,
             `namespace:  ${a.namespace}`,
             `id:         ${a.id}`,
-            `revision:   ${a.currentRevision}${a.rolloutId ? ` (rollout ${a.rolloutId} in progress)` : ''}`,
+            `revision:   ${a.currentRevision || 'none serves yet'}${a.permanentRevision ? ` (on probation; permanent: ${a.permanentRevision})` : ''}${a.rolloutId ? ` (rollout ${a.rolloutId} in progress)` : ''}`,
             `release:    ${a.release ? String(a.release).slice(0, 12) : '-'}`,
             `workers:    ${a.workers.running} running of ${a.spec?.workers ?? '?'} wanted`,
-            `status:     ${a.paused ? 'paused' : 'active'}${a.immutable ? ', immutable' : ''}`,
+            `status:     ${a.paused ? 'paused' : a.currentRevision ? 'active' : a.rolloutId ? 'deploying' : 'failed: its first deploy did not succeed (see `molt app history`)'}${a.immutable ? ', immutable' : ''}`,
             `public:     ${a.spec?.public ? 'yes' : 'no (token required)'}`,
             `resources:  ${describeResources(a.spec?.resources ?? {})}`,
             ...(a.limits as string[]).map((l) => `limits:     ${l}`),

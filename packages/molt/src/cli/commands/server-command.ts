@@ -34,7 +34,8 @@ async function deployExample(url: string, dataDir: string, exampleDir: string): 
     for (const line of await prepareVolumes(admin, 'default', exampleDir, undefined)) say(line);
     const { built, release } = await pushRelease(admin, 'default', exampleDir, undefined, say);
     const result = await admin.request<UpdateResult>('POST', '/api/v1/namespaces/default/apps', { config: built.spec, releaseId: release.id });
-    const final = await followRollout(admin, 'default', result.app, result.rollout!.id, say);
+    // The server prints the rollout's events itself; following it here is only to wait for its end.
+    const final = await followRollout(admin, 'default', result.app, result.rollout!.id, () => {});
     if (final?.type !== 'rollout.succeeded') throw new Error('the example app failed to deploy; see `molt app logs --app get-start`');
   }
   const tokenFile = join(dataDir, 'example-token');
@@ -68,6 +69,7 @@ export function serverCommand(program: Command): void {
     .option('--worker-uids <range>', 'uids the namespaces\' workers run as, one each', '100000-165535')
     .option('--scratch-mb <n>', 'size of each sandboxed worker\'s private /tmp and scratch dir, MiB', '512')
     .option('--max-log-mb <n>', 'MiB of a worker\'s log file before it is rotated (the last two parts are kept)', '16')
+    .option('--log-format <format>', 'how events are printed: text (default on a terminal) or json (default otherwise)')
     .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
     .action(
       run(async (opts: {
@@ -92,8 +94,11 @@ export function serverCommand(program: Command): void {
         scratchMb: string;
         maxLogMb: string;
         example?: string | boolean;
+        logFormat?: string;
       }) => {
         const dataDir = resolve(opts.dataDir);
+        const logFormat = opts.logFormat ?? (process.stderr.isTTY ? 'text' : 'json');
+        if (logFormat !== 'text' && logFormat !== 'json') throw new MoltError('MOLT_ERR_BAD_REQUEST', `--log-format must be text or json (got ${JSON.stringify(logFormat)})`);
         const { startServer } = await import('../../control-plane/server.js');
         const server = await startServer({
           dataDir,
@@ -116,6 +121,7 @@ export function serverCommand(program: Command): void {
           workerUids: opts.workerUids,
           scratchMb: positive(opts.scratchMb, '--scratch-mb'),
           maxLogMb: positive(opts.maxLogMb, '--max-log-mb'),
+          logFormat,
         });
         console.log(`molt server listening on ${server.url} (data in ${dataDir})`);
         console.log(`workers: ${server.isolation}`);

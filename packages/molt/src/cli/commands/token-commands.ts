@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { TokenRow } from '../../store/types.js';
-import { Client } from '../client.js';
+import { Client, serverBase } from '../client.js';
 import { printJson, run } from '../output.js';
 import { stamp, table } from '../table.js';
 import { saveProfile } from '../profile.js';
@@ -15,7 +15,7 @@ export function tokenCommands(program: Command): void {
     .option('-n, --namespace <ns>', 'default namespace for commands')
     .action(
       run(async (opts: { server: string; token: string; profile: string; namespace?: string }) => {
-        const client = new Client(opts.server.replace(/\/$/, ''), opts.token);
+        const client = new Client(serverBase(opts.server), opts.token);
         const who = await client.request<{ namespace: string; role: string }>('GET', '/api/v1/whoami');
         const path = saveProfile(opts.profile, { server: opts.server, token: opts.token, namespace: opts.namespace ?? (who.namespace === '*' ? 'default' : who.namespace) });
         console.log(`logged in to ${opts.server} as ${who.role} of ${who.namespace === '*' ? 'the server' : who.namespace}; profile ${opts.profile} saved in ${path}`);

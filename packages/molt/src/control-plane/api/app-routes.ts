@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { MoltError } from '../../errors.js';
 import type { EventRow } from '../../store/types.js';
-import { requireRole } from '../auth.js';
+import { READ_RIGHT, requireRole } from '../auth.js';
 import { type ApiContext, ndjson, principal } from './context.js';
 import type { PlanOverride, StrategyRequest } from '../app-service.js';
 
@@ -27,7 +27,7 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
   };
 
   api.get<{ Params: { ns: string } }>('/namespaces/:ns/apps', async (req) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     const rows = await cp.store.listApps(req.params.ns);
     return { apps: await Promise.all(rows.map((a) => summary(a.namespace, a.name))) };
   });
@@ -43,7 +43,7 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
   );
 
   api.get<{ Params: AppParams }>('/namespaces/:ns/apps/:app', async (req) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     return { app: await summary(req.params.ns, req.params.app) };
   });
 
@@ -98,14 +98,14 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
   });
 
   api.get<{ Params: AppParams }>('/namespaces/:ns/apps/:app/history', async (req) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     const app = await apps.get(req.params.ns, req.params.app);
     const revisions = await cp.store.listRevisions(req.params.ns, req.params.app);
     return { current: app.currentRevision, revisions };
   });
 
   api.get<{ Params: AppParams; Querystring: { all?: string } }>('/namespaces/:ns/apps/:app/workers', async (req) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     await apps.get(req.params.ns, req.params.app);
     const rows = await cp.store.listWorkers(req.params.ns, req.params.app, req.query.all === '1' || req.query.all === 'true');
     // Each worker's release: the one of the revision it runs (a hot upgrade moves it).
@@ -114,7 +114,7 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
   });
 
   api.get<{ Params: AppParams; Querystring: { worker?: string; follow?: string; tail?: string } }>('/namespaces/:ns/apps/:app/logs', async (req, reply) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     const { ns, app } = req.params;
     await apps.get(ns, app);
     const out = ndjson(reply);
@@ -133,7 +133,7 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
    * with `follow=1`, it stays open. Subscribes before reading stored events so none is missed.
    */
   api.get<{ Params: AppParams; Querystring: { rollout?: string; after?: string; follow?: string } }>('/namespaces/:ns/apps/:app/events', async (req, reply) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     const { ns, app } = req.params;
     await apps.get(ns, app);
     const { rollout } = req.query;
@@ -172,7 +172,7 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
   });
 
   api.get<{ Params: { ns: string; id: string } }>('/namespaces/:ns/rollouts/:id', async (req) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     const r = await cp.store.getRollout(req.params.id);
     if (!r || r.namespace !== req.params.ns) throw new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${req.params.id} in namespace ${req.params.ns}`);
     return { rollout: r };

@@ -7,7 +7,7 @@ import { MoltError } from '../../errors.js';
 import { NAME, NAME_RULE } from '../../names.js';
 import { MANIFEST_FILE } from '../../release/build-release.js';
 import type { ReleaseManifest, ReleaseRow } from '../../store/types.js';
-import { requireRole } from '../auth.js';
+import { READ_RIGHT, requireRole } from '../auth.js';
 import { type ApiContext, principal } from './context.js';
 
 /** Checks a release manifest read from an uploaded tree; names the first problem. */
@@ -92,7 +92,7 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
   });
 
   api.get<{ Params: { ns: string }; Querystring: { app?: string } }>('/namespaces/:ns/releases', async (req) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     return { releases: await cp.store.listReleases(req.params.ns, req.query.app) };
   });
 
@@ -105,7 +105,7 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
   };
 
   api.get<{ Params: { ns: string; id: string } }>('/namespaces/:ns/releases/:id', async (req) => {
-    requireRole(principal(req), req.params.ns, 'deployer');
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     return { release: await findRelease(req.params.ns, req.params.id) };
   });
 
