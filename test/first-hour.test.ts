@@ -90,4 +90,22 @@ describe('the first hour', () => {
     expect(deployed).toHaveLength(1);
     expect(JSON.parse(deployed[0]!)).toMatchObject({ app: 'slashes', event: 'rollout.succeeded' });
   });
+
+  it('prints events as lines for a person with --log-format text, each once and no JSON', async () => {
+    const text = new ServerProcess(tempDir(), ['--log-format', 'text']);
+    await text.start();
+    try {
+      const dir = simpleApp(join(tempDir(), 'plain'), { name: 'plain' });
+      expect((await text.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+      const lines = text.output.split('\n').filter((l) => l.includes('revision 1 serves all traffic'));
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^\[\d\d:\d\d:\d\d\] default\/plain: revision 1 serves all traffic$/);
+      expect(text.output).not.toMatch(/^\{"level"/m);
+    } finally {
+      await text.stop();
+    }
+    const bad = await molt(['server', '--log-format', 'xml', '--data-dir', tempDir(), '--port', '0']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('--log-format must be text or json (got "xml")');
+  });
 });

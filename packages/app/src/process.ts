@@ -28,7 +28,12 @@ export interface ProcessSpec<S, H extends Record<string, Handler<S>>> {
   name: string;
   init: () => S | Promise<S>;
   handlers: H;
-  /** Turns a state of another version of this module into this version's shape. */
+  /**
+   * Runs once when this module changes under a live process. Up (`change.direction === 'up'`): turns
+   * the older version's state into this version's shape. Down (a rollback in place): this version is
+   * the one being left, and turns its state back into the shape of `change.to`. Never called when
+   * this module is the same in both releases.
+   */
   codeChange?: (state: any, change: CodeChange) => S | Promise<S>;
   /** How long a call waits (queued, suspended or running) before it fails. Default 5000. */
   callTimeoutMs?: number;

@@ -31,7 +31,8 @@ async function deployExample(url: string, dataDir: string, exampleDir: string): 
   });
   if (!exists) {
     const { prepareVolumes } = await import('./volume-commands.js');
-    for (const line of await prepareVolumes(admin, 'default', exampleDir, undefined)) say(line);
+    // Its volume events are printed by the server itself.
+    await prepareVolumes(admin, 'default', exampleDir, undefined);
     const { built, release } = await pushRelease(admin, 'default', exampleDir, undefined, say);
     const result = await admin.request<UpdateResult>('POST', '/api/v1/namespaces/default/apps', { config: built.spec, releaseId: release.id });
     // The server prints the rollout's events itself; following it here is only to wait for its end.
