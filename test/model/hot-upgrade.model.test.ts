@@ -6,7 +6,7 @@
  * each step what serves, each process's state, which codeChange calls ran, the current and
  * permanent revisions and every revision's status against the plain model in hot-model.ts.
  *
- * MOLT_MODEL_RUNS (default 3) and MOLT_MODEL_STEPS (default 7) bound it; MOLT_MODEL_SEED replays a run.
+ * MOLT_MODEL_RUNS (default 4) and MOLT_MODEL_STEPS (default 8) bound it; MOLT_MODEL_SEED replays a run.
  */
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,8 +16,8 @@ import { ServerProcess, sleep, tempDir, waitFor } from '../helpers.js';
 import * as model from './hot-model.js';
 import type { Model, ModSpec, RelSpec } from './hot-model.js';
 
-const RUNS = Number(process.env.MOLT_MODEL_RUNS ?? 3);
-const STEPS = Number(process.env.MOLT_MODEL_STEPS ?? 7);
+const RUNS = Number(process.env.MOLT_MODEL_RUNS ?? 4);
+const STEPS = Number(process.env.MOLT_MODEL_STEPS ?? 8);
 const SEED = process.env.MOLT_MODEL_SEED ? Number(process.env.MOLT_MODEL_SEED) : Date.now() % 2 ** 31;
 
 interface Real {
@@ -231,7 +231,7 @@ describe('hot upgrades against a model', () => {
     ];
     console.log(`model-based hot upgrade test: seed ${SEED} (MOLT_MODEL_SEED=${SEED} replays it), ${RUNS} run(s) of up to ${STEPS} steps`);
     await fc.assert(
-      fc.asyncProperty(fc.commands(commands, { maxCommands: STEPS }), async (cmds) => {
+      fc.asyncProperty(fc.commands(commands, { maxCommands: STEPS, size: 'max' }), async (cmds) => {
         const app = `model${++run}`;
         const dir = join(tempDir('molt-app-'), app);
         const r: Real = { server, app, dir, steps: ['create'] };

@@ -108,7 +108,15 @@ export class RolloutEngine {
       finishedAt: null,
     };
     await this.store.insertRollout(rollout);
-    const run = (hot ? this.runHot(rollout, to, hot) : this.run(rollout, to)).finally(() => this.running.delete(rollout.id));
+    // A bug in a rollout (an illegal transition, a store error) is an error event, not a crash of the server that serves every app.
+    const run = (hot ? this.runHot(rollout, to, hot) : this.run(rollout, to))
+      .catch(async (err) => {
+        this.internalError(app.namespace, app.name, err);
+        // The app is not left locked: the rollout ends failed (if it had not ended) and the lock goes.
+        await this.store.finishRollout(rollout.id, 'failed', `internal error: ${err instanceof Error ? err.message : String(err)}`).catch(() => {});
+        await this.unlock(app.namespace, app.name).catch(() => {});
+      })
+      .finally(() => this.running.delete(rollout.id));
     this.running.set(rollout.id, run);
     return rollout;
   }
@@ -261,7 +269,7 @@ export class RolloutEngine {
       await this.store.finishRollout(rollout.id, 'succeeded');
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
       this.watchProbation(namespace, app, probationUntil);
-      for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules);
+      for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules).catch((err) => this.internalError(namespace, app, err));
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       await ev('rollout.aborting', `hot upgrade aborted: ${reason}; downgrading ${upgraded.length} upgraded worker(s) in place`, 'error');
