@@ -330,7 +330,8 @@ export class RolloutEngine {
   /** A worker of an app on probation crashed: the upgraded revision did not hold, so the app goes back. */
   private async probationCrash(w: WorkerRow): Promise<void> {
     const row = await this.store.getApp(w.namespace, w.app);
-    if (!row?.probationUntil || row.permanentRevision === null) return;
+    // Only a worker running the revision on probation speaks against it (not one of an update under way).
+    if (!row?.probationUntil || row.permanentRevision === null || w.revision !== row.currentRevision) return;
     await this.revertProbation(w.namespace, w.app, `worker ${w.id} crashed during its probation`, 'ghosted');
   }
 
