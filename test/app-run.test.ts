@@ -1,18 +1,14 @@
-import { spawn } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { freePort, MOLT_BIN, molt, simpleApp, sleep, tempDir, waitFor } from './helpers.js';
+import { appRun, freePort, molt, simpleApp, sleep, tempDir, waitFor } from './helpers.js';
 
 describe('molt app run, as an editor saves files', () => {
   it('catches atomic saves (a temp file renamed over the real one), names the real file, and survives many builds in a row', async () => {
     const dir = simpleApp(join(tempDir(), 'editor'), { name: 'editor', body: 'v0' });
     const port = await freePort();
-    const child = spawn(process.execPath, [MOLT_BIN, 'app', 'run', '--port', String(port)], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (c) => (output += c));
-    child.stderr.on('data', (c) => (output += c));
+    const { child, output } = appRun(dir, port);
     const get = () => fetch(`http://127.0.0.1:${port}/`).then((r) => r.text(), () => undefined);
     try {
       expect(await waitFor(get, 15_000, 'local app')).toBe('v0');
@@ -25,14 +21,14 @@ describe('molt app run, as an editor saves files', () => {
         expect(await waitFor(async () => ((await get()) === `v${i}` ? 'ok' : undefined), 15_000, `save ${i}`)).toBe('ok');
         await sleep(200);
       }
-      expect(output).toMatch(/molt: index\.ts changed; hot-swapped/);
-      expect(output).not.toMatch(/\.swp/);
-      expect(output).not.toMatch(/ENOENT|scandir/);
+      expect(output()).toMatch(/molt: index\.ts changed; hot-swapped/);
+      expect(output()).not.toMatch(/\.swp/);
+      expect(output()).not.toMatch(/ENOENT|scandir/);
       // A file under .molt or node_modules changing is not a change of the app.
-      const saves = (output.match(/ changed; /g) ?? []).length;
+      const saves = (output().match(/ changed; /g) ?? []).length;
       writeFileSync(join(dir, '.molt', 'note.txt'), 'x');
       await sleep(800);
-      expect((output.match(/ changed; /g) ?? []).length).toBe(saves);
+      expect((output().match(/ changed; /g) ?? []).length).toBe(saves);
       expect(child.exitCode).toBeNull();
     } finally {
       child.kill('SIGINT');

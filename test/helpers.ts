@@ -126,6 +126,15 @@ export function molt(args: string[], opts: { cwd?: string; env?: Record<string, 
   });
 }
 
+/** `molt app run` in `dir` on `port` as a child process; `output()` is all it has printed so far. */
+export function appRun(dir: string, port: number, extra: string[] = [], env: Record<string, string> = {}): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [MOLT_BIN, 'app', 'run', '--port', String(port), ...extra], { cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  return { child, output: () => output };
+}
+
 /** A port the OS says is free now (for `molt app run --port`, which takes a number). */
 export function freePort(): Promise<number> {
   return new Promise((resolvePromise, reject) => {

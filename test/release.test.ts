@@ -1,8 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyExample, MOLT_BIN, molt, ServerProcess, simpleApp, sleep, tempDir, waitFor, writeApp, freePort } from './helpers.js';
+import { appRun, copyExample, molt, ServerProcess, simpleApp, sleep, tempDir, waitFor, writeApp, freePort } from './helpers.js';
 
 describe('releases', () => {
   const server = new ServerProcess(tempDir());
@@ -74,10 +73,7 @@ describe('releases', () => {
   it('molt app run serves the app locally, hot-swaps a changed module (same process) and restarts on a config change', async () => {
     const dir = simpleApp(join(tempDir(), 'local'), { name: 'local', body: 'first' });
     const port = await freePort();
-    const child = spawn(process.execPath, [MOLT_BIN, 'app', 'run', '--port', String(port)], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (c) => (output += c));
-    child.stderr.on('data', (c) => (output += c));
+    const { child, output } = appRun(dir, port);
     try {
       const get = () => fetch(`http://127.0.0.1:${port}/`).then((r) => r.text(), () => undefined);
       expect(await waitFor(get, 15_000, 'local app')).toBe('first');
@@ -85,12 +81,12 @@ describe('releases', () => {
       await sleep(300);
       writeFileSync(join(dir, 'index.ts'), readFileSync(join(dir, 'index.ts'), 'utf8').replace('"first"', '"second"'));
       expect(await waitFor(async () => ((await get()) === 'second' ? 'second' : undefined), 15_000, 'hot swap')).toBe('second');
-      expect(output).toMatch(/index\.ts changed; hot-swapped in [\d.]+ ms \(state kept\)/);
+      expect(output()).toMatch(/index\.ts changed; hot-swapped in [\d.]+ ms \(state kept\)/);
       expect(await fetch(`http://127.0.0.1:${port}/pid`).then((r) => r.text())).toBe(pid);
       await sleep(300);
       simpleApp(dir, { name: 'local', body: 'third', config: { env: { MODE: 'x' } } });
       expect(await waitFor(async () => ((await get()) === 'third' ? 'third' : undefined), 15_000, 'restart')).toBe('third');
-      expect(output).toMatch(/changed; restarting \(hot is unsafe: the runtime config changed \(env\)/);
+      expect(output()).toMatch(/changed; restarting \(hot is unsafe: the runtime config changed \(env\)/);
       expect(await fetch(`http://127.0.0.1:${port}/pid`).then((r) => r.text())).not.toBe(pid);
       // Ctrl-C stops the worker and molt app run itself.
       const exited = new Promise((r) => child.once('exit', r));

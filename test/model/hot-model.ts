@@ -47,7 +47,6 @@ export interface Model {
   restarts: number;
 }
 
-export const key = (spec: RelSpec): string => JSON.stringify(spec);
 const factor = (m: ModSpec) => m.ver + 1;
 
 export function moduleSource(spec: RelSpec, i: number): string {
@@ -105,6 +104,12 @@ export function codeOf(spec: RelSpec): Record<string, string> {
   });
   return out;
 }
+
+/**
+ * A release is its files: two specs that write the same sources (a module without a process
+ * carries no migration) are the same release, as molt's content-addressed ids say.
+ */
+export const key = (spec: RelSpec): string => JSON.stringify([entrySource(spec), ...spec.mods.map((m, i) => (m ? moduleSource(spec, i) : null))]);
 
 const processes = (spec: RelSpec) => spec.mods.flatMap((m, i) => (m?.proc ? [i] : []));
 

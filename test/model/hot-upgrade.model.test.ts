@@ -117,12 +117,27 @@ async function awaitProbation(m: Model, r: Real): Promise<void> {
   }
 }
 
-class HotUpdate implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly change: Change) {}
-  check = () => true;
-  async run(m: Model, r: Real): Promise<void> {
-    r.steps.push(`hot ${show(this.change)}`);
-    const target = apply(model.serving(m), this.change);
+/**
+ * One generated operation: what it does to the model and to the real server (asserting what the
+ * user is told), then, after every step alike, wait for the app to settle and compare.
+ */
+function operation(label: string, act: (m: Model, r: Real) => Promise<void>, allowed: (m: Readonly<Model>) => boolean = () => true): fc.AsyncCommand<Model, Real> {
+  return {
+    check: allowed,
+    async run(m, r) {
+      r.steps.push(label);
+      await act(m, r);
+      await settle(r);
+      await awaitProbation(m, r);
+      await check(m, r);
+    },
+    toString: () => label,
+  };
+}
+
+const hotUpdate = (c: Change) =>
+  operation(`hot(${show(c)})`, async (m, r) => {
+    const target = apply(model.serving(m), c);
     const expected = model.hotUpdate(m, target);
     writeRelease(r, target);
     const res = await r.server.molt(['app', 'update'], { cwd: r.dir });
@@ -132,82 +147,50 @@ class HotUpdate implements fc.AsyncCommand<Model, Real> {
       expect(res.stdout, res.stderr).toContain('strategy: hot');
       expect(res.code, `${r.steps.join(' → ')}\n${res.stdout}\n${res.stderr}`).toBe(expected === 'ok' ? 0 : 1);
     }
-    await settle(r);
-    await awaitProbation(m, r);
-    await check(m, r);
-  }
-  toString = () => `hot(${show(this.change)})`;
-}
+  });
 
-class RollingUpdate implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly change: Change) {}
-  check = () => true;
-  async run(m: Model, r: Real): Promise<void> {
-    r.steps.push(`rolling ${show(this.change)}`);
-    const target = apply(model.serving(m), this.change);
+const rollingUpdate = (c: Change) =>
+  operation(`rolling(${show(c)})`, async (m, r) => {
+    const target = apply(model.serving(m), c);
     const expected = model.rollingUpdate(m, target);
     writeRelease(r, target);
     const res = await r.server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: r.dir });
     expect(res.code, `${r.steps.join(' → ')}\n${res.stderr}`).toBe(expected === 'failed' ? 1 : 0);
-    await settle(r);
-    await check(m, r);
-  }
-  toString = () => `rolling(${show(this.change)})`;
-}
+  });
 
-class Rollback implements fc.AsyncCommand<Model, Real> {
-  check = () => true;
-  async run(m: Model, r: Real): Promise<void> {
-    r.steps.push('rollback');
-    const expected = model.rollback(m);
-    const res = await r.server.molt(['app', 'rollback', '--app', r.app]);
-    if (expected === 'none') expect(res.stderr).toContain('MOLT_ERR_REVISION_NOT_FOUND');
-    else expect(res.code, `${r.steps.join(' → ')}\n${res.stderr}`).toBe(expected === 'ok' ? 0 : 1);
-    await settle(r);
-    await awaitProbation(m, r);
-    await check(m, r);
-  }
-  toString = () => 'rollback';
-}
+const rollback = operation('rollback', async (m, r) => {
+  const expected = model.rollback(m);
+  const res = await r.server.molt(['app', 'rollback', '--app', r.app]);
+  if (expected === 'none') expect(res.stderr).toContain('MOLT_ERR_REVISION_NOT_FOUND');
+  else expect(res.code, `${r.steps.join(' → ')}\n${res.stderr}`).toBe(expected === 'ok' ? 0 : 1);
+});
 
-class Bump implements fc.AsyncCommand<Model, Real> {
-  check = () => true;
-  async run(m: Model, r: Real): Promise<void> {
-    r.steps.push('bump');
-    model.bump(m);
-    expect((await call(r, '/bump')).status).toBe(200);
-    await check(m, r);
-  }
-  toString = () => 'bump';
-}
+const bump = operation('bump', async (m, r) => {
+  model.bump(m);
+  expect((await call(r, '/bump')).status).toBe(200);
+});
 
-class Crash implements fc.AsyncCommand<Model, Real> {
-  // Replacements back off (1 s, 2 s, …): two crashes per run keep it short.
-  check = (m: Readonly<Model>) => m.crashes < 2;
-  async run(m: Model, r: Real): Promise<void> {
-    r.steps.push('crash');
+const crash = operation(
+  'crash',
+  async (m, r) => {
     const [before] = await liveWorkers(r);
     model.crash(m);
     await call(r, '/crash');
     await waitFor(async () => !(await liveWorkers(r)).some((w) => w.id === before!.id), 10_000, 'the crashed worker to be gone');
-    await settle(r);
-    await check(m, r);
-  }
-  toString = () => 'crash';
-}
+  },
+  // Replacements back off (1 s, 2 s, …): two crashes per run keep it short.
+  (m) => m.crashes < 2,
+);
 
-class Restart implements fc.AsyncCommand<Model, Real> {
-  check = (m: Readonly<Model>) => m.restarts < 1;
-  async run(m: Model, r: Real): Promise<void> {
-    r.steps.push('restart');
+const restart = operation(
+  'restart',
+  async (m, r) => {
     model.restart(m);
     await r.server.stop('SIGKILL');
     await r.server.start();
-    await settle(r);
-    await check(m, r);
-  }
-  toString = () => 'restart';
-}
+  },
+  (m) => m.restarts < 1,
+);
 
 describe('hot upgrades against a model', () => {
   const server = new ServerProcess(tempDir());
@@ -219,15 +202,15 @@ describe('hot upgrades against a model', () => {
     let steps = 0;
     const kinds = new Map<string, number>();
     const commands = [
-      changeArb.map((c) => new HotUpdate(c)),
-      changeArb.map((c) => new HotUpdate(c)),
-      changeArb.map((c) => new RollingUpdate(c)),
-      fc.constant(new Rollback()),
-      fc.constant(new Rollback()),
-      fc.constant(new Bump()),
-      fc.constant(new Bump()),
-      fc.constant(new Crash()),
-      fc.constant(new Restart()),
+      changeArb.map(hotUpdate),
+      changeArb.map(hotUpdate),
+      changeArb.map(rollingUpdate),
+      fc.constant(rollback),
+      fc.constant(rollback),
+      fc.constant(bump),
+      fc.constant(bump),
+      fc.constant(crash),
+      fc.constant(restart),
     ];
     console.log(`model-based hot upgrade test: seed ${SEED} (MOLT_MODEL_SEED=${SEED} replays it), ${RUNS} run(s) of up to ${STEPS} steps`);
     await fc.assert(
@@ -246,7 +229,7 @@ describe('hot upgrades against a model', () => {
           await check(m, r);
           await fc.asyncModelRun(() => ({ model: m, real: r }), cmds);
           steps += r.steps.length - 1;
-          for (const step of r.steps.slice(1)) kinds.set(step.split(' ')[0]!, (kinds.get(step.split(' ')[0]!) ?? 0) + 1);
+          for (const step of r.steps.slice(1)) kinds.set(step.split('(')[0]!, (kinds.get(step.split('(')[0]!) ?? 0) + 1);
         } finally {
           await server.molt(['app', 'delete', '--app', app]);
           rmSync(join(dir, '..'), { recursive: true, force: true });

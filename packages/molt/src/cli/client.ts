@@ -18,11 +18,11 @@ export class ApiError extends Error {
  * URL copied from an API call) is dropped, any other path is kept (molt behind a proxy's prefix).
  */
 export function serverBase(server: string): string {
-  let url: URL;
+  let url: URL | undefined;
   try {
     url = new URL(server);
   } catch {
-    url = undefined as never;
+    // not a URL at all: said below
   }
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
     const guess = /^[\w.-]+:\d+/.test(server) || /^[\w.-]+$/.test(server) ? `; did you mean http://${server}?` : '; e.g. http://127.0.0.1:7070';

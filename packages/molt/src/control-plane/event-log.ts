@@ -31,6 +31,14 @@ export class EventLog {
     return row;
   }
 
+  /**
+   * A failure inside molt itself (a store error, an illegal state transition) met in background
+   * work: an error event, so it is seen, never an unhandled rejection that ends the server.
+   */
+  internalError(namespace: string, app: string | null, err: unknown): void {
+    void this.append({ namespace, app, level: 'error', type: 'molt.internal-error', message: err instanceof Error ? err.message : String(err) }).catch(() => {});
+  }
+
   /** Calls `fn` for every event appended from now on; returns the unsubscribe function. */
   subscribe(fn: (e: EventRow) => void): () => void {
     this.bus.on('event', fn);

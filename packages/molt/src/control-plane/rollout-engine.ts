@@ -35,9 +35,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RolloutEngine {
   private readonly running = new Map<string, Promise<void>>();
-  /** Apps whose rollout lock this control plane holds, or is taking. */
+  /** Apps whose rollout lock this control plane holds. */
   private readonly locked = new Set<string>();
-  private readonly claiming = new Map<string, number>();
   /** Why each app's last rollout failed, until one succeeds (what the gateway says when no worker serves). */
   readonly lastFailure = new Map<string, string>();
   /** The timer of each app's probation (its deadline is in the store: `apps.probationUntil`). */
@@ -49,23 +48,13 @@ export class RolloutEngine {
     private readonly events: EventLog,
     private readonly routes: RouteTable,
   ) {
-    supervisor.onCrash((w) => void this.probationCrash(w).catch((err) => this.internalError(w.namespace, w.app, err)));
+    supervisor.onCrash((w) => void this.probationCrash(w).catch((err) => this.events.internalError(w.namespace, w.app, err)));
   }
 
   /** Takes the app's rollout lock or throws 409 naming the rollout in progress. */
   async claim(app: AppRow): Promise<string> {
     const id = newId();
-    const key = `${app.namespace}/${app.name}`;
-    this.claiming.set(key, (this.claiming.get(key) ?? 0) + 1);
-    let won = false;
-    try {
-      won = await this.store.claimRollout(app.namespace, app.name, id);
-    } finally {
-      const n = (this.claiming.get(key) ?? 1) - 1;
-      if (n > 0) this.claiming.set(key, n);
-      else this.claiming.delete(key);
-    }
-    if (won) this.locked.add(key);
+    if (await this.store.claimRollout(app.namespace, app.name, id)) this.locked.add(`${app.namespace}/${app.name}`);
     else {
       const current = await this.store.getApp(app.namespace, app.name);
       throw new MoltError(
@@ -84,8 +73,36 @@ export class RolloutEngine {
 
   /** Whether this control plane is updating the app (so its workers are on their way). */
   updating(namespace: string, app: string): boolean {
-    const key = `${namespace}/${app}`;
-    return this.locked.has(key) || this.claiming.has(key);
+    return this.locked.has(`${namespace}/${app}`);
+  }
+
+  /**
+   * Takes the app's lock once no rollout holds it, for work of the engine's own (a probation going
+   * back, a recycle): waits for an update under way, then asks `still` whether the work is still
+   * wanted. Undefined when it is not.
+   */
+  private async claimWhenFree(namespace: string, app: string, still: (row: AppRow) => boolean): Promise<{ row: AppRow; rolloutId: string } | undefined> {
+    for (;;) {
+      const row = await this.store.getApp(namespace, app);
+      if (row?.rolloutId) {
+        await this.finished(row.rolloutId, 500);
+        continue;
+      }
+      if (!row || !still(row)) return undefined;
+      try {
+        return { row, rolloutId: await this.claim(row) };
+      } catch (err) {
+        // Another update took it between the read and the claim: wait for that one.
+        if (!(err instanceof MoltError && err.code === 'MOLT_ERR_ROLLOUT_IN_PROGRESS')) throw err;
+      }
+    }
+  }
+
+  /** Records a rollout that runs now under a lock just taken. */
+  private async recordRollout(id: string, namespace: string, app: string, fromRevision: number, toRevision: number, strategy: RolloutRow['strategy']): Promise<RolloutRow> {
+    const rollout: RolloutRow = { id, namespace, app, fromRevision, toRevision, strategy, phase: 'running', reason: null, createdAt: new Date().toISOString(), finishedAt: null };
+    await this.store.insertRollout(rollout);
+    return rollout;
   }
 
   /** Releases a claimed lock when the update is refused before its rollout starts. */
@@ -95,23 +112,11 @@ export class RolloutEngine {
 
   /** Records the rollout (lock already held) and runs it in the background. */
   async start(rolloutId: string, app: AppRow, to: RevisionRow, hot?: HotRollout): Promise<RolloutRow> {
-    const rollout: RolloutRow = {
-      id: rolloutId,
-      namespace: app.namespace,
-      app: app.name,
-      fromRevision: app.currentRevision,
-      toRevision: to.revision,
-      strategy: hot ? 'hot' : 'rolling',
-      phase: 'running',
-      reason: null,
-      createdAt: new Date().toISOString(),
-      finishedAt: null,
-    };
-    await this.store.insertRollout(rollout);
+    const rollout = await this.recordRollout(rolloutId, app.namespace, app.name, app.currentRevision, to.revision, hot ? 'hot' : 'rolling');
     // A bug in a rollout (an illegal transition, a store error) is an error event, not a crash of the server that serves every app.
     const run = (hot ? this.runHot(rollout, to, hot) : this.run(rollout, to))
       .catch(async (err) => {
-        this.internalError(app.namespace, app.name, err);
+        this.events.internalError(app.namespace, app.name, err);
         // The app is not left locked: the rollout ends failed (if it had not ended) and the lock goes.
         await this.store.finishRollout(rollout.id, 'failed', `internal error: ${err instanceof Error ? err.message : String(err)}`).catch(() => {});
         await this.unlock(app.namespace, app.name).catch(() => {});
@@ -269,7 +274,7 @@ export class RolloutEngine {
       await this.store.finishRollout(rollout.id, 'succeeded');
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
       this.watchProbation(namespace, app, probationUntil);
-      for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules).catch((err) => this.internalError(namespace, app, err));
+      for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules).catch((err) => this.events.internalError(namespace, app, err));
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       await ev('rollout.aborting', `hot upgrade aborted: ${reason}; downgrading ${upgraded.length} upgraded worker(s) in place`, 'error');
@@ -303,7 +308,7 @@ export class RolloutEngine {
     clearTimeout(this.probationTimers.get(key));
     const timer = setTimeout(() => {
       this.probationTimers.delete(key);
-      void this.endProbation(namespace, app).catch((err) => this.internalError(namespace, app, err));
+      void this.endProbation(namespace, app).catch((err) => this.events.internalError(namespace, app, err));
     }, Math.max(0, Date.parse(until) - Date.now()));
     timer.unref();
     this.probationTimers.set(key, timer);
@@ -342,37 +347,16 @@ export class RolloutEngine {
    * back to its size on the permanent revision. Takes the rollout lock, waiting for an update under way.
    */
   async revertProbation(namespace: string, app: string, why: string, status: 'failed' | 'ghosted'): Promise<void> {
-    let row = await this.store.getApp(namespace, app);
-    while (row?.rolloutId) {
-      await this.finished(row.rolloutId, 500);
-      row = await this.store.getApp(namespace, app);
-    }
-    if (!row?.probationUntil || row.permanentRevision === null) return;
+    const claimed = await this.claimWhenFree(namespace, app, (row) => !!row.probationUntil && row.permanentRevision !== null);
+    if (!claimed) return;
+    const { row, rolloutId } = claimed;
     const [current, permanent] = await Promise.all([
       this.store.getRevision(namespace, app, row.currentRevision),
-      this.store.getRevision(namespace, app, row.permanentRevision),
+      this.store.getRevision(namespace, app, row.permanentRevision!),
     ]);
-    if (!current || !permanent) return;
-    let rolloutId: string;
-    try {
-      rolloutId = await this.claim(row);
-    } catch {
-      return this.revertProbation(namespace, app, why, status);
-    }
+    if (!current || !permanent) return this.unlock(namespace, app);
     const reason = `${why}; revision ${permanent.revision}, the permanent one, serves again`;
-    const rollout: RolloutRow = {
-      id: rolloutId,
-      namespace,
-      app,
-      fromRevision: current.revision,
-      toRevision: permanent.revision,
-      strategy: 'hot',
-      phase: 'running',
-      reason: null,
-      createdAt: new Date().toISOString(),
-      finishedAt: null,
-    };
-    await this.store.insertRollout(rollout);
+    await this.recordRollout(rolloutId, namespace, app, current.revision, permanent.revision, 'hot');
     const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'warn', workerId: string | null = null) =>
       this.events.append({ namespace, app, rolloutId, workerId, type, message, level });
     await ev('revision.not-permanent', `revision ${current.revision} is not made permanent: ${reason}`, 'error');
@@ -407,28 +391,17 @@ export class RolloutEngine {
     await this.supervisor.reconcile(namespace, app).catch(() => {});
   }
 
-  private internalError(namespace: string, app: string, err: unknown): void {
-    void this.events.append({ namespace, app, level: 'error', type: 'molt.internal-error', message: err instanceof Error ? err.message : String(err) }).catch(() => {});
-  }
-
   /**
    * Node never frees a loaded module: a worker past its budget of retained module versions is
    * replaced by a fresh one of the same revision (started and ready first, then drained). It
    * holds the app's rollout lock meanwhile, so no update runs beside it.
    */
   private async recycle(namespace: string, app: string, workerId: string, rev: RevisionRow, budget: number): Promise<void> {
-    const row = await this.store.getApp(namespace, app);
-    if (!row || row.currentRevision !== rev.revision) return;
-    let rolloutId: string;
-    try {
-      rolloutId = await this.claim(row);
-    } catch {
-      // An update holds the app: it replaces or upgrades this worker itself; look again after it.
-      await this.finished(row.rolloutId ?? '', 500);
-      return this.recycle(namespace, app, workerId, rev, budget);
-    }
-    const now = new Date().toISOString();
-    await this.store.insertRollout({ id: rolloutId, namespace, app, fromRevision: rev.revision, toRevision: rev.revision, strategy: 'rolling', phase: 'running', reason: null, createdAt: now, finishedAt: null });
+    // After an update that held the app, only if the worker still runs this revision.
+    const claimed = await this.claimWhenFree(namespace, app, (row) => row.currentRevision === rev.revision && this.supervisor.workersOf(namespace, app).some((w) => w.id === workerId));
+    if (!claimed) return;
+    const { rolloutId } = claimed;
+    await this.recordRollout(rolloutId, namespace, app, rev.revision, rev.revision, 'rolling');
     await this.events.append({ namespace, app, workerId, rolloutId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} retains more than ${budget} module versions: replacing it with a fresh worker` });
     try {
       await this.supervisor.startWorker(rev, rolloutId);

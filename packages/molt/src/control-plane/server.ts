@@ -175,13 +175,11 @@ async function start(opts: ServerOptions, dataDir: string, unlock: () => void): 
     maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
   });
   const adminToken = await bootstrap(cp, dataDir);
-  const level = opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info';
-  const log: Logger = pino({ level, base: undefined }, pino.destination(2));
+  const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
   // Every event, once: a JSON line with its app, rollout and worker ids, or a line for a person.
   if (opts.logFormat === 'text') {
-    const shown = new Set(level === 'silent' ? [] : level === 'error' ? ['error'] : level === 'warn' ? ['warn', 'error'] : ['info', 'warn', 'error']);
     cp.events.subscribe((e) => {
-      if (shown.has(e.level)) process.stderr.write(`[${e.ts.slice(11, 19)}] ${e.level === 'info' ? '' : `${e.level.toUpperCase()} `}${e.app ? `${e.namespace}/${e.app}: ` : ''}${e.message}\n`);
+      if (log.isLevelEnabled(e.level)) process.stderr.write(`[${e.ts.slice(11, 19)}] ${e.level === 'info' ? '' : `${e.level.toUpperCase()} `}${e.app ? `${e.namespace}/${e.app}: ` : ''}${e.message}\n`);
     });
   } else cp.events.subscribe((e) => log[e.level]({ ns: e.namespace, app: e.app, rolloutId: e.rolloutId ?? undefined, workerId: e.workerId ?? undefined, event: e.type }, e.message));
   const gateway = new Gateway(cp.routes, cp.tokens, {

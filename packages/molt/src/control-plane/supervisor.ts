@@ -192,7 +192,7 @@ export class Supervisor {
    */
   workerComing(namespace: string, app: string): boolean {
     const key = `${namespace}/${app}`;
-    return this.starting.has(key) || this.pendingReplacements.has(key) || [...this.live.values()].some((l) => l.row.namespace === namespace && l.row.app === app && !l.stopping);
+    return this.starting.has(key) || this.pendingReplacements.has(key) || this.workersOf(namespace, app).length > 0;
   }
 
   private async launch(rev: RevisionRow, rolloutId?: string | null): Promise<WorkerRow> {
@@ -279,7 +279,7 @@ export class Supervisor {
       await proc.start(() => {
         row.pid = proc.pid ?? null;
         void this.store.updateWorker(row.id, { pid: row.pid });
-        this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT').catch((err) => void this.events.append({ ...base, level: 'error', type: 'molt.internal-error', message: err instanceof Error ? err.message : String(err) }));
+        this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT').catch((err) => this.events.internalError(rev.namespace, rev.app, err));
       });
     } catch (err) {
       const reason = this.oomReason(live) ?? (err instanceof Error ? err.message : String(err));

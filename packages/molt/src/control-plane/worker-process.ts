@@ -309,9 +309,7 @@ export class WorkerProcess {
   private async pollReadiness(path: string, deadline: number): Promise<void> {
     while (Date.now() < deadline) {
       if (this.exited) throw new WorkerStartError(`the worker exited before it was ready (${describeExit(this.exited.code, this.exited.signal)})`);
-      const answer = await probe(this.address!, path).catch((err: Error) => err.message);
-      if (typeof answer !== 'string' && answer.status >= 200 && answer.status < 300) return;
-      this.lastReadiness = typeof answer === 'string' ? answer : describeProbe(answer);
+      if (await this.ready()) return;
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new WorkerStartError(`readiness GET ${path} did not succeed within ${this.launch.spec.readiness.timeoutMs} ms (last answer: ${this.lastReadiness})`);
@@ -368,7 +366,7 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
 }
 
 /** What a readiness answer says, for messages: `HTTP 503: "warming up"`. */
-export function describeProbe(p: { status: number; body: string }): string {
+function describeProbe(p: { status: number; body: string }): string {
   return `HTTP ${p.status}${p.body ? `: ${JSON.stringify(p.body)}` : ''}`;
 }
 

@@ -21,13 +21,13 @@ export class AppRoutes {
   paused = false;
   private waiters: Waiter[] = [];
   private rr = 0;
-  /** Why no worker will come when none is ready (set by the control plane); undefined when one is on its way. */
-  noneComing: () => string | undefined = () => undefined;
 
   constructor(
     readonly namespace: string,
     readonly name: string,
     private readonly limits: QueueLimits,
+    /** Why no worker will come when none is ready; undefined while one is on its way. */
+    private readonly noneComing: () => string | undefined = () => undefined,
   ) {}
 
   /** The ready target with the fewest outstanding requests; ties rotate. */
@@ -114,8 +114,7 @@ export class RouteTable {
     const key = `${namespace}/${name}`;
     let routes = this.apps.get(key);
     if (!routes) {
-      routes = new AppRoutes(namespace, name, this.limits);
-      routes.noneComing = () => this.explainNoWorker(namespace, name);
+      routes = new AppRoutes(namespace, name, this.limits, () => this.explainNoWorker(namespace, name));
       this.apps.set(key, routes);
     }
     return routes;

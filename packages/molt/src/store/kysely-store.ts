@@ -2,7 +2,7 @@ import { type Kysely, Migrator, type Selectable, sql } from 'kysely';
 import type { Store } from './store.js';
 import { type Database, migrations } from './schema.js';
 import { MoltError } from '../errors.js';
-import { revisionStatus, rolloutPhase, workerStatus } from './lifecycle.js';
+import { revisionStatus, rolloutPhase, type StateMachine, workerStatus } from './lifecycle.js';
 import type { AppRow, EventRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
@@ -27,6 +27,27 @@ const toGrant = (r: Row<'volumeGrants'>): VolumeGrantRow => ({ ...r, write: !!r.
 const toWorker = (r: Row<'workers'>): WorkerRow => ({ ...r, revision: Number(r.revision) }) as WorkerRow;
 const toRollout = (r: Row<'rollouts'>): RolloutRow => ({ ...r, fromRevision: Number(r.fromRevision), toRevision: Number(r.toRevision) }) as RolloutRow;
 const toEvent = (r: Row<'events'>): EventRow => ({ ...r, id: Number(r.id) }) as EventRow;
+
+/**
+ * One status write checked against its state machine: read the status, check the move, then write
+ * only if the status is still the one read (compare-and-set); a concurrent write in between makes it
+ * read and check again rather than be overwritten.
+ */
+async function transition<S extends string>(
+  machine: StateMachine<S>,
+  subject: string,
+  to: S,
+  read: () => Promise<S | undefined>,
+  write: (from: S) => Promise<bigint | number>,
+  missing: () => Error,
+): Promise<void> {
+  for (;;) {
+    const from = await read();
+    if (from === undefined) throw missing();
+    machine.check(subject, from, to);
+    if (Number(await write(from)) > 0) return;
+  }
+}
 
 function boolPatch(patch: object): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -250,20 +271,15 @@ export class KyselyStore implements Store {
   }
 
   async setRevisionStatus(namespace: string, app: string, revision: number, status: RevisionRow['status'], reason: string | null = null): Promise<void> {
-    const row = await this.db.selectFrom('revisions').select('status').where('namespace', '=', namespace).where('app', '=', app).where('revision', '=', revision).executeTakeFirst();
-    if (!row) throw new MoltError('MOLT_ERR_REVISION_NOT_FOUND', `app ${namespace}/${app} has no revision ${revision}`);
-    const from = row.status as RevisionRow['status'];
-    revisionStatus.check(`revision ${revision} of ${namespace}/${app}`, from, status);
-    // Compare-and-set: a concurrent write in between fails the check again rather than being overwritten.
-    const res = await this.db
-      .updateTable('revisions')
-      .set({ status, reason })
-      .where('namespace', '=', namespace)
-      .where('app', '=', app)
-      .where('revision', '=', revision)
-      .where('status', '=', from)
-      .executeTakeFirst();
-    if (Number(res.numUpdatedRows) === 0) return this.setRevisionStatus(namespace, app, revision, status, reason);
+    await transition(
+      revisionStatus,
+      `revision ${revision} of ${namespace}/${app}`,
+      status,
+      async () => (await this.db.selectFrom('revisions').select('status').where('namespace', '=', namespace).where('app', '=', app).where('revision', '=', revision).executeTakeFirst())?.status as RevisionRow['status'] | undefined,
+      async (from) =>
+        (await this.db.updateTable('revisions').set({ status, reason }).where('namespace', '=', namespace).where('app', '=', app).where('revision', '=', revision).where('status', '=', from).executeTakeFirst()).numUpdatedRows,
+      () => new MoltError('MOLT_ERR_REVISION_NOT_FOUND', `app ${namespace}/${app} has no revision ${revision}`),
+    );
   }
 
   async insertWorker(worker: WorkerRow): Promise<void> {
@@ -276,12 +292,14 @@ export class KyselyStore implements Store {
   }
 
   async setWorkerStatus(id: string, status: WorkerStatus, patch: Partial<Omit<WorkerRow, 'id' | 'status'>> = {}): Promise<void> {
-    const row = await this.db.selectFrom('workers').select('status').where('id', '=', id).executeTakeFirst();
-    if (!row) throw new MoltError('MOLT_ERR_NOT_FOUND', `no worker ${id}`);
-    const from = row.status as WorkerStatus;
-    workerStatus.check(`worker ${id}`, from, status);
-    const res = await this.db.updateTable('workers').set({ ...patch, status }).where('id', '=', id).where('status', '=', from).executeTakeFirst();
-    if (Number(res.numUpdatedRows) === 0) return this.setWorkerStatus(id, status, patch);
+    await transition(
+      workerStatus,
+      `worker ${id}`,
+      status,
+      async () => (await this.db.selectFrom('workers').select('status').where('id', '=', id).executeTakeFirst())?.status as WorkerStatus | undefined,
+      async (from) => (await this.db.updateTable('workers').set({ ...patch, status }).where('id', '=', id).where('status', '=', from).executeTakeFirst()).numUpdatedRows,
+      () => new MoltError('MOLT_ERR_NOT_FOUND', `no worker ${id}`),
+    );
   }
 
   async listWorkers(namespace: string, app: string, all = false): Promise<WorkerRow[]> {
@@ -300,12 +318,14 @@ export class KyselyStore implements Store {
   }
 
   async finishRollout(id: string, phase: RolloutPhase, reason: string | null = null): Promise<void> {
-    const row = await this.db.selectFrom('rollouts').select('phase').where('id', '=', id).executeTakeFirst();
-    if (!row) throw new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${id}`);
-    const from = row.phase as RolloutPhase;
-    rolloutPhase.check(`rollout ${id}`, from, phase);
-    const res = await this.db.updateTable('rollouts').set({ phase, reason, finishedAt: new Date().toISOString() }).where('id', '=', id).where('phase', '=', from).executeTakeFirst();
-    if (Number(res.numUpdatedRows) === 0) return this.finishRollout(id, phase, reason);
+    await transition(
+      rolloutPhase,
+      `rollout ${id}`,
+      phase,
+      async () => (await this.db.selectFrom('rollouts').select('phase').where('id', '=', id).executeTakeFirst())?.phase as RolloutPhase | undefined,
+      async (from) => (await this.db.updateTable('rollouts').set({ phase, reason, finishedAt: new Date().toISOString() }).where('id', '=', id).where('phase', '=', from).executeTakeFirst()).numUpdatedRows,
+      () => new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${id}`),
+    );
   }
 
   async getRollout(id: string): Promise<RolloutRow | undefined> {
