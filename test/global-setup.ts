@@ -1,19 +1,56 @@
 /**
  * Every temp dir the suite makes (data dirs, app copies, sandboxes' files) goes under one directory
- * of this run, removed when the run ends: a test run leaves nothing in /tmp.
+ * of this run, removed when the run ends: a test run leaves nothing in /tmp. And no process it
+ * started outlives it: at the end, any process still running from that directory (a server, a
+ * control plane, a worker, a sandbox) fails the run, named, and is killed.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export default function setup(): () => void {
+/** Processes whose command line or working directory is under `root`: pid and command line. */
+function processesUnder(root: string): { pid: number; cmdline: string }[] {
+  const found: { pid: number; cmdline: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
+      let cwd = '';
+      try {
+        cwd = readlinkSync(`/proc/${entry}/cwd`);
+      } catch {
+        // a process of another user, or gone
+      }
+      // A zombie has no command line: it is gone, only not yet reaped.
+      if (cmdline && (cmdline.includes(root) || cwd.startsWith(root))) found.push({ pid: Number(entry), cmdline });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+export default function setup(): () => Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'molt-run-'));
   // Tests that run molt as another user need to reach their data dirs through it.
   chmodSync(root, 0o755);
   // Test files run in child processes, which inherit this: os.tmpdir() answers it there.
   process.env.TMPDIR = root;
-  return () => {
+  return async () => {
+    let left = processesUnder(root);
+    for (let i = 0; i < 50 && left.length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      left = processesUnder(root);
+    }
+    for (const p of left) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
     if (process.env.MOLT_KEEP_TEST_DIRS) console.log(`test dirs kept in ${root}`);
     else rmSync(root, { recursive: true, force: true });
+    if (left.length > 0) throw new Error(`processes started by the tests outlived them (now killed):\n${left.map((p) => `  ${p.pid} ${p.cmdline.slice(0, 300)}`).join('\n')}`);
   };
 }

@@ -25,7 +25,7 @@ describe('one server per data dir', () => {
       expect(Date.now() - started).toBeLessThan(10_000);
       expect(second.child.exitCode).toBe(1);
       expect(error).toContain(`MOLT_ERR_DATA_DIR_IN_USE]: data dir ${dataDir} is in use by process ${first.child.pid}`);
-      expect(error).toContain('molt.js server');
+      expect(error).toContain(`(molt: gateway ${dataDir})`);
 
       // The first server and its workers are as they were: same workers, same pids, no duplicates.
       const after = (await first.api('GET', '/api/v1/namespaces/default/apps/app/workers?all=1')).body.workers as { id: string; pid: number; status: string }[];

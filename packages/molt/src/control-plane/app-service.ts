@@ -377,7 +377,7 @@ export class AppService {
     await this.cp.store.updateApp(namespace, name, { paused: true });
     await this.cp.supervisor.stopApp(namespace, name, 'app deleted');
     await this.cp.store.deleteApp(namespace, name);
-    this.cp.routes.deleteApp(namespace, name);
+    await this.cp.dp.deleteApp(namespace, name);
     this.cp.supervisor.removeAppFiles(namespace, name);
   }
 }

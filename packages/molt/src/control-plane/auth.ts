@@ -52,7 +52,7 @@ export class TokenVerifier {
   /** Keyed by the Authorization header itself, so a cache hit costs no hashing. */
   private cache = new Map<string, { row: TokenRow | undefined; at: number }>();
 
-  constructor(private readonly store: Store) {}
+  constructor(private readonly store: Pick<Store, 'tokenByHash'>) {}
 
   /** The principal of an `Authorization` header value; 401 naming what is wrong. */
   async verify(header: string | undefined): Promise<Principal> {

@@ -2,8 +2,8 @@ import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { removeTree } from '../blobs/materialize.js';
-import { RouteTable } from '../gateway/route-table.js';
 import type { Store } from '../store/store.js';
+import type { AppRow } from '../store/types.js';
 import { AppService } from './app-service.js';
 import { TokenVerifier } from './auth.js';
 import { BlobAccess } from './blob-access.js';
@@ -11,7 +11,7 @@ import { Quotas } from './quotas.js';
 import type { Isolation } from './sandbox/isolation.js';
 import { UploadGate } from './upload-gate.js';
 import { EventLog } from './event-log.js';
-import { LogHub } from './log-hub.js';
+import type { DataPlaneClient, RemoteLogHub } from './data-plane-client.js';
 import { RolloutEngine } from './rollout-engine.js';
 import { Supervisor } from './supervisor.js';
 import type { Cgroups } from './resources/cgroups.js';
@@ -51,8 +51,7 @@ const HEARTBEAT_MS = 1000;
 export class ControlPlane {
   readonly blobs: BlobStore;
   readonly events: EventLog;
-  readonly logs: LogHub;
-  readonly routes: RouteTable;
+  readonly logs: RemoteLogHub;
   readonly tokens: TokenVerifier;
   readonly supervisor: Supervisor;
   readonly rollouts: RolloutEngine;
@@ -66,6 +65,8 @@ export class ControlPlane {
 
   constructor(
     readonly store: Store,
+    /** The data plane: the port, the gateway and the worker processes. */
+    readonly dp: DataPlaneClient,
     readonly opts: ControlPlaneOptions,
   ) {
     mkdirSync(opts.dataDir, { recursive: true });
@@ -74,23 +75,22 @@ export class ControlPlane {
     this.quotas = new Quotas(store);
     this.uploads = new UploadGate(opts.maxConcurrentUploads);
     this.events = new EventLog(store);
-    this.logs = new LogHub(join(opts.dataDir, 'logs'), opts.maxLogBytes);
-    this.routes = new RouteTable({ maxQueue: opts.maxQueue, queueTimeoutMs: opts.queueTimeoutMs });
+    this.logs = dp.logs;
     this.tokens = new TokenVerifier(store);
     this.supervisor = new Supervisor(
       store,
       this.blobs,
-      this.routes,
+      dp,
       this.events,
       this.logs,
       { dataDir: opts.dataDir, workerHost: opts.workerHost, isolation: opts.isolation, scratchBytes: opts.scratchBytes },
       new Scheduler(opts.node),
       opts.cgroups,
     );
-    this.rollouts = new RolloutEngine(store, this.supervisor, this.events, this.routes);
+    this.rollouts = new RolloutEngine(store, this.supervisor, this.events, dp);
     this.apps = new AppService(this);
     this.volumes = new VolumeService(this);
-    this.routes.explainNoWorker = (namespace, name) => {
+    dp.explain = (namespace, name) => {
       // While the server starts, every app's workers are on their way.
       if (this.recovering || this.supervisor.workerComing(namespace, name) || this.rollouts.updating(namespace, name)) return undefined;
       const why = this.rollouts.lastFailure.get(`${namespace}/${name}`) ?? 'it has no revision that serves';
@@ -99,46 +99,93 @@ export class ControlPlane {
   }
 
   /**
-   * Brings the server back to what the store says after a start: workers of the previous
-   * process are gone (they stop when the server does), unfinished rollouts are failed, a
-   * probation watched to its end is made permanent and one cut short goes back to the permanent
-   * revision, and every app gets its workers again.
+   * Brings the control plane back to what the store and the data plane say, after any start of it
+   * (level-triggered, as Kubernetes controllers resume): workers the data plane still runs are
+   * adopted untouched; those it lost are recorded as gone; unfinished rollouts are failed and
+   * whatever they started that the app does not run is drained; probations go on to their
+   * deadline (or end, or go back when their workers are gone); then every app gets its workers.
    */
   async recover(): Promise<void> {
     this.removeLeftovers();
     await this.blobAccess.backfill();
-    // When the previous server was last seen alive: what its probations were watched until.
+    await this.syncTokens();
+    // When the previous control plane was last seen alive: what its probations were watched until.
     const lastSeen = Date.parse((await this.store.lastBeat(HEARTBEAT)) ?? '') || 0;
     await this.beat();
     this.heartbeat = setInterval(() => void this.beat().catch(() => {}), HEARTBEAT_MS);
     this.heartbeat.unref();
-    for (const w of await this.store.listLiveWorkers()) {
-      await this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail: 'server restarted', deletedAt: new Date().toISOString() });
-    }
+    // Only the control plane restarted when its data plane was up before it was last seen.
+    const { startedAt } = await this.dp.call<{ startedAt: string }>('dp.info');
+    const who = Date.parse(startedAt) < lastSeen ? 'the control plane' : 'the server';
     for (const r of await this.store.listRunningRollouts()) {
       const app = await this.store.getApp(r.namespace, r.app);
       const serving = app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served: fix it, then `molt app update`';
-      const reason = `the server restarted during the rollout; ${serving}`;
+      const reason = `${who} restarted during the rollout; ${serving}`;
       await this.store.finishRollout(r.id, 'failed', reason);
       const target = await this.store.getRevision(r.namespace, r.app, r.toRevision);
       if (target && (target.status === 'pending' || target.status === 'deploying')) await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
+      this.rollouts.lastFailure.set(`${r.namespace}/${r.app}`, reason);
       await this.events.append({ namespace: r.namespace, app: r.app, rolloutId: r.id, level: 'warn', type: 'rollout.failed', message: `rollout to revision ${r.toRevision} failed: ${reason}` });
     }
+    const running = new Map((await this.dp.listWorkers()).map((w) => [w.id, w]));
     const apps = await this.store.listApps();
+    const byKey = new Map(apps.map((a) => [`${a.namespace}/${a.name}`, a]));
+    const strays: { id: string; reason: string }[] = [];
+    const exited: string[] = [];
+    /** Apps on probation a worker of whose upgraded revision crashed while no control plane watched. */
+    const crashed = new Map<string, string>();
+    for (const w of await this.store.listLiveWorkers()) {
+      const info = running.get(w.id);
+      running.delete(w.id);
+      const app = byKey.get(`${w.namespace}/${w.app}`);
+      if (info?.state === 'running' && w.status === 'RUNNING' && app) {
+        // The release it runs decides its revision (a hot upgrade may have finished meanwhile).
+        const revs = await this.store.listRevisions(w.namespace, w.app);
+        const rev = [w.revision, app.currentRevision, app.permanentRevision].map((n) => revs.find((r) => r.revision === n && r.releaseId === info.releaseId)).find(Boolean);
+        if (rev) {
+          await this.supervisor.adopt(w, rev, info);
+          if (rev.revision !== app.currentRevision && rev.revision !== app.permanentRevision) strays.push({ id: w.id, reason: `its rollout was cut short when the control plane restarted; revision ${app.currentRevision} serves` });
+          continue;
+        }
+      }
+      if (info && info.state !== 'exited') {
+        // Half-started (its start was the previous control plane's), or of no app: it goes.
+        await this.dp.call('worker.stop', { id: w.id, graceMs: 5000 }).catch(() => {});
+        await this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail: 'stopped: the control plane restarted while it started', deletedAt: new Date().toISOString() });
+        continue;
+      }
+      const exit = info?.exit;
+      if (info) exited.push(info.id);
+      const detail = exit ? `exited while the control plane was down (${exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`})` : 'gone: its data plane stopped';
+      const crash = !!exit && !exit.expected && w.status === 'RUNNING';
+      await this.store.setWorkerStatus(w.id, crash ? 'ERROR' : 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() });
+      if (crash && app?.probationUntil && w.revision === app.currentRevision) crashed.set(`${w.namespace}/${w.app}`, `worker ${w.id} crashed during its probation`);
+    }
+    // Processes the store does not know as live: nothing decides for them, so they stop.
+    for (const info of running.values()) if (info.state !== 'exited') await this.dp.call('worker.stop', { id: info.id, graceMs: 5000 }).catch(() => {});
+    // Exits are recorded now: the data plane may forget them.
+    for (const id of exited) await this.dp.call('worker.forget', { id }).catch(() => {});
     for (const app of apps) {
       // A lock whose rollout is over (or was never recorded) is released.
       if (app.rolloutId && (await this.store.getRollout(app.rolloutId))?.phase !== 'running') await this.store.updateApp(app.namespace, app.name, { rolloutId: null });
+    }
+    await this.dp.syncApps(await Promise.all(apps.map((a) => this.gatewayView(a))));
+    for (const s of strays) await this.supervisor.stopWorker(s.id, { drainTimeoutMs: 30_000, graceMs: 5000, reason: s.reason });
+    for (const app of apps) {
       if (!app.probationUntil) continue;
+      const key = `${app.namespace}/${app.name}`;
       const until = Date.parse(app.probationUntil);
-      if (until <= lastSeen) await this.rollouts.endProbation(app.namespace, app.name);
+      const upgraded = this.supervisor.workersOf(app.namespace, app.name).filter((w) => w.revision === app.currentRevision);
+      if (crashed.has(key)) await this.rollouts.revertProbation(app.namespace, app.name, crashed.get(key)!, 'ghosted');
+      else if (upgraded.length > 0) this.rollouts.watchProbation(app.namespace, app.name, app.probationUntil);
+      else if (until <= lastSeen) await this.rollouts.endProbation(app.namespace, app.name);
       else {
         const why = `the server stopped before revision ${app.currentRevision}'s probation ended (its workers stopped with it)`;
         await this.rollouts.revertProbation(app.namespace, app.name, why, 'failed');
       }
     }
-    for (const app of apps) await this.syncRoutes(app.namespace, app.name);
-    await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
     this.recovering = false;
+    await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
   }
 
   private beat(): Promise<void> {
@@ -146,12 +193,11 @@ export class ControlPlane {
   }
 
   /**
-   * What a process that died mid-way left in the data dir (only one server holds it, so nothing of
-   * this is in use): staged uploads, half-built trees, the run directories of its workers.
+   * What a control plane that died mid-way left in the data dir (only it writes these, so nothing
+   * of this is in use): staged uploads, half-built trees. Workers' run directories are the data plane's.
    */
   private removeLeftovers(): void {
     const { dataDir } = this.opts;
-    rmSync(join(dataDir, 'run'), { recursive: true, force: true });
     // Where link directories lived before each worker had a run directory.
     rmSync(join(dataDir, 'links'), { recursive: true, force: true });
     for (const name of safeList(join(dataDir, 'blobs', 'staging'))) rmSync(join(dataDir, 'blobs', 'staging', name), { recursive: true, force: true });
@@ -160,18 +206,23 @@ export class ControlPlane {
     for (const ns of safeList(join(dataDir, 'apps'))) for (const app of safeList(join(dataDir, 'apps', ns))) temps(this.supervisor.releasesDir(ns, app));
   }
 
-  /** Copies what the gateway needs (public, paused) from the app's current state. */
+  /** Copies what the gateway needs (public, paused) from the app's current state to the data plane. */
   async syncRoutes(namespace: string, name: string): Promise<void> {
     const app = await this.store.getApp(namespace, name);
-    if (!app) {
-      this.routes.deleteApp(namespace, name);
-      return;
-    }
-    const routes = this.routes.ensureApp(namespace, name);
-    const rev = app.currentRevision ? await this.store.getRevision(namespace, name, app.currentRevision) : undefined;
-    const latest = rev ?? (await this.store.listRevisions(namespace, name)).at(-1);
-    routes.public = latest?.spec.public ?? false;
-    routes.paused = app.paused;
+    if (!app) return this.dp.deleteApp(namespace, name);
+    return this.dp.setApp(await this.gatewayView(app));
+  }
+
+  private async gatewayView(app: AppRow): Promise<{ namespace: string; name: string; public: boolean; paused: boolean }> {
+    const rev = app.currentRevision ? await this.store.getRevision(app.namespace, app.name, app.currentRevision) : undefined;
+    const latest = rev ?? (await this.store.listRevisions(app.namespace, app.name)).at(-1);
+    return { namespace: app.namespace, name: app.name, public: latest?.spec.public ?? false, paused: app.paused };
+  }
+
+  /** Gives the gateway the token rows it checks requests against (after any change to them). */
+  async syncTokens(): Promise<void> {
+    this.tokens.invalidate();
+    await this.dp.setTokens(await this.store.listTokens());
   }
 
   async close(): Promise<void> {

@@ -113,6 +113,11 @@ export class LogHub {
     return opts.tail ? lines.slice(-opts.tail) : lines;
   }
 
+  /** Gives live followers a line written elsewhere (by the data plane). */
+  publish(namespace: string, app: string, entry: LogLine): void {
+    this.bus.emit(`${namespace}/${app}`, entry);
+  }
+
   follow(namespace: string, app: string, fn: (l: LogLine) => void): () => void {
     const key = `${namespace}/${app}`;
     this.bus.on(key, fn);

@@ -5,7 +5,7 @@ import type { AppRow, RevisionRow, RolloutRow, WorkerRow } from '../store/types.
 import { generatePlan } from '../release/upgrade-plan.js';
 import type { EventLog } from './event-log.js';
 import type { Supervisor } from './supervisor.js';
-import type { RouteTable } from '../gateway/route-table.js';
+import type { DataPlaneClient } from './data-plane-client.js';
 import type { UpgradeInstruction } from '../runtime/control-messages.js';
 
 /**
@@ -46,7 +46,7 @@ export class RolloutEngine {
     private readonly store: Store,
     private readonly supervisor: Supervisor,
     private readonly events: EventLog,
-    private readonly routes: RouteTable,
+    private readonly dp: DataPlaneClient,
   ) {
     supervisor.onCrash((w) => void this.probationCrash(w).catch((err) => this.events.internalError(w.namespace, w.app, err)));
   }
@@ -250,16 +250,21 @@ export class RolloutEngine {
           { fromRelease: from.releaseId, downInstructions: hot.down },
         );
         await logged;
-        if (!r.ok) throw new Error(`worker ${id} could not upgrade: ${r.phase} failed${r.module ? ` in ${r.module}` : ''}: ${r.error}`);
+        if (!r.ok) {
+          // A worker that died under the upgrade: its exit, reported by the data plane, is the reason.
+          if (await this.supervisor.exitsWithin(id, 300)) await sleep(50);
+          if (crash) throw new Error(crash);
+          throw new Error(`worker ${id} could not upgrade: ${r.phase} failed${r.module ? ` in ${r.module}` : ''}: ${r.error}`);
+        }
         upgraded.push(id);
         if (r.retainedModules > opts.maxRetainedModules) overBudget.push(id);
         await ev('worker.upgraded', `worker ${id} runs release ${to.releaseId.slice(0, 12)} (swap ${r.durationMs.toFixed(1)} ms)`, 'info', id);
         if (i === 0 && opts.canaryWindowMs > 0) {
-          const target = this.routes.target(id);
-          const before = target?.serverErrors ?? 0;
+          const serverErrors = async () => (await this.dp.targetStats([id]).catch(() => ({}) as Record<string, { serverErrors: number }>))[id]?.serverErrors ?? 0;
+          const before = await serverErrors();
           const until = Date.now() + opts.canaryWindowMs;
           while (Date.now() < until && !crash) await sleep(Math.min(100, until - Date.now()));
-          const errors = (target?.serverErrors ?? 0) - before;
+          const errors = (await serverErrors()) - before;
           if (!crash && errors > 0) throw new Error(`canary worker ${id} answered ${errors} request(s) with a 5xx status within ${opts.canaryWindowMs} ms`);
         }
         if (crash) throw new Error(crash);

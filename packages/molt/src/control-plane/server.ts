@@ -1,11 +1,12 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { join, resolve } from 'node:path';
+import { DataPlane } from '../data-plane/data-plane.js';
+import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET } from '../data-plane/protocol.js';
 import { errorResponse, MoltError } from '../errors.js';
-import { answerClientError, Gateway, ROUTE_PREFIX } from '../gateway/gateway.js';
+import { answerClientError } from '../gateway/gateway.js';
 import { newId, newToken, sha256 } from '../ids.js';
 import { openStore } from '../store/open-store.js';
 import { appRoutes } from './api/app-routes.js';
@@ -18,6 +19,7 @@ import { namespaceRoutes } from './api/namespace-routes.js';
 import { releaseRoutes } from './api/release-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
 import { ControlPlane } from './control-plane.js';
+import { DataPlaneClient, RemoteLogHub } from './data-plane-client.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { SOCKET_NAME } from './sandbox/bwrap-args.js';
 import { DEFAULT_WORKER_UIDS, describeIsolation, detectIsolation, parseUidRange } from './sandbox/isolation.js';
@@ -57,16 +59,18 @@ export interface ServerOptions {
   maxConcurrentUploads?: number;
   /** MiB of a worker's log file before it is rotated (its last two parts are kept). */
   maxLogMb?: number;
+  /** How long an API request waits for a restarting control plane before 503 with Retry-After. */
+  apiWaitMs?: number;
 }
 
 export interface MoltServer {
   url: string;
   port: number;
-  cp: ControlPlane;
   /** How workers are isolated here, as `node list` says it. */
   isolation: string;
   /** The admin token, only on the start that created it. */
   adminToken?: string;
+  dataPlane: DataPlane;
   close(): Promise<void>;
 }
 
@@ -82,18 +86,12 @@ async function bootstrap(cp: ControlPlane, dataDir: string): Promise<string | un
   return token;
 }
 
-function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
+function buildApi(cp: ControlPlane): FastifyInstance {
   const api = Fastify({
     logger: false,
     bodyLimit: 16 * 1024 * 1024,
     // What Node's parser refuses gets molt's JSON error too, on the API and the gateway alike.
     clientErrorHandler: answerClientError,
-    // The gateway goes first: route requests never enter the API framework.
-    serverFactory: (handler) =>
-      createServer((req: IncomingMessage, res: ServerResponse) => {
-        if (req.url!.startsWith(ROUTE_PREFIX)) gateway.handle(req, res);
-        else handler(req, res);
-      }),
   });
   const ctx: ApiContext = { cp, apps: cp.apps, volumes: cp.volumes };
   api.setErrorHandler((err, _req, reply) => {
@@ -124,8 +122,9 @@ function buildApi(cp: ControlPlane, gateway: Gateway): FastifyInstance {
 }
 
 /**
- * Starts molt on one port: the API under /api/v1, the gateway under /api/routes/v1.
- * Gateway requests are answered on the bare node:http request, before fastify sees them.
+ * Starts molt on one port, as two processes: this one becomes the data plane (the port, the
+ * gateway, the workers), and it runs the control plane (the API, the store, rollouts) as a child
+ * it talks to over a local socket and restarts when it dies.
  */
 export async function startServer(opts: ServerOptions): Promise<MoltServer> {
   const dataDir = resolve(opts.dataDir);
@@ -133,18 +132,60 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   chmodSync(dataDir, 0o700);
   const lock = lockDataDir(dataDir);
+  const dataPlane = new DataPlane({
+    dataDir,
+    host: opts.host ?? '127.0.0.1',
+    port: opts.port ?? 7070,
+    maxQueue: opts.maxQueue ?? 1000,
+    queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
+    upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000,
+    maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
+    logLevel: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info',
+    logFormat: opts.logFormat,
+    apiWaitMs: opts.apiWaitMs,
+    controlPlaneOptions: { ...opts, dataDir } as unknown as Record<string, unknown>,
+  });
+  process.title = `molt: gateway ${dataDir}`;
   try {
-    return await start(opts, dataDir, lock.release);
+    const ready = await dataPlane.start();
+    return {
+      url: dataPlane.url,
+      port: dataPlane.port,
+      isolation: ready.isolation,
+      adminToken: ready.adminToken,
+      dataPlane,
+      close: once(async () => {
+        await dataPlane.close();
+        lock.release();
+      }),
+    };
   } catch (err) {
+    await dataPlane.close();
     lock.release();
     throw err;
   }
 }
 
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let p: Promise<void> | undefined;
+  return () => (p ??= fn());
+}
+
 /** The longest path of a Unix socket (sun_path holds 108 bytes with its NUL). */
 const MAX_SOCKET_PATH = 107;
 
-async function start(opts: ServerOptions, dataDir: string, unlock: () => void): Promise<MoltServer> {
+export interface ControlPlaneProcess {
+  cp: ControlPlane;
+  close(): Promise<void>;
+}
+
+/**
+ * The control plane's process: the store, the API (on a Unix socket the data plane forwards to),
+ * the scheduler and the rollout engine. It connects to its data plane, resumes from what the store
+ * and the data plane report, and tells the data plane it is ready.
+ */
+export async function runControlPlane(opts: ServerOptions & { dataDir: string }): Promise<ControlPlaneProcess> {
+  const dataDir = resolve(opts.dataDir);
   const isolation = detectIsolation({ disabled: opts.noIsolation === true, users: parseUidRange(opts.workerUids ?? DEFAULT_WORKER_UIDS, process.getuid?.() ?? 0) });
   if (opts.requireIsolation && isolation.notIsolated) {
     throw new MoltError('MOLT_ERR_BAD_REQUEST', `--require-isolation: workers cannot be isolated here: ${isolation.notIsolated}`);
@@ -157,8 +198,10 @@ async function start(opts: ServerOptions, dataDir: string, unlock: () => void): 
       `the data dir path ${dataDir} is too long: sandboxed workers' sockets under it would pass the ${MAX_SOCKET_PATH}-byte limit of Unix socket paths; use a data dir path of at most ${MAX_SOCKET_PATH - (Buffer.byteLength(socketPath) - Buffer.byteLength(dataDir))} bytes`,
     );
   }
+  const logs = new RemoteLogHub(join(dataDir, 'logs'));
+  const dp = await DataPlaneClient.connect(join(dataDir, DATA_PLANE_SOCKET), logs);
   const store = await openStore(dataDir, opts.storeUrl);
-  const cp = new ControlPlane(store, {
+  const cp = new ControlPlane(store, dp, {
     dataDir,
     workerHost: '127.0.0.1',
     maxUploadBytes: opts.maxUploadBytes ?? 512 * 1024 * 1024,
@@ -182,33 +225,22 @@ async function start(opts: ServerOptions, dataDir: string, unlock: () => void): 
       if (log.isLevelEnabled(e.level)) process.stderr.write(`[${e.ts.slice(11, 19)}] ${e.level === 'info' ? '' : `${e.level.toUpperCase()} `}${e.app ? `${e.namespace}/${e.app}: ` : ''}${e.message}\n`);
     });
   } else cp.events.subscribe((e) => log[e.level]({ ns: e.namespace, app: e.app, rolloutId: e.rolloutId ?? undefined, workerId: e.workerId ?? undefined, event: e.type }, e.message));
-  const gateway = new Gateway(cp.routes, cp.tokens, {
-    upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000,
-    onUpstreamError: (info) => log.warn(info, 'gateway upstream error'),
-  });
-  const api = buildApi(cp, gateway);
+  const api = buildApi(cp);
   await api.ready();
   const server: Server = api.server;
-  server.on('upgrade', (req, socket, head) => {
-    if (req.url?.startsWith(ROUTE_PREFIX)) gateway.handleUpgrade(req, socket, head);
-    else socket.destroy();
-  });
   server.keepAliveTimeout = 65_000;
+  const apiSocket = join(dataDir, CONTROL_PLANE_SOCKET);
+  rmSync(apiSocket, { force: true });
   await new Promise<void>((resolvePromise, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 7070, opts.host ?? '127.0.0.1', () => resolvePromise());
+    server.listen(apiSocket, () => resolvePromise());
   });
-  const { port, address, family } = server.address() as AddressInfo;
-  const host = family === 'IPv6' ? `[${address}]` : address === '0.0.0.0' ? '127.0.0.1' : address;
   await cp.recover();
+  await dp.call('cp.ready', { isolation: describeIsolation(isolation), adminToken });
 
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${host}:${port}`,
-    port,
     cp,
-    isolation: describeIsolation(isolation),
-    adminToken,
     close() {
       closing ??= (async () => {
         const closed = new Promise<void>((r) => server.close(() => r()));
@@ -218,7 +250,7 @@ async function start(opts: ServerOptions, dataDir: string, unlock: () => void): 
         await closed;
         await api.close().catch(() => {});
         await store.close();
-        unlock();
+        dp.peer.close();
       })();
       return closing;
     },

@@ -3,14 +3,15 @@ import { dirname, join } from 'node:path';
 import { moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { BlobStore } from '../blobs/blob-store.js';
 import { materializeTree, removeTree } from '../blobs/materialize.js';
-import type { RouteTable } from '../gateway/route-table.js';
 import { newId } from '../ids.js';
 import type { Store } from '../store/store.js';
 import type { RevisionRow, WorkerRow } from '../store/types.js';
 import type { UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
 import type { EventLog } from './event-log.js';
 import type { LogHub } from './log-hub.js';
-import { describeExit, type WorkerExit, WorkerProcess, type WorkerSandbox, WorkerStartError, type WorkerVolume } from './worker-process.js';
+import { describeExit, type WorkerExit, type WorkerLaunch, type WorkerSandbox, WorkerStartError, type WorkerVolume } from './worker-process.js';
+import type { DataPlaneClient, RemoteWorker } from './data-plane-client.js';
+import type { DataPlaneWorker } from '../data-plane/protocol.js';
 import { type DetailStatus, type WorkerStatus, workerStatus } from '../store/lifecycle.js';
 import { type Cgroups, describeLimits, type WorkerCgroup } from './resources/cgroups.js';
 import type { Allocation, Scheduler } from './resources/scheduler.js';
@@ -18,7 +19,8 @@ import { type Isolation, namespaceUid } from './sandbox/isolation.js';
 
 interface LiveWorker {
   row: WorkerRow;
-  proc: WorkerProcess;
+  /** Its process, which the data plane runs. */
+  proc: RemoteWorker;
   stopping: boolean;
   /** Its cgroup, when its limits are enforced. */
   cgroup?: WorkerCgroup;
@@ -55,7 +57,7 @@ export class Supervisor {
   constructor(
     private readonly store: Store,
     private readonly blobs: BlobStore,
-    private readonly routes: RouteTable,
+    private readonly dp: DataPlaneClient,
     private readonly events: EventLog,
     private readonly logs: LogHub,
     private readonly opts: SupervisorOptions,
@@ -65,11 +67,11 @@ export class Supervisor {
     this.ensureMoltAppLink();
   }
 
-  /** Live detail of a worker (BUSY while it serves), overlaid on what the store says. */
-  detailOf(row: WorkerRow): DetailStatus | null {
-    if (row.status !== 'RUNNING' || row.detailStatus !== 'FREE') return row.detailStatus;
-    const t = this.routes.target(row.id);
-    return t && t.outstanding > 0 ? 'BUSY' : 'FREE';
+  /** Live details of workers (BUSY while one serves, as the gateway counts), overlaid on what the store says. */
+  async detailsOf(rows: WorkerRow[]): Promise<(DetailStatus | null)[]> {
+    const free = rows.filter((r) => r.status === 'RUNNING' && r.detailStatus === 'FREE').map((r) => r.id);
+    const stats = free.length > 0 ? await this.dp.targetStats(free).catch(() => ({}) as Record<string, { outstanding: number }>) : {};
+    return rows.map((r) => (r.status === 'RUNNING' && r.detailStatus === 'FREE' ? ((stats[r.id]?.outstanding ?? 0) > 0 ? 'BUSY' : 'FREE') : r.detailStatus));
   }
 
   /** Called when a RUNNING worker dies unexpectedly (the rollout engine aborts on its new workers). */
@@ -245,34 +247,24 @@ export class Supervisor {
       await this.store.insertWorker(row);
       await this.events.append({ ...base, type: 'worker.created', message: `worker ${row.id} created for revision ${rev.revision}` });
     }
-    const proc = new WorkerProcess(
-      {
-        id: row.id,
-        namespace: rev.namespace,
-        app: rev.app,
-        revision: rev.revision,
-        releaseId: rev.releaseId,
-        releaseDir,
-        releasesDir: this.releasesDir(rev.namespace, rev.app),
-        volumes,
-        runDir,
-        cgroupProcs: cgroup?.procs ?? [],
-        sandbox,
-        cudaVisibleDevices: this.scheduler.node.gpus.length > 0 ? allocation.gpus.join(',') : undefined,
-        entry: release?.manifest.entry ?? 'index.js',
-        spec: rev.spec,
-        host: this.opts.workerHost,
-      },
-      (line) => this.logs.write(rev.namespace, rev.app, line),
-      (exit) => void this.handleExit(row.id, exit),
-      () => {
-        void this.logs.close(row.id);
-        rmSync(runDir, { recursive: true, force: true });
-        // The process is gone: its capacity is free and its cgroup can go.
-        this.scheduler.release(row.id);
-        void cgroup?.remove();
-      },
-    );
+    const launch: WorkerLaunch = {
+      id: row.id,
+      namespace: rev.namespace,
+      app: rev.app,
+      revision: rev.revision,
+      releaseId: rev.releaseId,
+      releaseDir,
+      releasesDir: this.releasesDir(rev.namespace, rev.app),
+      volumes,
+      runDir,
+      cgroupProcs: cgroup?.procs ?? [],
+      sandbox,
+      cudaVisibleDevices: this.scheduler.node.gpus.length > 0 ? allocation.gpus.join(',') : undefined,
+      entry: release?.manifest.entry ?? 'index.js',
+      spec: rev.spec,
+      host: this.opts.workerHost,
+    };
+    const proc = this.handle(launch, cgroup);
     const live: LiveWorker = { row, proc, stopping: false, cgroup, memoryMb: resources.memoryMb };
     this.live.set(row.id, live);
     try {
@@ -297,9 +289,55 @@ export class Supervisor {
     row.port = 'port' in address ? address.port : null;
     await this.store.updateWorker(row.id, { port: row.port });
     await this.setStatus(live, 'RUNNING', 'FREE');
-    this.routes.addWorker(rev.namespace, rev.app, row.id, address);
+    await this.dp.addRoute(rev.namespace, rev.app, row.id, address);
     await this.events.append({ ...base, type: 'worker.running', message: `worker ${row.id} is ready and takes traffic` });
     return row;
+  }
+
+  /** The control plane's handle on a worker process the data plane runs. */
+  private handle(launch: WorkerLaunch, cgroup: WorkerCgroup | undefined): RemoteWorker {
+    return this.dp.worker(
+      launch,
+      (exit) => void this.handleExit(launch.id, exit),
+      () => {
+        rmSync(launch.runDir, { recursive: true, force: true });
+        // The process is gone: its capacity is free and its cgroup can go.
+        this.scheduler.release(launch.id);
+        void cgroup?.remove();
+      },
+    );
+  }
+
+  /**
+   * Takes back a worker the data plane still runs after this control plane (re)started: it keeps
+   * serving, untouched; its resources are counted again and its exit is watched as any other's.
+   */
+  async adopt(row: WorkerRow, rev: RevisionRow, info: DataPlaneWorker): Promise<void> {
+    const release = await this.store.getRelease(rev.namespace, rev.releaseId);
+    const launch: WorkerLaunch = {
+      id: row.id,
+      namespace: row.namespace,
+      app: row.app,
+      revision: rev.revision,
+      releaseId: info.releaseId,
+      releaseDir: join(this.releasesDir(row.namespace, row.app), info.releaseId),
+      releasesDir: this.releasesDir(row.namespace, row.app),
+      volumes: [],
+      runDir: join(this.opts.dataDir, 'run', row.id),
+      cgroupProcs: [],
+      sandbox: (await this.sandboxFor(row.namespace, join(this.opts.dataDir, 'run', row.id))).sandbox,
+      entry: release?.manifest.entry ?? 'index.js',
+      spec: rev.spec,
+      host: this.opts.workerHost,
+    };
+    const cgroup = this.cgroups.create(row.id, rev.spec.resources);
+    this.scheduler.place(row.id, `${row.namespace}/${row.app}`, rev.spec.resources);
+    const proc = this.handle(launch, cgroup);
+    proc.adopt(info);
+    row.revision = rev.revision;
+    this.live.set(row.id, { row, proc, stopping: false, cgroup, memoryMb: rev.spec.resources.memoryMb });
+    if (row.detailStatus !== 'FREE') await this.setStatus(row, 'RUNNING', 'FREE');
+    if (!info.routed && info.address) await this.dp.addRoute(row.namespace, row.app, row.id, info.address);
   }
 
   /**
@@ -337,6 +375,16 @@ export class Supervisor {
       await this.store.updateWorker(workerId, result.ok ? { revision, detailStatus: 'FREE' } : { detailStatus: 'FREE' });
     }
     return result;
+  }
+
+  /** Whether the worker's process ends within `ms` (or has ended). */
+  async exitsWithin(workerId: string, ms: number): Promise<boolean> {
+    const live = this.live.get(workerId);
+    if (!live) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([live.proc.waitExit().then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
+    clearTimeout(timer);
+    return ended;
   }
 
   /** `OOM: …` when the kernel killed the worker at its memory limit. */
@@ -405,10 +453,10 @@ export class Supervisor {
     await this.setStatus(live, 'TERMINATING', 'DRAINING', opts.reason ?? null);
     await this.events.append({ ...base, type: 'worker.draining', message: `worker ${workerId} drains${opts.reason ? `: ${opts.reason}` : ''}` });
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.routes.drainWorker(workerId), new Promise<void>((r) => (timer = setTimeout(r, opts.drainTimeoutMs)))]);
+    await Promise.race([this.dp.drainRoute(workerId).catch(() => {}), new Promise<void>((r) => (timer = setTimeout(r, opts.drainTimeoutMs)))]);
     clearTimeout(timer);
     proc.send({ type: 'drain' });
-    this.routes.removeWorker(workerId);
+    this.dp.removeRoute(workerId);
     const exit = await proc.stop(opts.graceMs);
     this.live.delete(workerId);
     await this.setStatus(live, 'TERMINATED', null, row.detail ?? (exit.signal === 'SIGKILL' ? 'killed after the grace period' : null));
@@ -421,7 +469,7 @@ export class Supervisor {
     // Still starting: startWorker reports the failure itself.
     if (live.row.status !== 'RUNNING') return;
     this.live.delete(workerId);
-    this.routes.removeWorker(workerId);
+    this.dp.removeRoute(workerId);
     const reason = this.oomReason(live) ?? `crashed (${describeExit(exit.code, exit.signal)})`;
     await this.setStatus(live, 'ERROR', null, reason);
     const { namespace, app } = live.row;

@@ -101,6 +101,11 @@ function insidePaths(launch: WorkerLaunch): { release: string; releases: string;
   return { release: launch.releaseDir, releases: launch.releasesDir, volumes: launch.volumes, scratch: join(launch.runDir, 'scratch'), links: join(launch.runDir, 'links') };
 }
 
+/** Where a worker finds release `id` of its app (the path hot upgrades are given). */
+export function releasePathOf(launch: WorkerLaunch, id: string): string {
+  return join(insidePaths(launch).releases, id);
+}
+
 /** A signal number from an exit code past 128, as a sandbox reports a child killed by a signal. */
 function signalOf(code: number): NodeJS.Signals | undefined {
   const n = code - 128;
@@ -150,7 +155,7 @@ export class WorkerProcess {
 
   /** Where the worker finds release `id` of its app (the path hot upgrades are given). */
   releasePath(id: string): string {
-    return join(insidePaths(this.launch).releases, id);
+    return releasePathOf(this.launch, id);
   }
 
   /** Spawns the process; `onSpawned` fires when it is up (INITIALIZED). Resolves once it passes readiness. */

@@ -26,8 +26,8 @@ export class AppRoutes {
     readonly namespace: string,
     readonly name: string,
     private readonly limits: QueueLimits,
-    /** Why no worker will come when none is ready; undefined while one is on its way. */
-    private readonly noneComing: () => string | undefined = () => undefined,
+    /** Why no worker will come when none is ready; undefined while one is on its way (asked of the control plane). */
+    private readonly noneComing: () => string | undefined | Promise<string | undefined> = () => undefined,
   ) {}
 
   /** The ready target with the fewest outstanding requests; ties rotate. */
@@ -49,9 +49,21 @@ export class AppRoutes {
     if (t) return t;
     if (this.paused) throw new MoltError('MOLT_ERR_NO_WORKER', `app ${this.namespace}/${this.name} is paused; run \`molt app resume --app ${this.name}\``);
     const none = this.noneComing();
-    if (none) throw new MoltError('MOLT_ERR_NO_WORKER', none);
+    if (typeof none === 'string') throw new MoltError('MOLT_ERR_NO_WORKER', none);
+    if (none instanceof Promise) {
+      return none.then((why) => {
+        if (why) throw new MoltError('MOLT_ERR_NO_WORKER', why);
+        return this.pickReady() ?? this.enqueue();
+      });
+    }
+    return this.enqueue();
+  }
+
+  /** Waits in the bounded queue for a ready target; 503 when it is full or the wait times out. */
+  private enqueue(): Promise<Target> {
+    if (this.paused) return Promise.reject(new MoltError('MOLT_ERR_NO_WORKER', `app ${this.namespace}/${this.name} is paused; run \`molt app resume --app ${this.name}\``));
     if (this.waiters.length >= this.limits.maxQueue) {
-      throw new MoltError('MOLT_ERR_NO_WORKER', `no worker of ${this.namespace}/${this.name} is ready and the wait queue is full (${this.limits.maxQueue}); retry later`);
+      return Promise.reject(new MoltError('MOLT_ERR_NO_WORKER', `no worker of ${this.namespace}/${this.name} is ready and the wait queue is full (${this.limits.maxQueue}); retry later`));
     }
     return new Promise<Target>((resolve, reject) => {
       const waiter: Waiter = {
@@ -101,8 +113,8 @@ export class RouteTable {
   private readonly apps = new Map<string, AppRoutes>();
   private readonly byWorker = new Map<string, { routes: AppRoutes; target: Target }>();
 
-  /** Why no worker of an app will come (set by the control plane); undefined while one is on its way. */
-  explainNoWorker: (namespace: string, name: string) => string | undefined = () => undefined;
+  /** Why no worker of an app will come (the control plane says); undefined while one is on its way. */
+  explainNoWorker: (namespace: string, name: string) => string | undefined | Promise<string | undefined> = () => undefined;
 
   constructor(private readonly limits: QueueLimits) {}
 
@@ -118,6 +130,11 @@ export class RouteTable {
       this.apps.set(key, routes);
     }
     return routes;
+  }
+
+  /** Every app routed. */
+  list(): AppRoutes[] {
+    return [...this.apps.values()];
   }
 
   deleteApp(namespace: string, name: string): void {

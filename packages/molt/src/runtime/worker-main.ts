@@ -20,6 +20,9 @@ import { MANIFEST_FILE } from '../release/manifest.js';
 import { existsSync } from 'node:fs';
 import type { AppModule } from '@molt/app';
 
+// `ps` names it, as it names the data plane and the control plane.
+if (process.env.MOLT_WORKER_ID) process.title = `molt: worker ${process.env.MOLT_WORKER_ID} ${process.env.MOLT_NAMESPACE}/${process.env.MOLT_APP}`;
+
 /** The most the server may send in one message: upgrade plans of large apps run to megabytes. */
 const MAX_FROM_SERVER = 64 * 1024 * 1024;
 

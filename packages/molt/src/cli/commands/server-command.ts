@@ -63,6 +63,7 @@ export function serverCommand(program: Command): void {
     .option('--upstream-timeout-ms <n>', 'how long a worker has to answer a request before 504', '60000')
     .option('--queue-timeout-ms <n>', 'how long a request waits for a ready worker before 503', '30000')
     .option('--max-queue <n>', 'requests per app that may wait for a ready worker before 503', '1000')
+    .option('--api-wait-ms <n>', 'how long an API request waits for a restarting control plane before 503 with Retry-After', '15000')
     .option('--max-workers-per-app <n>', 'most workers one app may ask for', '64')
     .option('--max-concurrent-uploads <n>', 'uploads read at once (more wait their turn)', '4')
     .option('--require-isolation', 'refuse to start where workers cannot be sandboxed (bubblewrap, a user per namespace)')
@@ -88,6 +89,7 @@ export function serverCommand(program: Command): void {
         queueTimeoutMs: string;
         maxQueue: string;
         maxWorkersPerApp: string;
+        apiWaitMs: string;
         maxConcurrentUploads: string;
         requireIsolation?: boolean;
         isolation: boolean;
@@ -116,6 +118,7 @@ export function serverCommand(program: Command): void {
           queueTimeoutMs: Number(opts.queueTimeoutMs),
           maxQueue: Number(opts.maxQueue),
           maxWorkersPerApp: positive(opts.maxWorkersPerApp, '--max-workers-per-app'),
+          apiWaitMs: positive(opts.apiWaitMs, '--api-wait-ms'),
           maxConcurrentUploads: positive(opts.maxConcurrentUploads, '--max-concurrent-uploads'),
           requireIsolation: opts.requireIsolation === true,
           noIsolation: opts.isolation === false,

@@ -110,7 +110,8 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
     const rows = await cp.store.listWorkers(req.params.ns, req.params.app, req.query.all === '1' || req.query.all === 'true');
     // Each worker's release: the one of the revision it runs (a hot upgrade moves it).
     const releases = new Map((await cp.store.listRevisions(req.params.ns, req.params.app)).map((r) => [r.revision, r.releaseId]));
-    return { workers: rows.map((w) => ({ ...w, detailStatus: cp.supervisor.detailOf(w), release: releases.get(w.revision) ?? null })) };
+    const details = await cp.supervisor.detailsOf(rows);
+    return { workers: rows.map((w, i) => ({ ...w, detailStatus: details[i] ?? null, release: releases.get(w.revision) ?? null })) };
   });
 
   api.get<{ Params: AppParams; Querystring: { worker?: string; follow?: string; tail?: string } }>('/namespaces/:ns/apps/:app/logs', async (req, reply) => {

@@ -46,6 +46,7 @@ export function tokenRoutes(api: FastifyInstance, { cp }: ApiContext): void {
         revokedAt: null,
       };
       await cp.store.insertToken(row);
+      await cp.syncTokens();
       reply.code(201);
       return { token: secret, ...publicToken(row) };
     },
@@ -57,7 +58,7 @@ export function tokenRoutes(api: FastifyInstance, { cp }: ApiContext): void {
     if (!token) throw new MoltError('MOLT_ERR_NOT_FOUND', `no token ${req.params.id}; see \`molt token list\``);
     requireRole(p, token.namespace, 'admin');
     if (!(await cp.store.revokeToken(token.id, new Date().toISOString()))) throw new MoltError('MOLT_ERR_BAD_REQUEST', `token ${token.id} is already revoked`);
-    cp.tokens.invalidate();
+    await cp.syncTokens();
     return { revoked: token.id };
   });
 

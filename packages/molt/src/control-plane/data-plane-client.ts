@@ -1,0 +1,231 @@
+import { connect } from 'node:net';
+import type { WorkerAddress } from '../gateway/target.js';
+import type { ServerToWorker, UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
+import type { TokenRow } from '../store/types.js';
+import { PeerGone, RemoteError, RpcPeer } from '../data-plane/rpc.js';
+import type { DataPlaneWorker, TargetStats } from '../data-plane/protocol.js';
+import { LogHub, type LogLine } from './log-hub.js';
+import { releasePathOf, type WorkerExit, type WorkerLaunch, WorkerStartError } from './worker-process.js';
+
+/**
+ * The control plane's end of the local channel to the data plane: the process that holds the
+ * port, routes requests and owns the workers. Everything the control plane decides about workers
+ * and routes goes through here.
+ */
+export class DataPlaneClient {
+  private readonly workers = new Map<string, RemoteWorker>();
+  /** Answers the data plane's question: why will no worker of this app come? (undefined: one is on its way). */
+  explain: (namespace: string, name: string) => string | undefined = () => undefined;
+
+  private constructor(
+    readonly peer: RpcPeer,
+    readonly logs: RemoteLogHub,
+  ) {}
+
+  /** Connects to the data plane's socket (retrying while it is not there yet). */
+  static async connect(socketPath: string, logs: RemoteLogHub, timeoutMs = 10_000): Promise<DataPlaneClient> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const socket = await new Promise<import('node:net').Socket>((resolve, reject) => {
+          const s = connect(socketPath);
+          s.once('connect', () => resolve(s));
+          s.once('error', reject);
+        });
+        let client!: DataPlaneClient;
+        const peer = new RpcPeer(socket, { explain: (p: { namespace: string; name: string }) => client.explain(p.namespace, p.name) ?? null }, (event, data) => client.onEvent(event, data));
+        client = new DataPlaneClient(peer, logs);
+        logs.client = client;
+        return client;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`cannot reach the data plane at ${socketPath}: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+
+  call<T>(method: string, params: unknown = {}): Promise<T> {
+    return this.peer.call<T>(method, params);
+  }
+
+  private onEvent(event: string, data: unknown): void {
+    if (event === 'log') {
+      const { namespace, app, entry } = data as { namespace: string; app: string; entry: LogLine };
+      this.logs.publish(namespace, app, entry);
+      return;
+    }
+    const { id } = data as { id: string };
+    const w = this.workers.get(id);
+    if (!w) return;
+    if (event === 'worker.spawned') w.spawned((data as { pid: number }).pid);
+    else if (event === 'worker.exit') w.exited((data as { exit: WorkerExit }).exit);
+    else if (event === 'worker.closed') {
+      this.workers.delete(id);
+      w.closed();
+      this.call('worker.forget', { id }).catch(() => {});
+    }
+  }
+
+  /** A handle on a worker the data plane will start (`start`) or already runs (`adopt`). */
+  worker(launch: WorkerLaunch, onExit: (e: WorkerExit) => void, onClosed: () => void): RemoteWorker {
+    const w = new RemoteWorker(this, launch, onExit, onClosed);
+    this.workers.set(launch.id, w);
+    return w;
+  }
+
+  listWorkers(): Promise<DataPlaneWorker[]> {
+    return this.call<DataPlaneWorker[]>('workers.list');
+  }
+
+  /** Starts sending the app's requests to a worker that passed readiness. */
+  addRoute(namespace: string, app: string, workerId: string, address: WorkerAddress): Promise<void> {
+    return this.call('route.add', { namespace, app, workerId, address });
+  }
+
+  /** Sends a worker nothing new; resolves when its in-flight requests are done. */
+  drainRoute(workerId: string): Promise<void> {
+    return this.call('route.drain', { workerId });
+  }
+
+  removeRoute(workerId: string): void {
+    this.call('route.remove', { workerId }).catch(() => {});
+  }
+
+  /** Outstanding requests and 5xx answers per worker, as the gateway counts them. */
+  targetStats(workerIds: string[]): Promise<Record<string, TargetStats>> {
+    return this.call('route.stats', { workerIds });
+  }
+
+  /** What the gateway needs of every app (public, paused); apps not listed are dropped. */
+  syncApps(apps: { namespace: string; name: string; public: boolean; paused: boolean }[]): Promise<void> {
+    return this.call('apps.sync', { apps });
+  }
+
+  setApp(app: { namespace: string; name: string; public: boolean; paused: boolean }): Promise<void> {
+    return this.call('app.set', app);
+  }
+
+  deleteApp(namespace: string, name: string): Promise<void> {
+    return this.call('app.delete', { namespace, name });
+  }
+
+  /** The token rows the gateway checks requests against (hashes only). */
+  setTokens(rows: TokenRow[]): Promise<void> {
+    return this.call('tokens.set', { rows });
+  }
+}
+
+/**
+ * A worker process as the control plane sees it: the data plane runs it; this forwards what the
+ * supervisor asks (start, readiness, upgrade, drain, stop) and reports what the data plane says.
+ */
+export class RemoteWorker {
+  pid?: number;
+  address?: WorkerAddress;
+  lastReadiness = 'no answer yet';
+  private exit?: WorkerExit;
+  private exitWaiters: ((e: WorkerExit) => void)[] = [];
+  private onSpawned?: () => void;
+
+  constructor(
+    private readonly dp: DataPlaneClient,
+    readonly launch: WorkerLaunch,
+    private readonly onExit: (e: WorkerExit) => void,
+    private readonly onClosed: () => void,
+  ) {}
+
+  get id(): string {
+    return this.launch.id;
+  }
+
+  releasePath(id: string): string {
+    return releasePathOf(this.launch, id);
+  }
+
+  /** Has the data plane spawn it; `onSpawned` fires when it is up. Resolves once it passes readiness. */
+  async start(onSpawned: () => void): Promise<void> {
+    this.onSpawned = onSpawned;
+    try {
+      const r = await this.dp.call<{ pid: number; address: WorkerAddress }>('worker.start', { launch: this.launch });
+      this.pid = r.pid;
+      this.address = r.address;
+    } catch (err) {
+      if (err instanceof RemoteError && err.remoteName === 'WorkerStartError') throw new WorkerStartError(err.message);
+      throw err;
+    }
+  }
+
+  /** What the data plane reports of a worker it already runs (a control plane that restarted). */
+  adopt(info: DataPlaneWorker): void {
+    this.pid = info.pid ?? undefined;
+    this.address = info.address ?? undefined;
+  }
+
+  spawned(pid: number): void {
+    this.pid = pid;
+    this.onSpawned?.();
+  }
+
+  exited(exit: WorkerExit): void {
+    if (this.exit) return;
+    this.exit = exit;
+    for (const w of this.exitWaiters.splice(0)) w(exit);
+    this.onExit(exit);
+  }
+
+  closed(): void {
+    this.onClosed();
+  }
+
+  send(msg: ServerToWorker): void {
+    this.dp.call('worker.send', { id: this.id, msg }).catch(() => {});
+  }
+
+  async ready(): Promise<boolean> {
+    const r = await this.dp.call<{ ok: boolean; lastReadiness: string }>('worker.ready', { id: this.id }).catch((err: Error) => ({ ok: false, lastReadiness: err.message }));
+    this.lastReadiness = r.lastReadiness;
+    return r.ok;
+  }
+
+  upgrade(req: Omit<UpgradeRequest, 'type' | 'id'>, timeoutMs: number): Promise<UpgradeResult> {
+    return this.dp.call<UpgradeResult>('worker.upgrade', { id: this.id, req, timeoutMs }).catch((err: Error) => ({ ok: false as const, phase: 'load' as const, error: err.message }));
+  }
+
+  waitExit(): Promise<WorkerExit> {
+    if (this.exit) return Promise.resolve(this.exit);
+    return new Promise((r) => this.exitWaiters.push(r));
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
+  async stop(graceMs: number): Promise<WorkerExit> {
+    try {
+      const exit = await this.dp.call<WorkerExit>('worker.stop', { id: this.id, graceMs });
+      this.exited(exit);
+      return exit;
+    } catch (err) {
+      if (err instanceof PeerGone) return { code: null, signal: null, expected: true };
+      throw err;
+    }
+  }
+}
+
+/**
+ * The control plane's log hub: the data plane writes every worker's file and sends each line here
+ * for live followers; the control plane's own lines (a start that failed) are written there too.
+ */
+export class RemoteLogHub extends LogHub {
+  client?: DataPlaneClient;
+
+  override write(namespace: string, app: string, entry: LogLine): undefined {
+    this.client?.peer.emit('log.write', { namespace, app, entry });
+    return undefined;
+  }
+
+  override async flush(): Promise<void> {
+    await this.client?.call('logs.flush');
+  }
+
+  override close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

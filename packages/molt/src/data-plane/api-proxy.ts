@@ -1,0 +1,117 @@
+import { Agent, type IncomingMessage, request, type ServerResponse } from 'node:http';
+import { errorResponse, MoltError } from '../errors.js';
+
+/** Request headers of one hop, not passed to the control plane. */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+export interface ApiProxyOptions {
+  /** The control plane's HTTP socket. */
+  socketPath: string;
+  /** API requests that may wait while the control plane is down; past it, 503 at once. */
+  maxWaiting: number;
+  /** How long one waits before 503 with Retry-After. */
+  waitMs: number;
+}
+
+/**
+ * Passes API requests (everything outside the route prefix) to the control plane over its local
+ * socket. While the control plane is down (crashed and being restarted, or replaced) a request
+ * waits in a short bounded queue for it to come back, then gets 503 with `Retry-After`; gateway
+ * requests never pass here.
+ */
+export class ApiProxy {
+  private readonly agent: Agent;
+  private up = false;
+  private waiters: (() => void)[] = [];
+  private waiting = 0;
+
+  constructor(private readonly opts: ApiProxyOptions) {
+    this.agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  }
+
+  /** The control plane answers (true) or is gone (false). */
+  setUp(up: boolean): void {
+    this.up = up;
+    if (!up) {
+      // Its connections went with it.
+      this.agent.destroy();
+      return;
+    }
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    if (this.up) this.forward(req, res, false);
+    else this.wait(req, res, false);
+  }
+
+  private wait(req: IncomingMessage, res: ServerResponse, retried: boolean): void {
+    if (this.waiting >= this.opts.maxWaiting) return this.unavailable(res, `${this.waiting} API requests already wait for it`);
+    this.waiting++;
+    let done = false;
+    const go = () => {
+      if (done) return;
+      done = true;
+      this.waiting--;
+      clearTimeout(timer);
+      this.waiters = this.waiters.filter((w) => w !== go);
+      if (res.destroyed) return;
+      this.forward(req, res, retried);
+    };
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      this.waiting--;
+      this.waiters = this.waiters.filter((w) => w !== go);
+      this.unavailable(res, `it did not come back within ${this.opts.waitMs} ms`);
+    }, this.opts.waitMs);
+    this.waiters.push(go);
+  }
+
+  private unavailable(res: ServerResponse, why: string): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const { status, body } = errorResponse(new MoltError('MOLT_ERR_CONTROL_PLANE_DOWN', `the control plane is restarting (${why}); apps keep serving; retry shortly`));
+    const payload = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'retry-after': '1' }).end(payload);
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, retried: boolean): void {
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
+    headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
+    const upstream = request({ socketPath: this.opts.socketPath, agent: this.agent, method: req.method, path: req.url, headers }, (answer) => {
+      const out: string[] = [];
+      const raw = answer.rawHeaders;
+      for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
+      // Answered before the whole body arrived (a refused upload): the rest is read and dropped, so
+      // the client gets the answer, and the connection closes after it.
+      if (!req.complete && answer.headers.connection === 'close') {
+        out.push('connection', 'close');
+        req.unpipe(upstream);
+        req.on('data', () => {});
+        req.resume();
+      }
+      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, out);
+      // Streams (events, logs) flow as they come.
+      res.flushHeaders();
+      answer.pipe(res);
+      answer.on('error', () => res.destroy());
+    });
+    const bodiless = IDEMPOTENT.has(req.method ?? '') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
+    upstream.on('error', () => {
+      if (res.headersSent) return res.destroy();
+      // It went away before answering: a request without a body can be sent again once it is back.
+      if (bodiless && !retried) return this.wait(req, res, true);
+      this.unavailable(res, 'it went away during the request');
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+    if (bodiless) upstream.end();
+    else req.pipe(upstream);
+  }
+}

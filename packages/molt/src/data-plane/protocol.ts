@@ -1,0 +1,27 @@
+import type { WorkerAddress } from '../gateway/target.js';
+import type { WorkerExit } from '../control-plane/worker-process.js';
+
+/** A worker as the data plane reports it to a control plane that (re)connects. */
+export interface DataPlaneWorker {
+  id: string;
+  namespace: string;
+  app: string;
+  /** The release it runs now (a hot upgrade changes it). */
+  releaseId: string;
+  pid: number | null;
+  address: WorkerAddress | null;
+  /** starting: spawned, not yet ready; running: passed readiness; exited: gone (with how). */
+  state: 'starting' | 'running' | 'exited';
+  exit?: WorkerExit;
+  /** Whether the gateway sends it requests. */
+  routed: boolean;
+}
+
+export interface TargetStats {
+  outstanding: number;
+  serverErrors: number;
+}
+
+/** Where the data plane listens for its control plane, and the control plane for API requests. */
+export const DATA_PLANE_SOCKET = 'data-plane.sock';
+export const CONTROL_PLANE_SOCKET = 'control-plane.sock';
