@@ -4,6 +4,7 @@ import { benchGateway } from './gateway.mjs';
 import { benchVolumes } from './volumes.mjs';
 import { benchHot } from './hot.mjs';
 import { benchSandbox } from './sandbox.mjs';
+import { benchPlatform } from './platform.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -34,6 +35,17 @@ if (want('gateway')) {
     console.log(`| ${name} | ${fmt(r.requests)} | ${r.non2xx + r.socketErrors} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} |`);
   }
   for (const u of g.updates) console.log(`\n\`molt app update --strategy ${u.strategy}\` took ${fmt(u.ms)} ms end to end (build, upload, update); new code served: ${u.ok ? 'yes' : 'NO'}`);
+}
+
+if (want('platform')) {
+  const p = await benchPlatform({ seconds, rounds });
+  console.log('| requests through a kill -9 of the control plane (gateway, 2 workers) | requests | failed | req/s | p99 ms | API answers again after | same worker pids |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | --- |');
+  for (const [i, k] of p.kills.entries()) {
+    console.log(`| round ${i + 1} | ${fmt(k.requests)} | ${k.non2xx + k.socketErrors} | ${fmt(k.rps)} | ${fmt(k.p99, 2)} | ${fmt(k.apiBackMs)} ms (HTTP ${k.healthStatus}) | ${k.samePids && k.newPid ? 'yes' : 'NO'} |`);
+  }
+  console.log(`| no kill (same server, after) | ${fmt(p.steady.requests)} | ${p.steady.non2xx + p.steady.socketErrors} | ${fmt(p.steady.rps)} | ${fmt(p.steady.p99, 2)} | | |`);
+  console.log('');
 }
 
 if (want('volumes')) {

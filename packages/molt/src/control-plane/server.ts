@@ -86,6 +86,25 @@ async function bootstrap(cp: ControlPlane, dataDir: string): Promise<string | un
   return token;
 }
 
+/** Reads and drops what is left of a request body, up to `maxBytes` or `maxMs`. */
+function drain(body: NodeJS.ReadableStream, maxBytes: number, maxMs: number): Promise<void> {
+  return new Promise((resolvePromise) => {
+    let read = 0;
+    const done = () => {
+      clearTimeout(timer);
+      resolvePromise();
+    };
+    const timer = setTimeout(done, maxMs);
+    body.on('data', (c: Buffer) => {
+      read += c.length;
+      if (read > maxBytes) done();
+    });
+    body.on('end', done);
+    body.on('error', done);
+    body.resume();
+  });
+}
+
 function buildApi(cp: ControlPlane): FastifyInstance {
   const api = Fastify({
     logger: false,
@@ -94,11 +113,15 @@ function buildApi(cp: ControlPlane): FastifyInstance {
     clientErrorHandler: answerClientError,
   });
   const ctx: ApiContext = { cp, apps: cp.apps, volumes: cp.volumes };
-  api.setErrorHandler((err, _req, reply) => {
+  api.setErrorHandler(async (err, req, reply) => {
     const { status, body } = errorResponse(err);
+    // Refused before its body was read (a declared length over the limit): the rest is read and
+    // dropped first (up to 64 MiB or 2 s), so the data plane forwarding it is not cut off mid-body
+    // and the client gets this answer.
+    if (!req.raw.complete && !req.raw.destroyed) await drain(req.raw, 64 * 1024 * 1024, 2000);
     // An upload refused part-way: the rest of its body is not wanted on this connection.
     if (status === 413) void reply.header('connection', 'close');
-    void reply.code(status).send(body);
+    return reply.code(status).send(body);
   });
   api.setNotFoundHandler((req, reply) => {
     void reply.code(404).send(new MoltError('MOLT_ERR_NOT_FOUND', `no API route ${req.method} ${req.url.split('?')[0]}; see \`molt --help\``).toJSON());

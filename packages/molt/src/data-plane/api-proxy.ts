@@ -83,7 +83,9 @@ export class ApiProxy {
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
     headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
+    let answered = false;
     const upstream = request({ socketPath: this.opts.socketPath, agent: this.agent, method: req.method, path: req.url, headers }, (answer) => {
+      answered = true;
       const out: string[] = [];
       const raw = answer.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
@@ -100,12 +102,19 @@ export class ApiProxy {
       res.flushHeaders();
       answer.pipe(res);
       answer.on('error', () => res.destroy());
+      answer.on('aborted', () => res.destroy());
     });
     const bodiless = IDEMPOTENT.has(req.method ?? '') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
     upstream.on('error', () => {
+      // After its answer (a refused upload it stopped reading): the answer stands.
+      if (answered) return;
       if (res.headersSent) return res.destroy();
       // It went away before answering: a request without a body can be sent again once it is back.
       if (bodiless && !retried) return this.wait(req, res, true);
+      // Part of the body went to it: the rest is dropped and the connection closes after the answer.
+      res.setHeader('connection', 'close');
+      req.unpipe(upstream);
+      req.resume();
       this.unavailable(res, 'it went away during the request');
     });
     res.on('close', () => {
