@@ -86,25 +86,6 @@ async function bootstrap(cp: ControlPlane, dataDir: string): Promise<string | un
   return token;
 }
 
-/** Reads and drops what is left of a request body, up to `maxBytes` or `maxMs`. */
-function drain(body: NodeJS.ReadableStream, maxBytes: number, maxMs: number): Promise<void> {
-  return new Promise((resolvePromise) => {
-    let read = 0;
-    const done = () => {
-      clearTimeout(timer);
-      resolvePromise();
-    };
-    const timer = setTimeout(done, maxMs);
-    body.on('data', (c: Buffer) => {
-      read += c.length;
-      if (read > maxBytes) done();
-    });
-    body.on('end', done);
-    body.on('error', done);
-    body.resume();
-  });
-}
-
 function buildApi(cp: ControlPlane): FastifyInstance {
   const api = Fastify({
     logger: false,
@@ -113,14 +94,10 @@ function buildApi(cp: ControlPlane): FastifyInstance {
     clientErrorHandler: answerClientError,
   });
   const ctx: ApiContext = { cp, apps: cp.apps, volumes: cp.volumes };
-  api.setErrorHandler(async (err, req, reply) => {
+  api.setErrorHandler(async (err, _req, reply) => {
     const { status, body } = errorResponse(err);
-    // Refused before its body was read (a declared length over the limit): the rest is read and
-    // dropped first (up to 64 MiB or 2 s), so the data plane forwarding it is not cut off mid-body
-    // and the client gets this answer.
-    if (!req.raw.complete && !req.raw.destroyed) await drain(req.raw, 64 * 1024 * 1024, 2000);
-    // An upload refused part-way: the rest of its body is not wanted on this connection.
-    if (status === 413) void reply.header('connection', 'close');
+    // An upload refused part-way: Node reads and drops the rest of its body on this connection (the
+    // data plane's, never the client's own), so the data plane is not cut off before this answer.
     return reply.code(status).send(body);
   });
   api.setNotFoundHandler((req, reply) => {

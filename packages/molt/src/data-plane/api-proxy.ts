@@ -83,6 +83,7 @@ export class ApiProxy {
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
     headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
+    const bodiless = IDEMPOTENT.has(req.method ?? '') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
     let answered = false;
     const upstream = request({ socketPath: this.opts.socketPath, agent: this.agent, method: req.method, path: req.url, headers }, (answer) => {
       answered = true;
@@ -90,12 +91,14 @@ export class ApiProxy {
       const raw = answer.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
       // Answered before the whole body arrived (a refused upload): the rest is read and dropped, so
-      // the client gets the answer, and the connection closes after it.
-      if (!req.complete && answer.headers.connection === 'close') {
+      // the client gets the answer, and its connection closes after it.
+      if (!req.complete && !bodiless) {
         out.push('connection', 'close');
         req.unpipe(upstream);
         req.on('data', () => {});
         req.resume();
+        // The control plane reads and drops what it did not take; this connection to it is not reused.
+        answer.once('end', () => upstream.destroy());
       }
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage, out);
       // Streams (events, logs) flow as they come.
@@ -104,7 +107,6 @@ export class ApiProxy {
       answer.on('error', () => res.destroy());
       answer.on('aborted', () => res.destroy());
     });
-    const bodiless = IDEMPOTENT.has(req.method ?? '') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
     upstream.on('error', () => {
       // After its answer (a refused upload it stopped reading): the answer stands.
       if (answered) return;
