@@ -4,30 +4,16 @@
  * started outlives it: at the end, any process still running from that directory (a server, a
  * control plane, a worker, a sandbox) fails the run, named, and is killed.
  */
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processes } from './helpers.js';
 
 /** Processes whose command line or working directory is under `root`: pid and command line. */
 function processesUnder(root: string): { pid: number; cmdline: string }[] {
-  const found: { pid: number; cmdline: string }[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
-      let cwd = '';
-      try {
-        cwd = readlinkSync(`/proc/${entry}/cwd`);
-      } catch {
-        // a process of another user, or gone
-      }
-      // A zombie has no command line: it is gone, only not yet reaped.
-      if (cmdline && (cmdline.includes(root) || cwd.startsWith(root))) found.push({ pid: Number(entry), cmdline });
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return found;
+  return processes()
+    .map((p) => ({ ...p, cmdline: p.argv.join(' ') }))
+    .filter((p) => p.pid !== process.pid && (p.cmdline.includes(root) || p.cwd.startsWith(root)));
 }
 
 export default function setup(): () => Promise<void> {

@@ -1,13 +1,48 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
-import { chownSync, cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const MOLT_BIN = join(ROOT, 'packages/molt/bin/molt.js');
+
+/**
+ * The processes on this machine as `ps` sees them: pid, command line (as its title, when it set one:
+ * its first word is then the whole title) and working directory ('' when not readable). Zombies, which
+ * have no command line, are left out: they are gone, only not yet reaped.
+ */
+export function processes(): { pid: number; argv: string[]; cwd: string }[] {
+  const found: { pid: number; argv: string[]; cwd: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter(Boolean);
+      let cwd = '';
+      try {
+        cwd = readlinkSync(`/proc/${entry}/cwd`);
+      } catch {
+        // a process of another user, or gone
+      }
+      if (argv.length > 0) found.push({ pid: Number(entry), argv, cwd });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+/** Whether a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export function tempDir(prefix = 'molt-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));

@@ -1,38 +1,17 @@
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLoad } from './load.js';
-import { ServerProcess, simpleApp, sleep, tempDir, waitFor } from './helpers.js';
+import { alive, processes, ServerProcess, simpleApp, sleep, tempDir, waitFor } from './helpers.js';
 
 /** The processes whose title starts with `molt: `, as `ps` shows them: pid and title. */
 function moltProcesses(): { pid: number; title: string }[] {
-  const out: { pid: number; title: string }[] = [];
-  for (const entry of readdirSafe('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const title = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')[0]!;
-      if (title.startsWith('molt: ')) out.push({ pid: Number(entry), title });
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
+  return processes()
+    .map((p) => ({ pid: p.pid, title: p.argv[0]! }))
+    .filter((p) => p.title.startsWith('molt: '));
 }
 
-function readdirSafe(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+/** The control plane process of a data dir. */
+function controlPlaneOf(dataDir: string): { pid: number; title: string } | undefined {
+  return moltProcesses().find((p) => p.title === `molt: control-plane ${dataDir}`);
 }
 
 describe('the data plane and the control plane', () => {
@@ -42,7 +21,7 @@ describe('the data plane and the control plane', () => {
   afterAll(() => server.stop());
 
   const workersOf = async (app: string) => (await server.api('GET', `/api/v1/namespaces/default/apps/${app}/workers`)).body.workers as { id: string; pid: number; status: string }[];
-  const controlPlane = () => moltProcesses().find((p) => p.title === `molt: control-plane ${dataDir}`);
+  const controlPlane = () => controlPlaneOf(dataDir);
 
   it('runs as processes titled by role and data dir, as nginx does', async () => {
     const dir = simpleApp(tempDir(), { name: 'titled' });
@@ -83,7 +62,7 @@ describe('the data plane and the control plane', () => {
     expect(await Promise.all(after.map((w) => server.callWorker({ id: w.id, port: null }, '/pid')))).toEqual(pidsBefore);
     expect(server.output).toMatch(/the control plane exited \(killed by SIGKILL\); apps keep serving; restarting it/);
     // The adopted workers are managed as before: a rolling update replaces them.
-    writeBody(dir, 'hello again');
+    simpleApp(dir, { name: 'steady', body: 'hello again', config: { workers: 2 } });
     const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
     expect(update.code, update.stderr).toBe(0);
     expect(await (await fetch(server.route('default', 'steady', '/'), { headers: { authorization: `Bearer ${server.adminToken}` } })).text()).toBe('hello again');
@@ -123,7 +102,7 @@ describe('while the control plane stays down', () => {
   it('API requests past the wait get 503 with Retry-After; gateway requests are served', async () => {
     const dir = simpleApp(tempDir(), { name: 'served' });
     expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
-    const cp = moltProcesses().find((p) => p.title.startsWith('molt: control-plane ') && p.title.endsWith(server.dataDir))!;
+    const cp = controlPlaneOf(server.dataDir)!;
     process.kill(cp.pid, 'SIGKILL');
     await waitFor(() => !alive(cp.pid), 5000, 'the control plane to die');
     const res = await fetch(`${server.url}/api/v1/namespaces/default/apps`, { headers: { authorization: `Bearer ${server.adminToken}` } });
@@ -135,8 +114,3 @@ describe('while the control plane stays down', () => {
     await waitFor(async () => (await server.api('GET', '/api/v1/namespaces/default/apps')).status === 200, 15_000, 'the API to answer again');
   });
 });
-
-function writeBody(dir: string, body: string): void {
-  const file = `${dir}/index.ts`;
-  writeFileSync(file, readFileSync(file, 'utf8').replace("return new Response(\"hello\")", `return new Response(${JSON.stringify(body)})`));
-}

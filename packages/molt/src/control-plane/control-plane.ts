@@ -115,7 +115,7 @@ export class ControlPlane {
     this.heartbeat = setInterval(() => void this.beat().catch(() => {}), HEARTBEAT_MS);
     this.heartbeat.unref();
     // Only the control plane restarted when its data plane was up before it was last seen.
-    const { startedAt } = await this.dp.call<{ startedAt: string }>('dp.info');
+    const { startedAt } = await this.dp.info();
     const who = Date.parse(startedAt) < lastSeen ? 'the control plane' : 'the server';
     for (const r of await this.store.listRunningRollouts()) {
       const app = await this.store.getApp(r.namespace, r.app);
@@ -150,7 +150,7 @@ export class ControlPlane {
       }
       if (info && info.state !== 'exited') {
         // Half-started (its start was the previous control plane's), or of no app: it goes.
-        await this.dp.call('worker.stop', { id: w.id, graceMs: 5000 }).catch(() => {});
+        await this.dp.stopWorker(w.id, 5000).catch(() => {});
         await this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail: 'stopped: the control plane restarted while it started', deletedAt: new Date().toISOString() });
         continue;
       }
@@ -162,9 +162,9 @@ export class ControlPlane {
       if (crash && app?.probationUntil && w.revision === app.currentRevision) crashed.set(`${w.namespace}/${w.app}`, `worker ${w.id} crashed during its probation`);
     }
     // Processes the store does not know as live: nothing decides for them, so they stop.
-    for (const info of running.values()) if (info.state !== 'exited') await this.dp.call('worker.stop', { id: info.id, graceMs: 5000 }).catch(() => {});
+    for (const info of running.values()) if (info.state !== 'exited') await this.dp.stopWorker(info.id, 5000).catch(() => {});
     // Exits are recorded now: the data plane may forget them.
-    for (const id of exited) await this.dp.call('worker.forget', { id }).catch(() => {});
+    for (const id of exited) this.dp.forgetWorker(id);
     for (const app of apps) {
       // A lock whose rollout is over (or was never recorded) is released.
       if (app.rolloutId && (await this.store.getRollout(app.rolloutId))?.phase !== 'running') await this.store.updateApp(app.namespace, app.name, { rolloutId: null });

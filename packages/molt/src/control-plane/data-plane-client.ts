@@ -5,7 +5,7 @@ import type { TokenRow } from '../store/types.js';
 import { PeerGone, RemoteError, RpcPeer } from '../data-plane/rpc.js';
 import type { DataPlaneWorker, TargetStats } from '../data-plane/protocol.js';
 import { LogHub, type LogLine } from './log-hub.js';
-import { releasePathOf, type WorkerExit, type WorkerLaunch, WorkerStartError } from './worker-process.js';
+import { type WorkerExit, type WorkerLaunch, WorkerStartError } from './worker-process.js';
 
 /**
  * The control plane's end of the local channel to the data plane: the process that holds the
@@ -62,19 +62,34 @@ export class DataPlaneClient {
     else if (event === 'worker.closed') {
       this.workers.delete(id);
       w.closed();
-      this.call('worker.forget', { id }).catch(() => {});
+      this.forgetWorker(id);
     }
   }
 
   /** A handle on a worker the data plane will start (`start`) or already runs (`adopt`). */
-  worker(launch: WorkerLaunch, onExit: (e: WorkerExit) => void, onClosed: () => void): RemoteWorker {
-    const w = new RemoteWorker(this, launch, onExit, onClosed);
-    this.workers.set(launch.id, w);
+  worker(id: string, readinessPath: string, onExit: (e: WorkerExit) => void, onClosed: () => void): RemoteWorker {
+    const w = new RemoteWorker(this, id, readinessPath, onExit, onClosed);
+    this.workers.set(id, w);
     return w;
   }
 
   listWorkers(): Promise<DataPlaneWorker[]> {
     return this.call<DataPlaneWorker[]>('workers.list');
+  }
+
+  /** When the data plane started. */
+  info(): Promise<{ startedAt: string }> {
+    return this.call('dp.info');
+  }
+
+  /** Stops a worker by id (SIGTERM, SIGKILL after `graceMs`); how it exited. */
+  stopWorker(id: string, graceMs: number): Promise<WorkerExit> {
+    return this.call<WorkerExit>('worker.stop', { id, graceMs });
+  }
+
+  /** How a worker ended is recorded: the data plane may drop it. */
+  forgetWorker(id: string): void {
+    this.call('worker.forget', { id }).catch(() => {});
   }
 
   /** Starts sending the app's requests to a worker that passed readiness. */
@@ -129,24 +144,18 @@ export class RemoteWorker {
 
   constructor(
     private readonly dp: DataPlaneClient,
-    readonly launch: WorkerLaunch,
+    readonly id: string,
+    /** What readiness checks ask it for (messages name it). */
+    readonly readinessPath: string,
     private readonly onExit: (e: WorkerExit) => void,
     private readonly onClosed: () => void,
   ) {}
 
-  get id(): string {
-    return this.launch.id;
-  }
-
-  releasePath(id: string): string {
-    return releasePathOf(this.launch, id);
-  }
-
   /** Has the data plane spawn it; `onSpawned` fires when it is up. Resolves once it passes readiness. */
-  async start(onSpawned: () => void): Promise<void> {
+  async start(launch: WorkerLaunch, onSpawned: () => void): Promise<void> {
     this.onSpawned = onSpawned;
     try {
-      const r = await this.dp.call<{ pid: number; address: WorkerAddress }>('worker.start', { launch: this.launch });
+      const r = await this.dp.call<{ pid: number; address: WorkerAddress }>('worker.start', { launch });
       this.pid = r.pid;
       this.address = r.address;
     } catch (err) {
@@ -187,7 +196,7 @@ export class RemoteWorker {
     return r.ok;
   }
 
-  upgrade(req: Omit<UpgradeRequest, 'type' | 'id'>, timeoutMs: number): Promise<UpgradeResult> {
+  upgrade(req: Omit<UpgradeRequest, 'type' | 'id' | 'releaseDir'>, timeoutMs: number): Promise<UpgradeResult> {
     return this.dp.call<UpgradeResult>('worker.upgrade', { id: this.id, req, timeoutMs }).catch((err: Error) => ({ ok: false as const, phase: 'load' as const, error: err.message }));
   }
 
@@ -199,7 +208,7 @@ export class RemoteWorker {
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
   async stop(graceMs: number): Promise<WorkerExit> {
     try {
-      const exit = await this.dp.call<WorkerExit>('worker.stop', { id: this.id, graceMs });
+      const exit = await this.dp.stopWorker(this.id, graceMs);
       this.exited(exit);
       return exit;
     } catch (err) {

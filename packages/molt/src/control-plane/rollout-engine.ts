@@ -224,8 +224,9 @@ export class RolloutEngine {
     const upgraded: string[] = [];
     const overBudget: string[] = [];
     let crash: string | undefined;
+    const crashed = (id: string) => `worker ${id} crashed during the hot upgrade`;
     const unsubscribe = this.supervisor.onCrash((w) => {
-      if (workers.includes(w.id)) crash = `worker ${w.id} crashed during the hot upgrade`;
+      if (workers.includes(w.id)) crash = crashed(w.id);
     });
     const timeoutMs = opts.suspendTimeoutMs + 30_000;
     // An env change goes in place only through the entry's configChange (the plan checked it exists).
@@ -251,9 +252,8 @@ export class RolloutEngine {
         );
         await logged;
         if (!r.ok) {
-          // A worker that died under the upgrade: its exit, reported by the data plane, is the reason.
-          if (await this.supervisor.exitsWithin(id, 300)) await sleep(50);
-          if (crash) throw new Error(crash);
+          // A worker that died under the upgrade (its exit comes from the data plane, maybe just after the answer): that is the reason.
+          if (crash || (await this.supervisor.exitsWithin(id, 300))) throw new Error(crash ?? crashed(id));
           throw new Error(`worker ${id} could not upgrade: ${r.phase} failed${r.module ? ` in ${r.module}` : ''}: ${r.error}`);
         }
         upgraded.push(id);

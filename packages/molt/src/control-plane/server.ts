@@ -70,7 +70,6 @@ export interface MoltServer {
   isolation: string;
   /** The admin token, only on the start that created it. */
   adminToken?: string;
-  dataPlane: DataPlane;
   close(): Promise<void>;
 }
 
@@ -143,7 +142,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     logLevel: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info',
     logFormat: opts.logFormat,
     apiWaitMs: opts.apiWaitMs,
-    controlPlaneOptions: { ...opts, dataDir } as unknown as Record<string, unknown>,
+    controlPlaneOptions: { ...opts, dataDir },
   });
   process.title = `molt: gateway ${dataDir}`;
   try {
@@ -153,7 +152,6 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
       port: dataPlane.port,
       isolation: ready.isolation,
       adminToken: ready.adminToken,
-      dataPlane,
       close: once(async () => {
         await dataPlane.close();
         lock.release();
@@ -184,7 +182,7 @@ export interface ControlPlaneProcess {
  * the scheduler and the rollout engine. It connects to its data plane, resumes from what the store
  * and the data plane report, and tells the data plane it is ready.
  */
-export async function runControlPlane(opts: ServerOptions & { dataDir: string }): Promise<ControlPlaneProcess> {
+export async function runControlPlane(opts: ServerOptions): Promise<ControlPlaneProcess> {
   const dataDir = resolve(opts.dataDir);
   const isolation = detectIsolation({ disabled: opts.noIsolation === true, users: parseUidRange(opts.workerUids ?? DEFAULT_WORKER_UIDS, process.getuid?.() ?? 0) });
   if (opts.requireIsolation && isolation.notIsolated) {
@@ -238,21 +236,17 @@ export async function runControlPlane(opts: ServerOptions & { dataDir: string })
   await cp.recover();
   await dp.call('cp.ready', { isolation: describeIsolation(isolation), adminToken });
 
-  let closing: Promise<void> | undefined;
   return {
     cp,
-    close() {
-      closing ??= (async () => {
-        const closed = new Promise<void>((r) => server.close(() => r()));
-        server.closeIdleConnections();
-        await cp.close();
-        server.closeAllConnections();
-        await closed;
-        await api.close().catch(() => {});
-        await store.close();
-        dp.peer.close();
-      })();
-      return closing;
-    },
+    close: once(async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      await cp.close();
+      server.closeAllConnections();
+      await closed;
+      await api.close().catch(() => {});
+      await store.close();
+      dp.peer.close();
+    }),
   };
 }

@@ -264,11 +264,11 @@ export class Supervisor {
       spec: rev.spec,
       host: this.opts.workerHost,
     };
-    const proc = this.handle(launch, cgroup);
+    const proc = this.handle(row.id, rev, cgroup);
     const live: LiveWorker = { row, proc, stopping: false, cgroup, memoryMb: resources.memoryMb };
     this.live.set(row.id, live);
     try {
-      await proc.start(() => {
+      await proc.start(launch, () => {
         row.pid = proc.pid ?? null;
         void this.store.updateWorker(row.id, { pid: row.pid });
         this.setStatus(live, 'INITIALIZED', 'IN_FLIGHT').catch((err) => this.events.internalError(rev.namespace, rev.app, err));
@@ -276,8 +276,8 @@ export class Supervisor {
     } catch (err) {
       const reason = this.oomReason(live) ?? (err instanceof Error ? err.message : String(err));
       live.stopping = true;
+      // The data plane removes its run dir once the process is gone.
       await proc.stop(1000);
-      rmSync(runDir, { recursive: true, force: true });
       this.live.delete(row.id);
       this.scheduler.release(row.id);
       await this.setStatus(live, 'ERROR', null, reason);
@@ -294,15 +294,15 @@ export class Supervisor {
     return row;
   }
 
-  /** The control plane's handle on a worker process the data plane runs. */
-  private handle(launch: WorkerLaunch, cgroup: WorkerCgroup | undefined): RemoteWorker {
+  /** The control plane's handle on a worker process the data plane runs (and whose run dir it removes). */
+  private handle(workerId: string, rev: RevisionRow, cgroup: WorkerCgroup | undefined): RemoteWorker {
     return this.dp.worker(
-      launch,
-      (exit) => void this.handleExit(launch.id, exit),
+      workerId,
+      rev.spec.readiness.path,
+      (exit) => void this.handleExit(workerId, exit),
       () => {
-        rmSync(launch.runDir, { recursive: true, force: true });
         // The process is gone: its capacity is free and its cgroup can go.
-        this.scheduler.release(launch.id);
+        this.scheduler.release(workerId);
         void cgroup?.remove();
       },
     );
@@ -313,26 +313,9 @@ export class Supervisor {
    * serving, untouched; its resources are counted again and its exit is watched as any other's.
    */
   async adopt(row: WorkerRow, rev: RevisionRow, info: DataPlaneWorker): Promise<void> {
-    const release = await this.store.getRelease(rev.namespace, rev.releaseId);
-    const launch: WorkerLaunch = {
-      id: row.id,
-      namespace: row.namespace,
-      app: row.app,
-      revision: rev.revision,
-      releaseId: info.releaseId,
-      releaseDir: join(this.releasesDir(row.namespace, row.app), info.releaseId),
-      releasesDir: this.releasesDir(row.namespace, row.app),
-      volumes: [],
-      runDir: join(this.opts.dataDir, 'run', row.id),
-      cgroupProcs: [],
-      sandbox: (await this.sandboxFor(row.namespace, join(this.opts.dataDir, 'run', row.id))).sandbox,
-      entry: release?.manifest.entry ?? 'index.js',
-      spec: rev.spec,
-      host: this.opts.workerHost,
-    };
     const cgroup = this.cgroups.create(row.id, rev.spec.resources);
     this.scheduler.place(row.id, `${row.namespace}/${row.app}`, rev.spec.resources);
-    const proc = this.handle(launch, cgroup);
+    const proc = this.handle(row.id, rev, cgroup);
     proc.adopt(info);
     row.revision = rev.revision;
     this.live.set(row.id, { row, proc, stopping: false, cgroup, memoryMb: rev.spec.resources.memoryMb });
@@ -358,13 +341,13 @@ export class Supervisor {
     // Both releases are the app's already: the worker runs one, the rollout made the other before its first swap.
     // The status is written while the worker swaps: the swap does not wait for the store.
     const marked = this.setStatus(live, 'RUNNING', 'UPGRADING');
-    let result = await proc.upgrade({ ...req, releaseDir: proc.releasePath(req.toRelease) }, timeoutMs);
+    let result = await proc.upgrade(req, timeoutMs);
     await marked;
     // The new code must still pass readiness, as a new worker would have to.
     if (result.ok && !(await proc.ready())) {
-      const path = proc.launch.spec.readiness.path;
+      const path = proc.readinessPath;
       const env = req.env ? { from: req.env.to, to: req.env.from } : undefined;
-      const reverse = { ...req, toRelease: fromRelease, releaseDir: proc.releasePath(fromRelease), direction: req.direction === 'up' ? ('down' as const) : ('up' as const), instructions: downInstructions, env };
+      const reverse = { ...req, toRelease: fromRelease, direction: req.direction === 'up' ? ('down' as const) : ('up' as const), instructions: downInstructions, env };
       const back = await proc.upgrade(reverse, timeoutMs);
       result = { ok: false, phase: 'apply', error: `the upgraded worker failed readiness (GET ${path} answered ${proc.lastReadiness})${back.ok ? '; it went back to its release' : `; going back failed too (${back.error})`}` };
     }

@@ -101,11 +101,6 @@ function insidePaths(launch: WorkerLaunch): { release: string; releases: string;
   return { release: launch.releaseDir, releases: launch.releasesDir, volumes: launch.volumes, scratch: join(launch.runDir, 'scratch'), links: join(launch.runDir, 'links') };
 }
 
-/** Where a worker finds release `id` of its app (the path hot upgrades are given). */
-export function releasePathOf(launch: WorkerLaunch, id: string): string {
-  return join(insidePaths(launch).releases, id);
-}
-
 /** A signal number from an exit code past 128, as a sandbox reports a child killed by a signal. */
 function signalOf(code: number): NodeJS.Signals | undefined {
   const n = code - 128;
@@ -155,7 +150,7 @@ export class WorkerProcess {
 
   /** Where the worker finds release `id` of its app (the path hot upgrades are given). */
   releasePath(id: string): string {
-    return releasePathOf(this.launch, id);
+    return join(insidePaths(this.launch).releases, id);
   }
 
   /** Spawns the process; `onSpawned` fires when it is up (INITIALIZED). Resolves once it passes readiness. */
@@ -333,9 +328,10 @@ export class WorkerProcess {
     return false;
   }
 
-  /** Asks the worker to upgrade in place and waits for its answer (see WorkerControl.upgrade). */
-  upgrade(req: Omit<UpgradeRequest, 'type' | 'id'>, timeoutMs: number): Promise<UpgradeResult> {
-    return this.control ? this.control.upgrade(req, timeoutMs) : Promise.resolve({ ok: false, phase: 'load', error: 'the worker is not running' });
+  /** Asks the worker to upgrade in place to `toRelease` (where it sees that release) and waits for its answer (see WorkerControl.upgrade). */
+  upgrade(req: Omit<UpgradeRequest, 'type' | 'id' | 'releaseDir'>, timeoutMs: number): Promise<UpgradeResult> {
+    if (!this.control) return Promise.resolve({ ok: false, phase: 'load', error: 'the worker is not running' });
+    return this.control.upgrade({ ...req, releaseDir: this.releasePath(req.toRelease) }, timeoutMs);
   }
 
   waitExit(): Promise<WorkerExit> {

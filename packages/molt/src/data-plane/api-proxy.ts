@@ -23,8 +23,7 @@ export interface ApiProxyOptions {
 export class ApiProxy {
   private readonly agent: Agent;
   private up = false;
-  private waiters: (() => void)[] = [];
-  private waiting = 0;
+  private readonly waiters = new Set<() => void>();
 
   constructor(private readonly opts: ApiProxyOptions) {
     this.agent = new Agent({ keepAlive: true, maxSockets: 64 });
@@ -38,7 +37,8 @@ export class ApiProxy {
       this.agent.destroy();
       return;
     }
-    for (const w of this.waiters.splice(0)) w();
+    // Each leaves the queue itself.
+    for (const w of [...this.waiters]) w();
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -47,26 +47,17 @@ export class ApiProxy {
   }
 
   private wait(req: IncomingMessage, res: ServerResponse, retried: boolean): void {
-    if (this.waiting >= this.opts.maxWaiting) return this.unavailable(res, `${this.waiting} API requests already wait for it`);
-    this.waiting++;
-    let done = false;
-    const go = () => {
-      if (done) return;
-      done = true;
-      this.waiting--;
+    if (this.waiters.size >= this.opts.maxWaiting) return this.unavailable(res, `${this.waiters.size} API requests already wait for it`);
+    /** Leaves the queue once: forwarded when the control plane is back, or 503 at the deadline. */
+    const settle = (back: boolean) => {
+      if (!this.waiters.delete(go)) return;
       clearTimeout(timer);
-      this.waiters = this.waiters.filter((w) => w !== go);
-      if (res.destroyed) return;
-      this.forward(req, res, retried);
+      if (!back) this.unavailable(res, `it did not come back within ${this.opts.waitMs} ms`);
+      else if (!res.destroyed) this.forward(req, res, retried);
     };
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      this.waiting--;
-      this.waiters = this.waiters.filter((w) => w !== go);
-      this.unavailable(res, `it did not come back within ${this.opts.waitMs} ms`);
-    }, this.opts.waitMs);
-    this.waiters.push(go);
+    const go = () => settle(true);
+    const timer = setTimeout(() => settle(false), this.opts.waitMs);
+    this.waiters.add(go);
   }
 
   private unavailable(res: ServerResponse, why: string): void {
@@ -85,6 +76,11 @@ export class ApiProxy {
     headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
     const bodiless = IDEMPOTENT.has(req.method ?? '') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
     let answered = false;
+    /** The rest of the client's body goes nowhere: read and dropped. */
+    const dropRest = () => {
+      req.unpipe(upstream);
+      req.resume();
+    };
     const upstream = request({ socketPath: this.opts.socketPath, agent: this.agent, method: req.method, path: req.url, headers }, (answer) => {
       answered = true;
       const out: string[] = [];
@@ -94,9 +90,7 @@ export class ApiProxy {
       // the client gets the answer, and its connection closes after it.
       if (!req.complete && !bodiless) {
         out.push('connection', 'close');
-        req.unpipe(upstream);
-        req.on('data', () => {});
-        req.resume();
+        dropRest();
         // The control plane reads and drops what it did not take; this connection to it is not reused.
         answer.once('end', () => upstream.destroy());
       }
@@ -115,8 +109,7 @@ export class ApiProxy {
       if (bodiless && !retried) return this.wait(req, res, true);
       // Part of the body went to it: the rest is dropped and the connection closes after the answer.
       res.setHeader('connection', 'close');
-      req.unpipe(upstream);
-      req.resume();
+      dropRest();
       this.unavailable(res, 'it went away during the request');
     });
     res.on('close', () => {

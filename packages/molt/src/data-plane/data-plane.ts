@@ -31,7 +31,7 @@ export interface DataPlaneOptions {
   /** How its own lines are printed on stderr, as the control plane prints events. */
   logFormat?: 'text' | 'json';
   /** What the control plane is started with (its own options, as JSON). */
-  controlPlaneOptions: Record<string, unknown>;
+  controlPlaneOptions: object;
   /** API requests that may wait while the control plane is down, and for how long. */
   apiQueue?: number;
   apiWaitMs?: number;
@@ -63,13 +63,15 @@ const MAX_EXITED_KEPT = 10_000;
  * its event loop: the store, the API, builds and rollouts are all the control plane's.
  */
 export class DataPlane {
-  readonly routes: RouteTable;
-  readonly logs: LogHub;
+  private readonly routes: RouteTable;
+  private readonly logs: LogHub;
   private readonly tokens = new Map<string, TokenRow>();
   private readonly verifier: TokenVerifier;
   private readonly gateway: Gateway;
   private readonly api: ApiProxy;
   private readonly workers = new Map<string, OwnedWorker>();
+  /** Questions to the control plane under way, per app (see explain). */
+  private readonly explaining = new Map<string, Promise<string | undefined>>();
   private readonly log: Logger;
   private server?: Server;
   private rpcServer?: NetServer;
@@ -193,15 +195,26 @@ export class DataPlane {
     else this.log[level]({ event }, message);
   }
 
-  /** Why no worker of the app will come, as the control plane sees it; while it is down, one may. */
-  private async explain(namespace: string, name: string): Promise<string | undefined> {
+  /**
+   * Why no worker of the app will come, as the control plane sees it; while it is down, one may.
+   * Requests that arrive while the question is out share its answer: one call per app at a time.
+   */
+  private explain(namespace: string, name: string): Promise<string | undefined> | undefined {
     const peer = this.peer;
     if (!peer) return undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), 2000)));
-    const why = await Promise.race([peer.call<string | null>('explain', { namespace, name }).catch(() => null), late]);
-    clearTimeout(timer);
-    return why ?? undefined;
+    const key = `${namespace}/${name}`;
+    let asked = this.explaining.get(key);
+    if (!asked) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), 2000)));
+      asked = Promise.race([peer.call<string | null>('explain', { namespace, name }).catch(() => null), late]).then((why) => {
+        clearTimeout(timer);
+        this.explaining.delete(key);
+        return why ?? undefined;
+      });
+      this.explaining.set(key, asked);
+    }
+    return asked;
   }
 
   private emit(event: string, data: unknown): void {
@@ -231,7 +244,7 @@ export class DataPlane {
         this.firstReady = undefined;
         if (!first) this.say('info', 'control-plane.ready', `the control plane is back (pid ${this.child?.pid})`);
       },
-      'dp.info': () => ({ startedAt: this.startedAt, pid: process.pid }),
+      'dp.info': () => ({ startedAt: this.startedAt }),
       'workers.list': (): DataPlaneWorker[] =>
         [...this.workers.values()].map(({ proc, releaseId, state, exit }) => ({
           id: proc.id,
@@ -245,8 +258,7 @@ export class DataPlane {
           routed: this.routes.target(proc.id) !== undefined,
         })),
       'worker.start': async ({ launch }: { launch: WorkerLaunch }) => {
-        const owned: OwnedWorker = { releaseId: launch.releaseId, state: 'starting', proc: undefined as unknown as WorkerProcess };
-        owned.proc = new WorkerProcess(
+        const proc = new WorkerProcess(
           launch,
           (line) => this.writeLog(launch.namespace, launch.app, line),
           (exit) => {
@@ -263,10 +275,11 @@ export class DataPlane {
             this.emit('worker.closed', { id: launch.id });
           },
         );
+        const owned: OwnedWorker = { proc, releaseId: launch.releaseId, state: 'starting' };
         this.workers.set(launch.id, owned);
-        await owned.proc.start(() => this.emit('worker.spawned', { id: launch.id, pid: owned.proc.pid }));
+        await proc.start(() => this.emit('worker.spawned', { id: launch.id, pid: proc.pid }));
         if (owned.state === 'starting') owned.state = 'running';
-        return { pid: owned.proc.pid, address: owned.proc.address };
+        return { pid: proc.pid, address: proc.address };
       },
       'worker.stop': ({ id, graceMs }: { id: string; graceMs: number }) => {
         const w = this.workers.get(id);
@@ -281,7 +294,7 @@ export class DataPlane {
         const ok = await proc.ready();
         return { ok, lastReadiness: proc.lastReadiness };
       },
-      'worker.upgrade': async ({ id, req, timeoutMs }: { id: string; req: Omit<UpgradeRequest, 'type' | 'id'>; timeoutMs: number }) => {
+      'worker.upgrade': async ({ id, req, timeoutMs }: { id: string; req: Omit<UpgradeRequest, 'type' | 'id' | 'releaseDir'>; timeoutMs: number }) => {
         const w = this.worker(id);
         const result = await w.proc.upgrade(req, timeoutMs);
         if (result.ok) w.releaseId = req.toRelease;
@@ -321,11 +334,6 @@ export class DataPlane {
     const routes = this.routes.ensureApp(a.namespace, a.name);
     routes.public = a.public;
     routes.paused = a.paused;
-  }
-
-  /** The control plane's pid (for tests and `ps`). */
-  get controlPlanePid(): number | undefined {
-    return this.child?.pid;
   }
 
   /**

@@ -26,8 +26,8 @@ export class AppRoutes {
     readonly namespace: string,
     readonly name: string,
     private readonly limits: QueueLimits,
-    /** Why no worker will come when none is ready; undefined while one is on its way (asked of the control plane). */
-    private readonly noneComing: () => string | undefined | Promise<string | undefined> = () => undefined,
+    /** Asks why no worker will come when none is ready (the control plane knows); undefined: one may. */
+    private readonly noneComing: () => Promise<string | undefined> | undefined = () => undefined,
   ) {}
 
   /** The ready target with the fewest outstanding requests; ties rotate. */
@@ -47,21 +47,23 @@ export class AppRoutes {
   acquire(): Target | Promise<Target> {
     const t = this.pickReady();
     if (t) return t;
-    if (this.paused) throw new MoltError('MOLT_ERR_NO_WORKER', `app ${this.namespace}/${this.name} is paused; run \`molt app resume --app ${this.name}\``);
+    if (this.paused) throw this.pausedError();
     const none = this.noneComing();
-    if (typeof none === 'string') throw new MoltError('MOLT_ERR_NO_WORKER', none);
-    if (none instanceof Promise) {
-      return none.then((why) => {
-        if (why) throw new MoltError('MOLT_ERR_NO_WORKER', why);
-        return this.pickReady() ?? this.enqueue();
-      });
-    }
-    return this.enqueue();
+    if (!none) return this.enqueue();
+    return none.then((why) => {
+      if (why) throw new MoltError('MOLT_ERR_NO_WORKER', why);
+      return this.pickReady() ?? this.enqueue();
+    });
+  }
+
+  private pausedError(): MoltError {
+    return new MoltError('MOLT_ERR_NO_WORKER', `app ${this.namespace}/${this.name} is paused; run \`molt app resume --app ${this.name}\``);
   }
 
   /** Waits in the bounded queue for a ready target; 503 when it is full or the wait times out. */
   private enqueue(): Promise<Target> {
-    if (this.paused) return Promise.reject(new MoltError('MOLT_ERR_NO_WORKER', `app ${this.namespace}/${this.name} is paused; run \`molt app resume --app ${this.name}\``));
+    // Paused while the control plane was asked.
+    if (this.paused) return Promise.reject(this.pausedError());
     if (this.waiters.length >= this.limits.maxQueue) {
       return Promise.reject(new MoltError('MOLT_ERR_NO_WORKER', `no worker of ${this.namespace}/${this.name} is ready and the wait queue is full (${this.limits.maxQueue}); retry later`));
     }
@@ -114,7 +116,7 @@ export class RouteTable {
   private readonly byWorker = new Map<string, { routes: AppRoutes; target: Target }>();
 
   /** Why no worker of an app will come (the control plane says); undefined while one is on its way. */
-  explainNoWorker: (namespace: string, name: string) => string | undefined | Promise<string | undefined> = () => undefined;
+  explainNoWorker: (namespace: string, name: string) => Promise<string | undefined> | undefined = () => undefined;
 
   constructor(private readonly limits: QueueLimits) {}
 
