@@ -1,4 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -74,6 +75,21 @@ describe('volumes', () => {
     expect(tree.tree.entries.map((e: { path: string }) => e.path).sort()).toEqual(['a.bin', 'b.bin', 'sub/c.bin']);
     const list = JSON.parse((await server.molt(['volume', 'list', '--json'])).stdout);
     expect(list.find((v: { name: string }) => v.name === 'models').latest.revision).toBe(second.revision.revision);
+  });
+
+  it('keeps every byte of every file, pushed and pulled: a large one (over 4 MiB, streamed to disk) and many in one stream', async () => {
+    expect((await server.molt(['volume', 'create', 'large'])).code).toBe(0);
+    const dir = tempDir('molt-vol-');
+    const files: Record<string, Buffer> = { 'weights.bin': randomBytes(6 * 1024 * 1024) };
+    for (let i = 0; i < 8; i++) files[`shard-${i}.bin`] = randomBytes(100_000);
+    for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
+    const pushed = await server.molt(['volume', 'push', 'large', dir]);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const get = await server.molt(['volume', 'get', 'large']);
+    expect(get.code, get.stderr).toBe(0);
+    const copy = /path: (.+)/.exec(get.stdout)![1]!;
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    for (const [name, bytes] of Object.entries(files)) expect([name, sha(readFileSync(join(copy, name)))]).toEqual([name, sha(bytes)]);
   });
 
   it('pulls a revision into the local copy, and will not drop unpushed changes without --force', async () => {

@@ -3,11 +3,10 @@ import { createWriteStream, readFileSync, rmSync, type WriteStream } from 'node:
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { Parser, type ReadEntry } from 'tar';
 import { MoltError } from '../errors.js';
 import type { BlobStore } from './blob-store.js';
-import { assertSafeTree, encodeTree, treeHash, unsafePathReason, type Tree } from './tree.js';
+import { assertSafeTree, encodeTree, treeHash, unsafePathReason, type Tree, writeHashed } from './tree.js';
 
 /** Files up to this size are written in one call; larger ones stream to disk. */
 const SMALL_FILE = 4 * 1024 * 1024;
@@ -133,25 +132,32 @@ export async function ingestArchive(
         return entry.resume();
       }
       const file = join(staging, `f${counter}`);
-      const hash = createHash('sha256');
-      let size = 0;
-      entry.on('data', (chunk: Buffer) => {
-        hash.update(chunk);
-        size += chunk.length;
+      const counted = (chunk: Buffer) => {
         receivedBytes += chunk.length;
         count(chunk.length);
-      });
-      const done = () => void staged.set(hash.digest('hex'), { file, size });
+      };
       if (entry.size > SMALL_FILE) {
         const out = createWriteStream(file);
         streaming.add(out);
-        track(pipeline(entry, out).then(done).finally(() => streaming.delete(out)));
+        track(
+          writeHashed(entry, out, counted)
+            .then(({ hash, size }) => void staged.set(hash, { file, size }))
+            .finally(() => streaming.delete(out)),
+        );
         return;
       }
       // Small files are gathered and written in one call, off the parser's path: the parser goes
       // on to the next entry at once instead of waiting for open, write and close of each file.
+      const hash = createHash('sha256');
+      let size = 0;
+      const done = () => void staged.set(hash.digest('hex'), { file, size });
       const chunks: Buffer[] = [];
-      entry.on('data', (chunk: Buffer) => chunks.push(chunk));
+      entry.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        size += chunk.length;
+        counted(chunk);
+        chunks.push(chunk);
+      });
       entry.on('end', () => {
         if (failure) return;
         const data = Buffer.concat(chunks);

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join, posix, relative, sep } from 'node:path';
+import { Transform, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { MoltError } from '../errors.js';
 
 /** One entry of a tree: a regular file (by content hash) or a symbolic link inside the tree. */
@@ -30,6 +32,27 @@ export function fileHashes(tree: Tree): string[] {
 
 export function treeSize(tree: Tree): number {
   return tree.entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0);
+}
+
+/**
+ * Writes a stream to `out` and hashes what was written, as the stream's one reader: the hash is of
+ * the bytes on disk. (A second reader beside the pipe, such as a 'data' listener on a tar entry, sees
+ * chunks the pipe may miss: on Node 22 a pipeline attaches after the first chunks have flowed.)
+ * `onChunk` sees each chunk first.
+ */
+export async function writeHashed(source: AsyncIterable<Buffer>, out: Writable, onChunk?: (chunk: Buffer) => void): Promise<{ hash: string; size: number }> {
+  const h = createHash('sha256');
+  let size = 0;
+  const hashing = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      onChunk?.(chunk);
+      h.update(chunk);
+      size += chunk.length;
+      done(null, chunk);
+    },
+  });
+  await pipeline(source, hashing, out);
+  return { hash: h.digest('hex'), size };
 }
 
 export function hashFile(path: string): Promise<string> {

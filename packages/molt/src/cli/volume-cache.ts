@@ -9,7 +9,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Parser, type ReadEntry } from 'tar';
-import { type HashIndex, type ScannedTree, scanTree, type Tree, treeHash } from '../blobs/tree.js';
+import { type HashIndex, type ScannedTree, scanTree, type Tree, treeHash, writeHashed } from '../blobs/tree.js';
 import { MoltError } from '../errors.js';
 import type { VolumeRevisionRow, VolumeRow } from '../store/types.js';
 import type { Client } from './client.js';
@@ -140,11 +140,9 @@ export async function pull(client: Client, volume: VolumeRow, opts: { revision?:
           const hash = entry.path.split('/').pop() ?? '';
           if (entry.type !== 'File' || !wanted.has(hash)) return entry.resume();
           const file = join(incoming, hash);
-          const h = createHash('sha256');
-          entry.on('data', (c: Buffer) => h.update(c));
           writes.push(
-            pipeline(entry, createWriteStream(file)).then(() => {
-              if (h.digest('hex') !== hash) throw new MoltError('MOLT_ERR_INTERNAL', `downloaded file ${hash.slice(0, 12)}… does not match its hash; pull again`);
+            writeHashed(entry, createWriteStream(file)).then((written) => {
+              if (written.hash !== hash) throw new MoltError('MOLT_ERR_INTERNAL', `downloaded file ${hash.slice(0, 12)}… does not match its hash; pull again`);
               have.set(hash, file);
             }),
           );
