@@ -1,4 +1,4 @@
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
 import type { TokenRow } from '../store/types.js';
@@ -27,7 +27,7 @@ export class DataPlaneClient {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        const socket = await new Promise<import('node:net').Socket>((resolve, reject) => {
+        const socket = await new Promise<Socket>((resolve, reject) => {
           const s = connect(socketPath);
           s.once('connect', () => resolve(s));
           s.once('error', reject);
