@@ -238,6 +238,7 @@ export default {
     if (url.pathname === '/many-headers') return new Response('many', { headers: Object.fromEntries(Array.from({ length: 40 }, (_, i) => ["x-h" + i, String(i)])) });
     if (url.pathname === '/big') return new Response(new Uint8Array(Number(url.searchParams.get('mb') ?? 1) << 20).fill(97));
     if (url.pathname === '/count') { let n = 0; for await (const c of req.body ?? []) n += c.length; return new Response(String(n)); }
+    if (url.pathname === '/log') { console.log(url.searchParams.get('line')); return new Response('logged'); }
     if (url.pathname === '/crash') { setTimeout(() => process.exit(3), 10); return new Response('bye'); }
     return new Response(${JSON.stringify(opts.body ?? 'hello')});
   },

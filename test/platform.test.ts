@@ -114,3 +114,119 @@ describe('while the control plane stays down', () => {
     await waitFor(async () => (await server.api('GET', '/api/v1/namespaces/default/apps')).status === 200, 15_000, 'the API to answer again');
   });
 });
+
+describe('workers outlive molt', () => {
+  const auth = (s: ServerProcess) => ({ headers: { authorization: `Bearer ${s.adminToken}` } });
+  const workersOf = async (s: ServerProcess, app: string) => (await s.api('GET', `/api/v1/namespaces/default/apps/${app}/workers`)).body.workers as { id: string; pid: number; status: string }[];
+
+  /** Kills workers a failed test left without a server (a passing one leaves none). */
+  const stray = (workers: { pid: number }[]) => workers.filter((w) => alive(w.pid)).forEach((w) => process.kill(w.pid, 'SIGKILL'));
+
+  /** kill -9 of the data plane and the control plane of a server, not of its workers. */
+  async function killMolt(s: ServerProcess): Promise<void> {
+    const cp = controlPlaneOf(s.dataDir)!;
+    await s.stop('SIGKILL');
+    process.kill(cp.pid, 'SIGKILL');
+    await waitFor(() => !alive(cp.pid), 5000, 'the control plane to die');
+  }
+
+  it('kill -9 of every molt process: the workers keep serving, and the next molt server adopts them (same pids, no duplicates, no restarts)', async () => {
+    const server = new ServerProcess(tempDir());
+    await server.start();
+    let before: { id: string; pid: number }[] = [];
+    try {
+      const dir = simpleApp(tempDir(), { name: 'kept', config: { workers: 2 } });
+      expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+      before = await workersOf(server, 'kept');
+      const identities = await Promise.all(before.map((w) => server.callWorker({ id: w.id, port: null }, '/pid')));
+
+      await killMolt(server);
+      expect(moltProcesses().filter((p) => !p.title.startsWith('molt: worker '))).toEqual([]);
+      // Alone, they keep serving whoever reaches them.
+      expect(before.every((w) => alive(w.pid))).toBe(true);
+      for (let i = 0; i < 20; i++) expect(await Promise.all(before.map((w) => server.callWorker({ id: w.id, port: null }, '/pid')))).toEqual(identities);
+      // What they print meanwhile waits in their pipes for the next server.
+      await server.callWorker({ id: before[0]!.id, port: null }, '/log?line=written-while-molt-was-down');
+
+      await server.start();
+      expect(server.output).toMatch(/adopted 2 running workers of the previous molt server/);
+      const after = await workersOf(server, 'kept');
+      expect(after.map((w) => [w.id, w.pid, w.status])).toEqual(before.map((w) => [w.id, w.pid, 'RUNNING']));
+      expect(await Promise.all(after.map((w) => server.callWorker({ id: w.id, port: null }, '/pid')))).toEqual(identities);
+      for (const w of before) expect(moltProcesses().filter((p) => p.title === `molt: worker ${w.id} default/kept`).map((p) => p.pid)).toEqual([w.pid]);
+      // Through the gateway, both serve again; their output reaches the logs as before.
+      const seen = new Set<string>();
+      for (let i = 0; i < 40; i++) seen.add(await (await fetch(server.route('default', 'kept', '/pid'), auth(server))).text());
+      expect([...seen].sort()).toEqual([...identities].sort());
+      await fetch(server.route('default', 'kept', '/log?line=written-after-adoption'), auth(server));
+      await waitFor(async () => {
+        const logs = (await server.molt(['app', 'logs', '--app', 'kept'])).stdout;
+        return logs.includes('written-while-molt-was-down') && logs.includes('written-after-adoption');
+      }, 10_000, 'both log lines');
+      // Adopted workers are managed as any: a rolling update replaces them.
+      simpleApp(dir, { name: 'kept', body: 'replaced', config: { workers: 2 } });
+      const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
+      expect(update.code, update.stderr).toBe(0);
+      expect(await (await fetch(server.route('default', 'kept', '/'), auth(server))).text()).toBe('replaced');
+      expect(before.every((w) => !alive(w.pid))).toBe(true);
+    } finally {
+      await server.stop();
+      stray(before);
+    }
+  });
+
+  it('a worker whose molt server does not come back within the grace period stops by itself', async () => {
+    const server = new ServerProcess(tempDir(), ['--adopt-grace-ms', '4000']);
+    await server.start();
+    try {
+      const dir = simpleApp(tempDir(), { name: 'abandoned' });
+      expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+      const [w] = await workersOf(server, 'abandoned');
+      await killMolt(server);
+      expect(await server.callWorker({ id: w!.id, port: null }, '/')).toBe('hello');
+      await waitFor(() => !alive(w!.pid), 15_000, 'the abandoned worker to stop');
+      // The next server finds it gone, records it and starts another.
+      await server.start();
+      const res = await waitFor(async () => {
+        const r = await fetch(server.route('default', 'abandoned', '/'), auth(server));
+        return r.status === 200 ? r : undefined;
+      }, 20_000, 'a new worker');
+      expect(await res.text()).toBe('hello');
+      const all = (await server.api('GET', '/api/v1/namespaces/default/apps/abandoned/workers?all=true')).body.workers as { id: string; status: string; detail: string | null }[];
+      expect(all.find((x) => x.id === w!.id)?.status).not.toBe('RUNNING');
+      expect(all.filter((x) => x.status === 'RUNNING')).toHaveLength(1);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('a clean stop stops the workers; with --keep-workers they stay running for the next server', async () => {
+    const dataDir = tempDir();
+    const server = new ServerProcess(dataDir);
+    await server.start();
+    const dir = simpleApp(tempDir(), { name: 'tidy' });
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    const [first] = await workersOf(server, 'tidy');
+    await server.stop();
+    expect(alive(first!.pid)).toBe(false);
+
+    const keeping = new ServerProcess(dataDir, ['--keep-workers']);
+    await keeping.start();
+    const [second] = await workersOf(keeping, 'tidy');
+    expect(second!.id).not.toBe(first!.id);
+    await keeping.stop();
+    expect(keeping.output).toContain('its workers keep running for the next server to adopt');
+    expect(alive(second!.pid)).toBe(true);
+    expect(await keeping.callWorker({ id: second!.id, port: null }, '/')).toBe('hello');
+
+    const next = new ServerProcess(dataDir);
+    await next.start();
+    try {
+      expect((await workersOf(next, 'tidy')).map((w) => [w.id, w.pid, w.status])).toEqual([[second!.id, second!.pid, 'RUNNING']]);
+      expect(await (await fetch(next.route('default', 'tidy', '/'), auth(next))).text()).toBe('hello');
+    } finally {
+      await next.stop();
+    }
+    expect(alive(second!.pid)).toBe(false);
+  });
+});

@@ -221,11 +221,12 @@ export function crash(m: Model): void {
   freshWorker(m);
 }
 
-/** molt is killed and started again: a probation cut short goes back; every worker is fresh. */
+/**
+ * molt is killed and started again: its workers outlive it and are adopted, so nothing changes —
+ * the same worker keeps its state, and a probation goes on to its deadline.
+ */
 export function restart(m: Model): void {
   m.restarts++;
-  if (m.permanent !== null) revert(m, 'failed');
-  freshWorker(m);
 }
 
 function revert(m: Model, status: 'failed' | 'ghosted'): void {

@@ -63,6 +63,7 @@ describe('app code in a sandboxed worker reaches nothing that is not its own', (
       ['database', 'read', 'molt.db'],
       ['blob store', 'list', 'blobs/sha256'],
       ['logs', 'list', 'logs'],
+      ['worker records (their control secrets)', 'list', 'workers'],
       ['data dir', 'list', ''],
     ] as const) {
       const r = await attacker({ op, path: join(server.dataDir, path) });

@@ -18,6 +18,7 @@ import type { Cgroups } from './resources/cgroups.js';
 import type { NodeCapacity } from './resources/node-info.js';
 import { Scheduler } from './resources/scheduler.js';
 import { VolumeService } from './volume-service.js';
+import { describeExit } from './worker-process.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -156,7 +157,7 @@ export class ControlPlane {
       }
       const exit = info?.exit;
       if (info) exited.push(info.id);
-      const detail = exit ? `exited while the control plane was down (${exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`})` : 'gone: its data plane stopped';
+      const detail = exit ? `exited while the control plane was down (${describeExit(exit)})` : 'gone: its data plane stopped';
       const crash = !!exit && !exit.expected && w.status === 'RUNNING';
       await this.store.setWorkerStatus(w.id, crash ? 'ERROR' : 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() });
       if (crash && app?.probationUntil && w.revision === app.currentRevision) crashed.set(`${w.namespace}/${w.app}`, `worker ${w.id} crashed during its probation`);
@@ -225,8 +226,14 @@ export class ControlPlane {
     await this.dp.setTokens(await this.store.listTokens());
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops: rollouts under way finish, then every worker is drained and stopped — unless the
+   * workers are kept for the next server to adopt, when nothing is waited for and nothing is
+   * stopped: the next control plane resumes from the store and the workers, as after a crash.
+   */
+  async close(opts: { keepWorkers?: boolean } = {}): Promise<void> {
     clearInterval(this.heartbeat);
+    if (opts.keepWorkers) return this.supervisor.detach();
     await this.rollouts.waitAll().catch(() => {});
     await this.supervisor.shutdown(10_000);
   }

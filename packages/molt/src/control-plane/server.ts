@@ -21,7 +21,7 @@ import { tokenRoutes } from './api/token-routes.js';
 import { ControlPlane } from './control-plane.js';
 import { DataPlaneClient, RemoteLogHub } from './data-plane-client.js';
 import { lockDataDir } from './data-dir-lock.js';
-import { SOCKET_NAME } from './sandbox/bwrap-args.js';
+import { CONTROL_SOCKET_NAME } from './sandbox/bwrap-args.js';
 import { DEFAULT_WORKER_UIDS, describeIsolation, detectIsolation, parseUidRange } from './sandbox/isolation.js';
 
 export interface ServerOptions {
@@ -61,6 +61,10 @@ export interface ServerOptions {
   maxLogMb?: number;
   /** How long an API request waits for a restarting control plane before 503 with Retry-After. */
   apiWaitMs?: number;
+  /** How long a worker whose molt server is gone keeps serving, waiting to be adopted, before it stops (default 10 minutes). */
+  adoptGraceMs?: number;
+  /** A clean stop leaves the workers running for the next `molt server` on the data dir to adopt. */
+  keepWorkers?: boolean;
 }
 
 export interface MoltServer {
@@ -142,6 +146,8 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     logLevel: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info',
     logFormat: opts.logFormat,
     apiWaitMs: opts.apiWaitMs,
+    adoptGraceMs: opts.adoptGraceMs,
+    keepWorkers: opts.keepWorkers,
     controlPlaneOptions: { ...opts, dataDir },
   });
   process.title = `molt: gateway ${dataDir}`;
@@ -188,12 +194,12 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
   if (opts.requireIsolation && isolation.notIsolated) {
     throw new MoltError('MOLT_ERR_BAD_REQUEST', `--require-isolation: workers cannot be isolated here: ${isolation.notIsolated}`);
   }
-  // A sandboxed worker's socket is <data-dir>/run/<22-character id>/http.sock.
-  const socketPath = join(dataDir, 'run', 'x'.repeat(22), SOCKET_NAME);
-  if (isolation.sandboxed && Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+  // A worker's control socket is <data-dir>/run/<22-character id>/control.sock (its HTTP socket, when sandboxed, is beside it).
+  const socketPath = join(dataDir, 'run', 'x'.repeat(22), CONTROL_SOCKET_NAME);
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
     throw new MoltError(
       'MOLT_ERR_BAD_REQUEST',
-      `the data dir path ${dataDir} is too long: sandboxed workers' sockets under it would pass the ${MAX_SOCKET_PATH}-byte limit of Unix socket paths; use a data dir path of at most ${MAX_SOCKET_PATH - (Buffer.byteLength(socketPath) - Buffer.byteLength(dataDir))} bytes`,
+      `the data dir path ${dataDir} is too long: workers' sockets under it would pass the ${MAX_SOCKET_PATH}-byte limit of Unix socket paths; use a data dir path of at most ${MAX_SOCKET_PATH - (Buffer.byteLength(socketPath) - Buffer.byteLength(dataDir))} bytes`,
     );
   }
   const logs = new RemoteLogHub(join(dataDir, 'logs'));
@@ -241,7 +247,7 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
     close: once(async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
-      await cp.close();
+      await cp.close({ keepWorkers: opts.keepWorkers === true });
       server.closeAllConnections();
       await closed;
       await api.close().catch(() => {});

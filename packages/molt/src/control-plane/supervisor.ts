@@ -443,7 +443,7 @@ export class Supervisor {
     const exit = await proc.stop(opts.graceMs);
     this.live.delete(workerId);
     await this.setStatus(live, 'TERMINATED', null, row.detail ?? (exit.signal === 'SIGKILL' ? 'killed after the grace period' : null));
-    await this.events.append({ ...base, type: 'worker.terminated', message: `worker ${workerId} terminated (${describeExit(exit.code, exit.signal)})` });
+    await this.events.append({ ...base, type: 'worker.terminated', message: `worker ${workerId} terminated (${describeExit(exit)})` });
   }
 
   private async handleExit(workerId: string, exit: WorkerExit): Promise<void> {
@@ -453,7 +453,7 @@ export class Supervisor {
     if (live.row.status !== 'RUNNING') return;
     this.live.delete(workerId);
     this.dp.removeRoute(workerId);
-    const reason = this.oomReason(live) ?? `crashed (${describeExit(exit.code, exit.signal)})`;
+    const reason = this.oomReason(live) ?? `crashed (${describeExit(exit)})`;
     await this.setStatus(live, 'ERROR', null, reason);
     const { namespace, app } = live.row;
     this.logs.write(namespace, app, { ts: new Date().toISOString(), workerId, stream: 'molt', line: `worker ${reason}` });
@@ -526,6 +526,12 @@ export class Supervisor {
     this.pendingReplacements.delete(`${namespace}/${app}`);
     for (const p of this.pending.values()) if (p.row.namespace === namespace && p.row.app === app) p.cancelled = true;
     await Promise.all(this.workersOf(namespace, app).map((w) => this.stopWorker(w.id, { drainTimeoutMs, graceMs, reason })));
+  }
+
+  /** Lets the workers be, at a shutdown that keeps them: nothing is replaced or restarted from now on. */
+  detach(): void {
+    this.closing = true;
+    for (const t of this.pendingReplacements.values()) clearTimeout(t);
   }
 
   /** Stops every worker at server shutdown: in-flight requests finish first. */

@@ -1,13 +1,13 @@
-import type { ChildProcess } from 'node:child_process';
 import type { Duplex } from 'node:stream';
-import { CONTROL_FD, ControlChannel } from '../runtime/control-channel.js';
+import { ControlChannel } from '../runtime/control-channel.js';
 import type { ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
 
 /** The longest message a worker may send: its messages are small; anything larger is an attack. */
 const MAX_FROM_WORKER = 1024 * 1024;
 
 /**
- * The server's end of a worker's control channel (the socket at the worker's fd 3): messages in,
+ * The data plane's end of a worker's control channel (the socket at the worker's fd 3, or a
+ * connection to its control socket): messages in,
  * messages out, and upgrades as request and answer. A worker that breaks the protocol is cut off,
  * with the reason given to `onCutOff`.
  */
@@ -17,9 +17,9 @@ export class WorkerControl {
   private readonly closers = new Set<() => void>();
   private upgrades = 0;
 
-  constructor(child: ChildProcess, onCutOff: (reason: string) => void) {
+  constructor(socket: Duplex, onCutOff: (reason: string) => void) {
     this.channel = new ControlChannel<WorkerToServer, ServerToWorker>(
-      child.stdio[CONTROL_FD] as Duplex,
+      socket,
       (m) => {
         if (!m || typeof m !== 'object' || typeof m.type !== 'string') return;
         for (const fn of [...this.listeners]) fn(m);
@@ -40,6 +40,12 @@ export class WorkerControl {
   onMessage(fn: (m: WorkerToServer) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /** Calls `fn` once the channel closes (the worker exited, or another data plane took it). */
+  onClose(fn: () => void): void {
+    if (this.open) this.closers.add(fn);
+    else fn();
   }
 
   send(msg: ServerToWorker): void {

@@ -1,17 +1,21 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, realpathSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsConstants, mkdirSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect, Socket } from 'node:net';
 import { constants } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { AppSpec } from '../config/app-spec.js';
 import type { WorkerAddress } from '../gateway/target.js';
-import type { ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
+import type { Adopted, ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
 import { MOLT_APP_ENTRY, moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { CONTROL_FD } from '../runtime/control-channel.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
 import { WorkerControl } from './worker-control.js';
-import { bwrapArgs, dropTo, runtimeDirs, SANDBOX, SOCKET_NAME } from './sandbox/bwrap-args.js';
+import { bwrapArgs, CONTROL_SOCKET_NAME, dropTo, runtimeDirs, SANDBOX, SOCKET_NAME } from './sandbox/bwrap-args.js';
+import { startTimeOf, stillRuns, type WorkerRecord, type WorkerRecords } from '../data-plane/worker-records.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
 /** Variables a worker inherits from the server; everything else comes from the app's env. */
@@ -81,13 +85,24 @@ export interface WorkerExit {
   signal: NodeJS.Signals | null;
   /** True when molt asked it to stop. */
   expected: boolean;
+  /** True when how it ended is not known: it was adopted, so it was no child of this data plane. */
+  unknown?: boolean;
 }
+
+/** Where the data plane keeps what adopting a worker takes, and how long a worker waits to be adopted. */
+export interface WorkerHome {
+  records: WorkerRecords;
+  adoptGraceMs: number;
+}
+
+/** Why a recorded worker could not be adopted. */
+export class WorkerGone extends Error {}
 
 /** The reason a worker failed to start, for `app update` to print. */
 export class WorkerStartError extends Error {}
 
 /** Where the sandbox shows a worker what it is given, or the host paths when it runs unsandboxed. */
-function insidePaths(launch: WorkerLaunch): { release: string; releases: string; volumes: WorkerVolume[]; scratch: string; links: string; socket?: string } {
+function insidePaths(launch: WorkerLaunch): { release: string; releases: string; volumes: WorkerVolume[]; scratch: string; links: string; control: string; socket?: string } {
   if (launch.sandbox) {
     return {
       release: SANDBOX.release,
@@ -95,10 +110,24 @@ function insidePaths(launch: WorkerLaunch): { release: string; releases: string;
       volumes: launch.volumes.map((v) => ({ ...v, path: join(SANDBOX.volumes, v.ref) })),
       scratch: SANDBOX.scratch,
       links: SANDBOX.links,
+      control: SANDBOX.control,
       socket: SANDBOX.socket,
     };
   }
-  return { release: launch.releaseDir, releases: launch.releasesDir, volumes: launch.volumes, scratch: join(launch.runDir, 'scratch'), links: join(launch.runDir, 'links') };
+  return {
+    release: launch.releaseDir,
+    releases: launch.releasesDir,
+    volumes: launch.volumes,
+    scratch: join(launch.runDir, 'scratch'),
+    links: join(launch.runDir, 'links'),
+    control: join(launch.runDir, CONTROL_SOCKET_NAME),
+  };
+}
+
+/** Where the data plane reaches a worker that says it listens at `listening`. */
+function addressOf(launch: WorkerLaunch, listening: { port?: number }): WorkerAddress {
+  // A sandboxed worker is reached only at its own socket, whatever it says.
+  return launch.sandbox ? { path: join(launch.runDir, SOCKET_NAME) } : { host: launch.host, port: Number(listening.port) };
 }
 
 /** A signal number from an exit code past 128, as a sandbox reports a child killed by a signal. */
@@ -119,8 +148,10 @@ function parentOf(pid: number): number | undefined {
 }
 
 /**
- * One worker process: spawn (in its cgroups and sandbox), readiness, drain and stop. It knows
- * nothing of the store; the supervisor records what it reports.
+ * One worker process: spawn (in its cgroups and sandbox) or adoption, readiness, drain and stop. It
+ * knows nothing of the store; the supervisor records what it reports. Its output goes through two
+ * FIFOs and its control channel can be opened again at its control socket, so a worker outlives
+ * the data plane that started it and the next one adopts it (see WorkerRecords).
  */
 export class WorkerProcess {
   child?: ChildProcess;
@@ -130,10 +161,20 @@ export class WorkerProcess {
   lastReadiness = 'no answer yet';
   /** The pid of the worker's Node process: inside the sandbox, it is not the child we spawned. */
   pid?: number;
+  /** The release it runs (a hot upgrade changes it). */
+  releaseId: string;
+  private startTime?: string;
+  private readonly secret = randomBytes(32).toString('base64url');
+  private state: WorkerRecord['state'] = 'starting';
   private stopping = false;
   private exited?: WorkerExit;
   private exitWaiters: ((e: WorkerExit) => void)[] = [];
   private pidKnown: Promise<number | undefined> = Promise.resolve(undefined);
+  /** Output streams still open; the worker is closed when it has exited and they have ended. */
+  private outputs: Socket[] = [];
+  private closedOnce = false;
+  /** Let go of (release): what becomes of it is no longer this data plane's to watch. */
+  private released = false;
 
   constructor(
     readonly launch: WorkerLaunch,
@@ -141,8 +182,11 @@ export class WorkerProcess {
     private readonly onLog: (l: LogLine) => Promise<void> | undefined | void,
     private readonly onExit: (e: WorkerExit) => void,
     /** Called once the process has exited and its output has ended. */
-    private readonly onClosed: () => void = () => {},
-  ) {}
+    private readonly onClosed: () => void,
+    private readonly home: WorkerHome,
+  ) {
+    this.releaseId = launch.releaseId;
+  }
 
   get id(): string {
     return this.launch.id;
@@ -174,6 +218,8 @@ export class WorkerProcess {
       MOLT_APP_ENTRY,
       MOLT_ENTRY: launch.entry,
       MOLT_CONTROL_FD: String(CONTROL_FD),
+      MOLT_CONTROL_SOCKET: inside.control,
+      MOLT_ADOPT_GRACE_MS: String(this.home.adoptGraceMs),
       ...(inside.socket ? { MOLT_SOCKET: inside.socket } : { MOLT_HOST: launch.host, MOLT_PORT: '0' }),
       ...volumeEnv(inside.volumes),
     });
@@ -208,33 +254,40 @@ export class WorkerProcess {
       env.MOLT_CGROUP_PROCS = launch.cgroupProcs.join(NL);
       argv = ['/bin/sh', '-c', ENTER_CGROUPS, ...argv];
     }
-    const child = spawn(argv[0]!, argv.slice(1), {
-      cwd: launch.sandbox ? '/' : launch.releaseDir,
-      env,
-      // fd 3: the control channel (a socket pair); fd 4: bubblewrap's status, for a sandbox.
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe', ...(launch.sandbox ? (['pipe'] as const) : [])],
-    });
-    this.child = child;
-    const control = new WorkerControl(child, (reason) => {
-      this.onLog({ ts: new Date().toISOString(), workerId: launch.id, stream: 'molt', line: `worker cut off: ${reason}` });
-      void this.kill('SIGKILL');
-    });
-    this.control = control;
-    this.pidKnown = launch.sandbox ? this.readSandboxPid(child) : Promise.resolve(child.pid);
-    child.once('close', () => this.onClosed());
-    for (const stream of ['stdout', 'stderr'] as const) {
-      const out = child[stream]!;
-      const split = lineSplitter((line) => {
-        const wait = this.onLog({ ts: new Date().toISOString(), workerId: launch.id, stream, line });
-        // The log cannot take more now: the worker's writes block until it can.
-        if (wait) {
-          out.pause();
-          void wait.then(() => out.resume());
-        }
+    // Its output goes to FIFOs it holds open for reading and writing too: with no data plane reading,
+    // its writes wait (past the pipe's 64 KiB) rather than fail, and the next data plane reads on.
+    const { records } = this.home;
+    records.makeFifos(launch.id);
+    this.readOutput('stdout');
+    this.readOutput('stderr');
+    const outFd = openSync(records.fifo(launch.id, 'stdout'), fsConstants.O_RDWR);
+    const errFd = openSync(records.fifo(launch.id, 'stderr'), fsConstants.O_RDWR);
+    let child: ChildProcess;
+    try {
+      child = spawn(argv[0]!, argv.slice(1), {
+        cwd: launch.sandbox ? '/' : launch.releaseDir,
+        env,
+        // fd 3: the control channel (a socket pair); fd 4: bubblewrap's status, for a sandbox.
+        stdio: ['ignore', outFd, errFd, 'pipe', ...(launch.sandbox ? (['pipe'] as const) : [])],
       });
-      out.on('data', (c: Buffer) => split.push(c));
-      out.on('end', () => split.end());
+    } finally {
+      closeSync(outFd);
+      closeSync(errFd);
     }
+    this.child = child;
+    const control = this.attach(child.stdio[CONTROL_FD] as Duplex);
+    this.pidKnown = launch.sandbox ? this.readSandboxPid(child) : Promise.resolve(child.pid);
+    // A sandbox exits with 128 + n when its worker was killed by signal n.
+    const exitOf = (code: number | null, signal: NodeJS.Signals | null): WorkerExit => {
+      const killedBy = launch.sandbox && code !== null && code > 128 ? signalOf(code) : undefined;
+      return killedBy ? { code: null, signal: killedBy, expected: this.stopping } : { code, signal, expected: this.stopping };
+    };
+    child.once('exit', (code, signal) => this.setExited(exitOf(code, signal)));
+    // A process that never started (spawn failed) closes without an exit.
+    child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
+      this.setExited(exitOf(code, signal));
+      this.closeOutputsSoon();
+    });
 
     const { path, timeoutMs } = launch.spec.readiness;
     const deadline = Date.now() + timeoutMs;
@@ -244,11 +297,10 @@ export class WorkerProcess {
     // Rejects on the first way a start can fail: load error, early exit, spawn error, deadline.
     const failed = new Promise<never>((_, reject) => {
       control.onMessage((msg: WorkerToServer) => {
-        // A sandboxed worker is reached only at its own socket, whatever it says.
-        if (msg.type === 'listening') onListening(launch.sandbox ? { path: join(launch.runDir, SOCKET_NAME) } : { host: launch.host, port: Number(msg.port) });
+        if (msg.type === 'listening') onListening(addressOf(launch, msg));
         else if (msg.type === 'load-failed') reject(new WorkerStartError(`the app failed to load: ${String(msg.error)}`));
       });
-      child.once('exit', (code, signal) => reject(new WorkerStartError(`the worker exited before it was ready (${describeExit(code, signal)}); see \`molt app logs\``)));
+      child.once('exit', (code, signal) => reject(new WorkerStartError(`the worker exited before it was ready (${describeExit({ code, signal })}); see \`molt app logs\``)));
       child.once('error', (err) => reject(new WorkerStartError(`the worker could not start: ${err.message}`)));
       timer = setTimeout(
         () => reject(new WorkerStartError(`the worker was not ready within ${timeoutMs} ms (readiness GET ${path}, last answer: ${this.lastReadiness}); fix the app or raise readiness.timeoutMs`)),
@@ -256,22 +308,168 @@ export class WorkerProcess {
       );
     });
     failed.catch(() => {});
-    child.once('exit', (code, signal) => {
-      // A sandbox exits with 128 + n when its worker was killed by signal n.
-      const killedBy = launch.sandbox && code !== null && code > 128 ? signalOf(code) : undefined;
-      this.exited = killedBy ? { code: null, signal: killedBy, expected: this.stopping } : { code, signal, expected: this.stopping };
-      for (const w of this.exitWaiters.splice(0)) w(this.exited);
-      this.onExit(this.exited);
-    });
     try {
       await Promise.race([new Promise<void>((r) => child.once('spawn', () => r())), failed]);
       this.pid = await Promise.race([this.pidKnown, failed]);
+      // Written before anything counts on the worker: a data plane that dies from here on leaves it adoptable.
+      this.startTime = this.pid ? startTimeOf(this.pid) : undefined;
+      this.writeRecord();
       onSpawned();
       this.address = await Promise.race([listening, failed]);
       await Promise.race([this.pollReadiness(path, deadline), failed]);
+      this.state = 'running';
+      this.writeRecord();
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Takes over a worker another data plane started, from its record: the same process (pid and
+   * start time), answering its control socket with its secret. Throws WorkerGone when it is not
+   * there any more or does not answer; the caller stops what is left of it.
+   */
+  static async adopt(record: WorkerRecord, onLog: WorkerProcess['onLog'], onExit: (e: WorkerExit) => void, onClosed: () => void, home: WorkerHome): Promise<WorkerProcess> {
+    const proc = new WorkerProcess(record.launch, onLog, onExit, onClosed, home);
+    if (!stillRuns(record)) throw new WorkerGone(`worker ${record.launch.id} is gone (pid ${record.pid} no longer runs)`);
+    proc.pid = record.pid;
+    proc.pidKnown = Promise.resolve(record.pid);
+    proc.startTime = record.startTime;
+    // Read on where the last data plane stopped; nothing written meanwhile is lost.
+    proc.readOutput('stdout');
+    proc.readOutput('stderr');
+    let adopted: Adopted;
+    try {
+      const socket = await new Promise<Socket>((resolve, reject) => {
+        const s = connect(join(record.launch.runDir, CONTROL_SOCKET_NAME));
+        s.once('connect', () => resolve(s));
+        s.once('error', reject);
+      });
+      const control = proc.attach(socket);
+      adopted = await new Promise<Adopted>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no answer within 5 s')), 5000);
+        control.onMessage((m) => {
+          if (m.type === 'adopted') {
+            clearTimeout(timer);
+            resolve(m);
+          }
+        });
+        control.onClose(() => reject(new Error('it closed its control socket (wrong secret?)')));
+        control.send({ type: 'hello', secret: record.secret });
+      });
+    } catch (err) {
+      proc.closeOutputs();
+      throw new WorkerGone(`worker ${record.launch.id} (pid ${record.pid}) does not answer on its control socket: ${(err as Error).message}`);
+    }
+    proc.releaseId = adopted.release;
+    proc.address = adopted.listening ? addressOf(record.launch, adopted.listening) : record.address;
+    proc.state = record.state === 'running' && adopted.listening && !adopted.draining ? 'running' : 'starting';
+    proc.writeRecord();
+    // No exit status comes for a process that is not our child: it is gone when its channel closes
+    // and its pid no longer runs.
+    proc.control!.onClose(() => void proc.watchGone());
+    return proc;
+  }
+
+  /** Whether it passed readiness (an adopted worker: whether it had when it was adopted). */
+  get running(): boolean {
+    return this.state === 'running';
+  }
+
+  /** Records that a hot upgrade moved it to another release. */
+  upgraded(releaseId: string): void {
+    this.releaseId = releaseId;
+    this.writeRecord();
+  }
+
+  /**
+   * Lets go of the worker without stopping it (a clean stop with --keep-workers): its channel and
+   * output close, its record stays, and it waits for the next data plane to adopt it.
+   */
+  release(): void {
+    this.released = true;
+    this.control?.close();
+    this.closeOutputs();
+    // A child of ours keeps this process alive while it runs: it is on its own now.
+    for (const s of this.child?.stdio ?? []) s?.destroy();
+    this.child?.unref();
+  }
+
+  private attach(socket: Duplex): WorkerControl {
+    const control = new WorkerControl(socket, (reason) => {
+      this.onLog({ ts: new Date().toISOString(), workerId: this.id, stream: 'molt', line: `worker cut off: ${reason}` });
+      void this.kill('SIGKILL');
+    });
+    // The secret goes first, on the socket pair only this process has.
+    if (this.child) control.send({ type: 'hello', secret: this.secret });
+    this.control = control;
+    return control;
+  }
+
+  private writeRecord(): void {
+    if (this.exited || !this.pid || !this.startTime) return;
+    this.home.records.write({ launch: this.launch, secret: this.secret, pid: this.pid, startTime: this.startTime, state: this.state, releaseId: this.releaseId, address: this.address });
+  }
+
+  /** Reads one of the worker's FIFOs, a line at a time, pausing while the log cannot take more. */
+  private readOutput(stream: 'stdout' | 'stderr'): void {
+    // Non-blocking: opening for reading does not wait for a writer.
+    const fd = openSync(this.home.records.fifo(this.id, stream), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    const out = new Socket({ fd, readable: true, writable: false });
+    this.outputs.push(out);
+    const split = lineSplitter((line) => {
+      const wait = this.onLog({ ts: new Date().toISOString(), workerId: this.id, stream, line });
+      // The log cannot take more now: the worker's writes block until it can.
+      if (wait) {
+        out.pause();
+        void wait.then(() => out.resume());
+      }
+    });
+    out.on('data', (c: Buffer) => split.push(c));
+    out.on('error', () => out.destroy());
+    out.on('close', () => {
+      split.end();
+      this.outputs = this.outputs.filter((o) => o !== out);
+      this.maybeClosed();
+    });
+  }
+
+  private closeOutputs(): void {
+    for (const o of this.outputs) o.destroy();
+  }
+
+  /**
+   * Once the process is gone its FIFOs end by themselves, unless something it started still holds
+   * them (an app's own child process): that is not waited for.
+   */
+  private closeOutputsSoon(): void {
+    setTimeout(() => this.closeOutputs(), 1000).unref();
+  }
+
+  private setExited(exit: WorkerExit): void {
+    if (this.exited) return;
+    this.exited = exit;
+    for (const w of this.exitWaiters.splice(0)) w(exit);
+    this.onExit(exit);
+    this.maybeClosed();
+  }
+
+  private maybeClosed(): void {
+    if (!this.exited || this.outputs.length > 0 || this.closedOnce) return;
+    this.closedOnce = true;
+    this.home.records.remove(this.id);
+    this.onClosed();
+  }
+
+  /** An adopted worker's channel closed: it is gone once its pid no longer runs. */
+  private async watchGone(): Promise<void> {
+    const record = { pid: this.pid!, startTime: this.startTime! };
+    while (stillRuns(record)) {
+      if (this.released) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.closeOutputsSoon();
+    this.setExited({ code: null, signal: null, expected: this.stopping, unknown: true });
   }
 
   /**
@@ -308,7 +506,7 @@ export class WorkerProcess {
 
   private async pollReadiness(path: string, deadline: number): Promise<void> {
     while (Date.now() < deadline) {
-      if (this.exited) throw new WorkerStartError(`the worker exited before it was ready (${describeExit(this.exited.code, this.exited.signal)})`);
+      if (this.exited) throw new WorkerStartError(`the worker exited before it was ready (${describeExit(this.exited)})`);
       if (await this.ready()) return;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -353,7 +551,7 @@ export class WorkerProcess {
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
   async stop(graceMs: number): Promise<WorkerExit> {
     this.stopping = true;
-    if (!this.child || this.exited) return this.exited ?? { code: 0, signal: null, expected: true };
+    if (this.exited || (!this.child && !this.pid)) return this.exited ?? { code: 0, signal: null, expected: true };
     await this.kill('SIGTERM');
     const timer = setTimeout(() => void this.kill('SIGKILL'), graceMs);
     const exit = await this.waitExit();
@@ -362,8 +560,9 @@ export class WorkerProcess {
   }
 }
 
-export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `killed by ${signal}` : `exit code ${code}`;
+export function describeExit(exit: Pick<WorkerExit, 'code' | 'signal' | 'unknown'>): string {
+  if (exit.unknown) return 'exit status unknown: it was adopted, not started, by this data plane';
+  return exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
 }
 
 /** What a readiness answer says, for messages: `HTTP 503: "warming up"`. */

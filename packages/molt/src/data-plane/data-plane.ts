@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
 import { TokenVerifier } from '../control-plane/auth.js';
 import { LogHub, type LogLine } from '../control-plane/log-hub.js';
-import { type WorkerExit, type WorkerLaunch, WorkerProcess } from '../control-plane/worker-process.js';
+import { type WorkerExit, type WorkerHome, type WorkerLaunch, WorkerProcess } from '../control-plane/worker-process.js';
 import { answerClientError, Gateway, ROUTE_PREFIX } from '../gateway/gateway.js';
 import { RouteTable } from '../gateway/route-table.js';
 import type { WorkerAddress } from '../gateway/target.js';
@@ -16,6 +16,7 @@ import type { TokenRow } from '../store/types.js';
 import { ApiProxy } from './api-proxy.js';
 import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, type TargetStats } from './protocol.js';
 import { RpcPeer } from './rpc.js';
+import { stillRuns, type WorkerRecord, WorkerRecords } from './worker-records.js';
 
 const CONTROL_PLANE_MAIN = fileURLToPath(new URL('../control-plane/control-plane-main.js', import.meta.url));
 
@@ -35,6 +36,10 @@ export interface DataPlaneOptions {
   /** API requests that may wait while the control plane is down, and for how long. */
   apiQueue?: number;
   apiWaitMs?: number;
+  /** How long a worker whose data plane is gone keeps serving, waiting to be adopted, before it stops. */
+  adoptGraceMs?: number;
+  /** A clean stop leaves the workers running, for the next data plane to adopt. */
+  keepWorkers?: boolean;
 }
 
 /** What the control plane says when it is ready (once per start of it). */
@@ -45,7 +50,6 @@ export interface ControlPlaneReady {
 
 interface OwnedWorker {
   proc: WorkerProcess;
-  releaseId: string;
   state: DataPlaneWorker['state'];
   exit?: WorkerExit;
 }
@@ -70,6 +74,7 @@ export class DataPlane {
   private readonly gateway: Gateway;
   private readonly api: ApiProxy;
   private readonly workers = new Map<string, OwnedWorker>();
+  private readonly home: WorkerHome;
   /** Questions to the control plane under way, per app (see explain). */
   private readonly explaining = new Map<string, Promise<string | undefined>>();
   private readonly log: Logger;
@@ -91,6 +96,7 @@ export class DataPlane {
     this.routes = new RouteTable({ maxQueue: opts.maxQueue, queueTimeoutMs: opts.queueTimeoutMs });
     this.routes.explainNoWorker = (namespace, name) => this.explain(namespace, name);
     this.logs = new LogHub(join(opts.dataDir, 'logs'), opts.maxLogBytes);
+    this.home = { records: new WorkerRecords(join(opts.dataDir, 'workers')), adoptGraceMs: opts.adoptGraceMs ?? 600_000 };
     this.verifier = new TokenVerifier({ tokenByHash: async (hash) => this.tokens.get(hash) });
     this.gateway = new Gateway(this.routes, this.verifier, {
       upstreamTimeoutMs: opts.upstreamTimeoutMs,
@@ -104,15 +110,76 @@ export class DataPlane {
    * the listening port. Rejects when the first control plane fails to start (its error is printed).
    */
   async start(): Promise<ControlPlaneReady> {
-    const { dataDir } = this.opts;
-    // Workers of a data plane that died went with it (their control channels closed).
-    rmSync(join(dataDir, 'run'), { recursive: true, force: true });
+    await this.adoptWorkers();
     await this.listenRpc();
     const ready = new Promise<ControlPlaneReady>((resolve, reject) => (this.firstReady = { resolve, reject }));
     this.spawnControlPlane();
     const info = await ready;
     await this.listen();
     return info;
+  }
+
+  /**
+   * Takes over the workers a previous data plane on this data dir left running (it died, or stopped
+   * with --keep-workers): each one by its record, if it is the same process and knows its secret.
+   * Those that are gone are reported exited, for the control plane to record; what is left of them
+   * (run dirs, records) is removed.
+   */
+  private async adoptWorkers(): Promise<void> {
+    const { records, orphans } = this.home.records.list();
+    for (const id of orphans) this.home.records.remove(id);
+    await Promise.all(
+      records.map(async (record) => {
+        try {
+          const proc = await WorkerProcess.adopt(record, ...this.callbacks(record.launch), this.home);
+          this.workers.set(proc.id, { proc, state: proc.running ? 'running' : 'starting' });
+        } catch (err) {
+          this.say('warn', 'worker.lost', (err as Error).message);
+          // It may run still, unreachable: nothing could manage it, so it goes.
+          if (stillRuns(record)) {
+            try {
+              process.kill(record.pid, 'SIGKILL');
+            } catch {
+              // gone meanwhile
+            }
+          }
+          this.home.records.remove(record.launch.id);
+          rmSync(record.launch.runDir, { recursive: true, force: true });
+          const proc = new WorkerProcess(record.launch, () => {}, () => {}, () => {}, this.home);
+          this.workers.set(record.launch.id, { proc, state: 'exited', exit: { code: null, signal: null, expected: false, unknown: true } });
+        }
+      }),
+    );
+    if (records.length > 0) {
+      const adopted = [...this.workers.values()].filter((w) => w.state !== 'exited').length;
+      this.say('info', 'workers.adopted', `adopted ${adopted} running worker${adopted === 1 ? '' : 's'} of the previous molt server${records.length > adopted ? `; ${records.length - adopted} had exited` : ''}`);
+    }
+    // Run directories of workers that are not running any more.
+    const runRoot = join(this.opts.dataDir, 'run');
+    for (const id of safeList(runRoot)) if (this.workers.get(id)?.state !== 'running' && this.workers.get(id)?.state !== 'starting') rmSync(join(runRoot, id), { recursive: true, force: true });
+  }
+
+  /** What a worker's process reports: its output, its exit, and its end. */
+  private callbacks(launch: WorkerLaunch): [(line: LogLine) => Promise<void> | undefined, (exit: WorkerExit) => void, () => void] {
+    return [
+      (line) => this.writeLog(launch.namespace, launch.app, line),
+      (exit) => {
+        const owned = this.workers.get(launch.id);
+        if (owned) {
+          owned.state = 'exited';
+          owned.exit = exit;
+        }
+        this.routes.removeWorker(launch.id);
+        this.emit('worker.exit', { id: launch.id, exit });
+      },
+      () => {
+        void this.logs.close(launch.id);
+        rmSync(launch.runDir, { recursive: true, force: true });
+        // Kept, exited, until a control plane has recorded how it ended (`worker.forget`).
+        if (this.workers.size > MAX_EXITED_KEPT) for (const [id, w] of this.workers) if (w.state === 'exited' && id !== launch.id) this.workers.delete(id);
+        this.emit('worker.closed', { id: launch.id });
+      },
+    ];
   }
 
   private async listenRpc(): Promise<void> {
@@ -246,11 +313,11 @@ export class DataPlane {
       },
       'dp.info': () => ({ startedAt: this.startedAt }),
       'workers.list': (): DataPlaneWorker[] =>
-        [...this.workers.values()].map(({ proc, releaseId, state, exit }) => ({
+        [...this.workers.values()].map(({ proc, state, exit }) => ({
           id: proc.id,
           namespace: proc.launch.namespace,
           app: proc.launch.app,
-          releaseId,
+          releaseId: proc.releaseId,
           pid: proc.pid ?? null,
           address: proc.address ?? null,
           state,
@@ -258,24 +325,8 @@ export class DataPlane {
           routed: this.routes.target(proc.id) !== undefined,
         })),
       'worker.start': async ({ launch }: { launch: WorkerLaunch }) => {
-        const proc = new WorkerProcess(
-          launch,
-          (line) => this.writeLog(launch.namespace, launch.app, line),
-          (exit) => {
-            owned.state = 'exited';
-            owned.exit = exit;
-            this.routes.removeWorker(launch.id);
-            this.emit('worker.exit', { id: launch.id, exit });
-          },
-          () => {
-            void this.logs.close(launch.id);
-            rmSync(launch.runDir, { recursive: true, force: true });
-            // Kept, exited, until a control plane has recorded how it ended (`worker.forget`).
-            if (this.workers.size > MAX_EXITED_KEPT) for (const [id, w] of this.workers) if (w.state === 'exited' && id !== launch.id) this.workers.delete(id);
-            this.emit('worker.closed', { id: launch.id });
-          },
-        );
-        const owned: OwnedWorker = { proc, releaseId: launch.releaseId, state: 'starting' };
+        const proc = new WorkerProcess(launch, ...this.callbacks(launch), this.home);
+        const owned: OwnedWorker = { proc, state: 'starting' };
         this.workers.set(launch.id, owned);
         await proc.start(() => this.emit('worker.spawned', { id: launch.id, pid: proc.pid }));
         if (owned.state === 'starting') owned.state = 'running';
@@ -297,7 +348,7 @@ export class DataPlane {
       'worker.upgrade': async ({ id, req, timeoutMs }: { id: string; req: Omit<UpgradeRequest, 'type' | 'id' | 'releaseDir'>; timeoutMs: number }) => {
         const w = this.worker(id);
         const result = await w.proc.upgrade(req, timeoutMs);
-        if (result.ok) w.releaseId = req.toRelease;
+        if (result.ok) w.proc.upgraded(req.toRelease);
         return result;
       },
       'route.add': ({ namespace, app, workerId, address }: { namespace: string; app: string; workerId: string; address: WorkerAddress }) => {
@@ -338,7 +389,8 @@ export class DataPlane {
 
   /**
    * A clean stop: the control plane stops first (it drains and stops every worker through this
-   * data plane), then the port closes and whatever worker is left is stopped.
+   * data plane), then the port closes and whatever worker is left is stopped. With --keep-workers
+   * the workers are let go instead, running, for the next data plane to adopt.
    */
   async close(): Promise<void> {
     this.closing = true;
@@ -350,7 +402,8 @@ export class DataPlane {
       await gone;
       clearTimeout(timer);
     }
-    await Promise.all([...this.workers.values()].map((w) => w.proc.stop(5000)));
+    if (this.opts.keepWorkers) for (const w of this.workers.values()) w.proc.release();
+    else await Promise.all([...this.workers.values()].map((w) => w.proc.stop(5000)));
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));
       this.server.closeAllConnections();
@@ -359,5 +412,13 @@ export class DataPlane {
     this.rpcServer?.close();
     this.peer?.close();
     rmSync(join(this.opts.dataDir, DATA_PLANE_SOCKET), { force: true });
+  }
+}
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
   }
 }

@@ -18,7 +18,8 @@ export class ControlChannel<In, Out> {
     private readonly onMessage: (message: In) => void,
     /** Called once, when the peer is gone or was cut off (with the reason). */
     private readonly onClose: (reason?: string) => void,
-    private readonly maxLength: number,
+    /** The longest line taken from the peer; it may be raised once the peer is trusted. */
+    public maxLength: number,
   ) {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.read(chunk));

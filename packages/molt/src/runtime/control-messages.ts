@@ -1,11 +1,29 @@
 import type { PlanStep } from '@molt/app';
-/** Messages on the control channel between the server and a worker (Node IPC). */
+/**
+ * Messages on a worker's control channel: the socket at its fd 3 from the data plane that started
+ * it, or a connection to its control socket from a data plane that adopts it. Either way the data
+ * plane's first message is `hello` with the worker's secret; a connection to the control socket
+ * that does not give it is closed.
+ */
 export type WorkerToServer =
   | { type: 'listening'; port?: number; socket?: string }
   | { type: 'load-failed'; error: string }
-  | { type: 'upgrade-result'; id: string; result: UpgradeResult };
+  | { type: 'upgrade-result'; id: string; result: UpgradeResult }
+  | Adopted;
 
-export type ServerToWorker = { type: 'drain' } | UpgradeRequest;
+export type ServerToWorker = { type: 'hello'; secret: string } | { type: 'drain' } | UpgradeRequest;
+
+/** A worker's answer to the `hello` of a data plane that adopts it: what it is doing now. */
+export interface Adopted {
+  type: 'adopted';
+  /** Its pid as it sees it (inside a sandbox, not the host's). */
+  pid: number;
+  /** The release it runs (a hot upgrade finished while no data plane watched is counted). */
+  release: string;
+  /** Where it serves; undefined while its app still loads. */
+  listening?: { port?: number; socket?: string };
+  draining: boolean;
+}
 
 /**
  * One step of an upgrade plan, as the worker carries it out (the type apps see as `PlanStep`):

@@ -6,7 +6,8 @@
  * socket, in a sandbox) or MOLT_HOST and MOLT_PORT (0 = any).
  */
 import { createServer } from 'node:http';
-import { Socket } from 'node:net';
+import { createServer as createNetServer, Socket } from 'node:net';
+import { timingSafeEqual } from 'node:crypto';
 import { register } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,28 +18,104 @@ import { type AppSlot, fetchHandler } from './serve-fetch.js';
 import { installWebObjects } from './web-objects.js';
 import { HotUpgrader, type ProcessRuntime } from './hot-upgrade.js';
 import { MANIFEST_FILE } from '../release/manifest.js';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import type { AppModule } from '@molt/app';
 
 // `ps` names it, as it names the data plane and the control plane.
 if (process.env.MOLT_WORKER_ID) process.title = `molt: worker ${process.env.MOLT_WORKER_ID} ${process.env.MOLT_NAMESPACE}/${process.env.MOLT_APP}`;
 
-/** The most the server may send in one message: upgrade plans of large apps run to megabytes. */
+/** The most the data plane may send in one message: upgrade plans of large apps run to megabytes. */
 const MAX_FROM_SERVER = 64 * 1024 * 1024;
+/** The most a connection to the control socket may send before it has given the secret. */
+const MAX_UNTRUSTED = 1024;
 
-// The control channel to the server, when there is one (not when run by hand).
-const channel = process.env.MOLT_CONTROL_FD
-  ? new ControlChannel<ServerToWorker, WorkerToServer>(
-      new Socket({ fd: Number(process.env.MOLT_CONTROL_FD), readable: true, writable: true }),
-      (msg) => onControl(msg),
-      // The server owns this worker: when its channel closes (the server exited), stop too — at once
-      // while the app is still loading, after draining once it serves.
-      () => (serving ? void shutdown() : process.exit(0)),
-      MAX_FROM_SERVER,
-    )
-  : undefined;
+/**
+ * The data plane that owns this worker talks to it on one channel at a time: first the socket at
+ * fd 3 from the data plane that started it, later a connection to its control socket from a data
+ * plane that adopted it (after a restart or a takeover). When that channel closes the worker keeps
+ * serving for MOLT_ADOPT_GRACE_MS, waiting to be adopted, then stops by itself. Run by hand, or by
+ * `molt app run` (no control socket), it stops when its channel closes.
+ */
+const controlSocket = process.env.MOLT_CONTROL_SOCKET;
+const adoptGraceMs = Number(process.env.MOLT_ADOPT_GRACE_MS ?? 600_000);
+let owner: ControlChannel<ServerToWorker, WorkerToServer> | undefined;
+let secret: Buffer | undefined;
+let orphaned: NodeJS.Timeout | undefined;
+let listening: { port?: number; socket?: string } | undefined;
+let draining = false;
+/** Set once the app has loaded, when its release has a manifest to upgrade from. */
+let upgrader: HotUpgrader | undefined;
+
+function own(channel: ControlChannel<ServerToWorker, WorkerToServer>): void {
+  const before = owner;
+  owner = channel;
+  clearTimeout(orphaned);
+  orphaned = undefined;
+  before?.close();
+}
+
+function lost(channel: ControlChannel<ServerToWorker, WorkerToServer>): void {
+  if (owner !== channel) return;
+  owner = undefined;
+  // Still loading: no data plane counts on it. Unadoptable: nothing can take it back.
+  if (!listening || !controlSocket) return void (listening ? shutdown() : process.exit(0));
+  console.error(`molt: the molt server is gone; this worker keeps serving and waits ${adoptGraceMs} ms to be taken back`);
+  orphaned = setTimeout(() => {
+    console.error(`molt: no molt server took this worker back within ${adoptGraceMs} ms; it stops`);
+    void shutdown();
+  }, adoptGraceMs);
+}
+
+function sameSecret(given: unknown): boolean {
+  if (!secret || typeof given !== 'string') return false;
+  const b = Buffer.from(given);
+  return b.length === secret.length && timingSafeEqual(b, secret);
+}
+
+if (process.env.MOLT_CONTROL_FD) {
+  const first: ControlChannel<ServerToWorker, WorkerToServer> = new ControlChannel<ServerToWorker, WorkerToServer>(
+    new Socket({ fd: Number(process.env.MOLT_CONTROL_FD), readable: true, writable: true }),
+    (msg) => {
+      // The data plane that started it says the secret first; later data planes must repeat it.
+      if (msg.type === 'hello') secret ??= Buffer.from(String(msg.secret));
+      else onControl(msg);
+    },
+    () => lost(first),
+    MAX_FROM_SERVER,
+  );
+  owner = first;
+}
+
+if (controlSocket) {
+  rmSync(controlSocket, { force: true });
+  const adoption = createNetServer((socket) => {
+    let trusted = false;
+    const untrusted = setTimeout(() => channel.close(), 5000);
+    const channel: ControlChannel<ServerToWorker, WorkerToServer> = new ControlChannel<ServerToWorker, WorkerToServer>(
+      socket,
+      (msg) => {
+        if (trusted) return onControl(msg);
+        clearTimeout(untrusted);
+        if (msg.type !== 'hello' || !sameSecret(msg.secret)) return channel.close();
+        trusted = true;
+        channel.maxLength = MAX_FROM_SERVER;
+        own(channel);
+        channel.send({ type: 'adopted', pid: process.pid, release: upgrader?.releaseId ?? process.env.MOLT_RELEASE ?? 'local', listening, draining });
+      },
+      () => {
+        clearTimeout(untrusted);
+        lost(channel);
+      },
+      MAX_UNTRUSTED,
+    );
+  });
+  adoption.listen(controlSocket);
+  // It never keeps the worker alive by itself.
+  adoption.unref();
+}
+
 const send = (msg: WorkerToServer): void => {
-  channel?.send(msg);
+  owner?.send(msg);
 };
 
 installWebObjects();
@@ -48,8 +125,6 @@ installWebObjects();
 if (process.env.MOLT_APP_HOOK === '1') {
   register('./loader-hooks.js', import.meta.url, { data: { moltAppUrl: pathToFileURL(MOLT_APP_ENTRY).href } });
 }
-
-let serving = false;
 
 const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
 const entry = process.env.MOLT_ENTRY ?? 'index.js';
@@ -75,8 +150,7 @@ try {
 const slot: AppSlot = { app };
 const { processRuntime } = (await import(pathToFileURL(MOLT_APP_ENTRY).href)) as { processRuntime: ProcessRuntime };
 const linksDir = process.env.MOLT_LINKS_DIR ?? join(releaseDir, '..', '.links', String(process.pid));
-const upgrader = existsSync(join(releaseDir, MANIFEST_FILE)) ? new HotUpgrader(slot, process.env.MOLT_RELEASE ?? 'local', releaseDir, processRuntime, linksDir) : undefined;
-let draining = false;
+upgrader = existsSync(join(releaseDir, MANIFEST_FILE)) ? new HotUpgrader(slot, process.env.MOLT_RELEASE ?? 'local', releaseDir, processRuntime, linksDir) : undefined;
 const server = createServer(
   fetchHandler(slot, (err) => console.error('molt: request failed:', err), () => draining),
 );
@@ -108,6 +182,7 @@ process.on('SIGTERM', () => void shutdown());
 process.on('SIGINT', () => void shutdown());
 function onControl(msg: ServerToWorker): void {
   if (msg.type === 'drain') drain();
+  else if (msg.type === 'hello') return;
   else if (msg.type === 'upgrade') {
     const result: Promise<UpgradeResult> = upgrader
       ? upgrader.apply(msg)
@@ -119,18 +194,21 @@ function onControl(msg: ServerToWorker): void {
     });
   }
 }
-serving = true;
 
 const socket = process.env.MOLT_SOCKET;
 if (socket) {
   // Only the gateway reaches it: the socket's directory is in no other sandbox.
-  server.listen(socket, () => send({ type: 'listening', socket }));
+  server.listen(socket, () => {
+    listening = { socket };
+    send({ type: 'listening', socket });
+  });
 } else {
   const port = Number(process.env.MOLT_PORT ?? 0);
   server.listen(port, process.env.MOLT_HOST ?? '127.0.0.1', () => {
     const address = server.address();
     const actual = typeof address === 'object' && address ? address.port : port;
+    listening = { port: actual };
     send({ type: 'listening', port: actual });
-    if (!channel) console.log(`molt: ${entry} listening on http://${process.env.MOLT_HOST ?? '127.0.0.1'}:${actual}`);
+    if (!owner) console.log(`molt: ${entry} listening on http://${process.env.MOLT_HOST ?? '127.0.0.1'}:${actual}`);
   });
 }

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { FSWatcher } from 'chokidar';
 import { MoltError } from '../../errors.js';
 import { join, relative, resolve } from 'node:path';
@@ -73,7 +74,7 @@ export async function runLocally(opts: { dir: string; file?: string; port: strin
       },
     });
     child = c;
-    control = new WorkerControl(c, (reason) => {
+    control = new WorkerControl(c.stdio[CONTROL_FD] as Duplex, (reason) => {
       say(`molt: ${built.spec.name} cut off: ${reason}`);
       c.kill('SIGKILL');
     });

@@ -72,6 +72,8 @@ export function serverCommand(program: Command): void {
     .option('--scratch-mb <n>', 'size of each sandboxed worker\'s private /tmp and scratch dir, MiB', '512')
     .option('--max-log-mb <n>', 'MiB of a worker\'s log file before it is rotated (the last two parts are kept)', '16')
     .option('--log-format <format>', 'how events are printed: text (default on a terminal) or json (default otherwise)')
+    .option('--adopt-grace-ms <n>', 'how long a worker keeps serving after its molt server is gone, waiting for the next one to adopt it, before it stops', '600000')
+    .option('--keep-workers', 'on stop, leave the workers running for the next `molt server` on this data dir to adopt')
     .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
     .action(
       run(async (opts: {
@@ -90,6 +92,8 @@ export function serverCommand(program: Command): void {
         maxQueue: string;
         maxWorkersPerApp: string;
         apiWaitMs: string;
+        adoptGraceMs: string;
+        keepWorkers?: boolean;
         maxConcurrentUploads: string;
         requireIsolation?: boolean;
         isolation: boolean;
@@ -119,6 +123,8 @@ export function serverCommand(program: Command): void {
           maxQueue: Number(opts.maxQueue),
           maxWorkersPerApp: positive(opts.maxWorkersPerApp, '--max-workers-per-app'),
           apiWaitMs: positive(opts.apiWaitMs, '--api-wait-ms'),
+          adoptGraceMs: positive(opts.adoptGraceMs, '--adopt-grace-ms'),
+          keepWorkers: opts.keepWorkers === true,
           maxConcurrentUploads: positive(opts.maxConcurrentUploads, '--max-concurrent-uploads'),
           requireIsolation: opts.requireIsolation === true,
           noIsolation: opts.isolation === false,
@@ -145,7 +151,7 @@ export function serverCommand(program: Command): void {
           process.once('SIGINT', r);
           process.once('SIGTERM', r);
         });
-        say('molt server stopping: draining workers');
+        say(opts.keepWorkers ? 'molt server stopping: its workers keep running for the next server to adopt' : 'molt server stopping: draining workers');
         await server.close();
       }),
     );

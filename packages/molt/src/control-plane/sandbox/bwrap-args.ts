@@ -3,6 +3,8 @@ import { dirname, join } from 'node:path';
 
 /** The name of a sandboxed worker's HTTP socket, in its run directory. */
 export const SOCKET_NAME = 'http.sock';
+/** The name of a worker's control socket (where a data plane adopts it), in its run directory. */
+export const CONTROL_SOCKET_NAME = 'control.sock';
 
 /** Where a sandboxed worker sees what it is given. */
 export const SANDBOX = {
@@ -12,9 +14,10 @@ export const SANDBOX = {
   releases: '/molt/releases',
   /** Its volumes, read-only, one directory each. */
   volumes: '/molt/volumes',
-  /** A directory of its own on the host, holding only its HTTP socket. */
+  /** A directory of its own on the host, holding only its HTTP and control sockets. */
   run: '/molt/run',
   socket: `/molt/run/${SOCKET_NAME}`,
+  control: `/molt/run/${CONTROL_SOCKET_NAME}`,
   /** Private, size-limited, gone with the worker: `MOLT_SCRATCH`, `TMPDIR`, `HOME`. */
   scratch: '/molt/scratch',
   /** Private: the link directories of its hot upgrades. */
