@@ -238,6 +238,11 @@ export default {
     if (url.pathname === '/many-headers') return new Response('many', { headers: Object.fromEntries(Array.from({ length: 40 }, (_, i) => ["x-h" + i, String(i)])) });
     if (url.pathname === '/big') return new Response(new Uint8Array(Number(url.searchParams.get('mb') ?? 1) << 20).fill(97));
     if (url.pathname === '/count') { let n = 0; for await (const c of req.body ?? []) n += c.length; return new Response(String(n)); }
+    if (url.pathname === '/sse') {
+      const n = Number(url.searchParams.get('n') ?? 10), ms = Number(url.searchParams.get('ms') ?? 100);
+      let i = 0;
+      return new Response(new ReadableStream({ async pull(c) { if (i === n) return c.close(); await new Promise((r) => setTimeout(r, ms)); c.enqueue(new TextEncoder().encode('id: ' + i + '\\ndata: event ' + i++ + '\\n\\n')); } }), { headers: { 'content-type': 'text/event-stream' } });
+    }
     if (url.pathname === '/log') { console.log(url.searchParams.get('line')); return new Response('logged'); }
     if (url.pathname === '/crash') { setTimeout(() => process.exit(3), 10); return new Response('bye'); }
     return new Response(${JSON.stringify(opts.body ?? 'hello')});

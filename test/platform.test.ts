@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLoad } from './load.js';
 import { alive, processes, ServerProcess, simpleApp, sleep, tempDir, waitFor } from './helpers.js';
@@ -163,6 +165,10 @@ describe('workers outlive molt', () => {
         const logs = (await server.molt(['app', 'logs', '--app', 'kept'])).stdout;
         return logs.includes('written-while-molt-was-down') && logs.includes('written-after-adoption');
       }, 10_000, 'both log lines');
+      // Adopted once, adoptable again.
+      await killMolt(server);
+      await server.start();
+      expect((await workersOf(server, 'kept')).map((w) => [w.id, w.pid, w.status])).toEqual(before.map((w) => [w.id, w.pid, 'RUNNING']));
       // Adopted workers are managed as any: a rolling update replaces them.
       simpleApp(dir, { name: 'kept', body: 'replaced', config: { workers: 2 } });
       const update = await server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
@@ -228,5 +234,88 @@ describe('workers outlive molt', () => {
       await next.stop();
     }
     expect(alive(second!.pid)).toBe(false);
+  });
+});
+
+describe('molt server --takeover', () => {
+  const auth = (s: ServerProcess) => ({ headers: { authorization: `Bearer ${s.adminToken}` } });
+  const gatewayOf = (dataDir: string) => moltProcesses().find((p) => p.title === `molt: gateway ${dataDir}`);
+
+  /** Reads an event stream to its end: the data of each event. */
+  async function readEvents(res: Response): Promise<string[]> {
+    const text = await res.text();
+    return text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+  }
+
+  it('hands the port and the workers to a new molt server under load: 0 failed, same worker pids, an open event stream gets every event', async () => {
+    const server = new ServerProcess(tempDir());
+    await server.start();
+    let next: number | undefined;
+    try {
+      const dir = simpleApp(tempDir(), { name: 'handed', config: { workers: 2 } });
+      expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+      const before = (await server.api('GET', '/api/v1/namespaces/default/apps/handed/workers')).body.workers as { id: string; pid: number }[];
+      const old = server.child.pid!;
+      const load = runLoad(server.route('default', 'handed', '/'), { concurrency: 8, headers: auth(server).headers, maxMs: 60_000 });
+      const stream = fetch(server.route('default', 'handed', '/sse?n=30&ms=100'), auth(server)).then(readEvents);
+      await sleep(300);
+
+      const takeover = await server.molt(['server', '--takeover', '--data-dir', server.dataDir, '--port', '0']);
+      expect(takeover.code, takeover.stderr).toBe(0);
+      expect(takeover.stdout + takeover.stderr).toMatch(/takeover: done; molt server pid \d+ serves/);
+      next = moltProcesses().find((p) => p.title === `molt: gateway ${server.dataDir}` && p.pid !== old)?.pid;
+      expect(next).toBeDefined();
+      expect(readFileSync(join(server.dataDir, 'server.pid.main'), 'utf8').trim()).toBe(String(next));
+      // The old one drains (the stream ends on it) and exits by itself.
+      await waitFor(() => server.child.exitCode !== null, 40_000, 'the old data plane to exit');
+      expect(server.child.exitCode).toBe(0);
+      await sleep(500);
+      const result = await load.stop();
+      expect(result.errors).toEqual([]);
+      expect(result.requests).toBeGreaterThan(200);
+      expect(await stream).toEqual(Array.from({ length: 30 }, (_, i) => `event ${i}`));
+
+      const after = (await server.api('GET', '/api/v1/namespaces/default/apps/handed/workers')).body.workers as { id: string; pid: number; status: string }[];
+      expect(after.map((w) => [w.id, w.pid, w.status])).toEqual(before.map((w) => [w.id, w.pid, 'RUNNING']));
+      expect(await (await fetch(server.route('default', 'handed', '/'), auth(server))).text()).toBe('hello');
+      // The new server is managed as any: an update goes through.
+      simpleApp(dir, { name: 'handed', body: 'after the takeover', config: { workers: 2 } });
+      const update = await server.molt(['app', 'update'], { cwd: dir });
+      expect(update.code, update.stderr).toBe(0);
+      expect(await (await fetch(server.route('default', 'handed', '/'), auth(server))).text()).toBe('after the takeover');
+    } finally {
+      if (next && alive(next)) {
+        process.kill(next, 'SIGTERM');
+        await waitFor(() => !alive(next!), 30_000, 'the new server to stop');
+      }
+      await server.stop();
+    }
+  });
+
+  it('a takeover whose new server fails to start changes nothing: the old one takes everything back', async () => {
+    const server = new ServerProcess(tempDir());
+    await server.start();
+    try {
+      const dir = simpleApp(tempDir(), { name: 'stays' });
+      expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+      const before = (await server.api('GET', '/api/v1/namespaces/default/apps/stays/workers')).body.workers as { id: string; pid: number }[];
+      // Refused by the new server's own checks, after the old one let go of everything.
+      const takeover = await server.molt(['server', '--takeover', '--data-dir', server.dataDir, '--port', '0', '--worker-uids', '5-1']);
+      expect(takeover.code).toBe(1);
+      expect(takeover.stderr).toMatch(/MOLT_ERR_TAKEOVER_FAILED.*the new data plane exited before it was ready .*; the old server \(pid \d+\) serves on/);
+      expect(gatewayOf(server.dataDir)?.pid).toBe(server.child.pid);
+      const after = (await server.api('GET', '/api/v1/namespaces/default/apps/stays/workers')).body.workers as { id: string; pid: number; status: string }[];
+      expect(after.map((w) => [w.id, w.pid, w.status])).toEqual(before.map((w) => [w.id, w.pid, 'RUNNING']));
+      expect(await (await fetch(server.route('default', 'stays', '/'), auth(server))).text()).toBe('hello');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('--takeover with no server on the data dir says so and starts nothing', async () => {
+    const dataDir = tempDir();
+    const res = await new ServerProcess(dataDir).molt(['server', '--takeover', '--data-dir', dataDir, '--port', '0']);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`no molt server to take over on data dir ${dataDir} (none is running); start one without --takeover`);
   });
 });

@@ -13,16 +13,18 @@ delete process.env.MOLT_CONTROL_PLANE_OPTIONS;
 let running: ControlPlaneProcess | undefined;
 let stopping = false;
 
-async function stop(code: number): Promise<never> {
+async function stop(code: number, keepWorkers = false): Promise<never> {
   if (!stopping) {
     stopping = true;
-    await running?.close().catch(() => {});
+    await running?.close({ keepWorkers }).catch(() => {});
   }
   process.exit(code);
 }
 
 process.once('SIGTERM', () => void stop(0));
 process.once('SIGINT', () => void stop(0));
+// The data plane hands over (a takeover) or stops with --keep-workers: the workers are left be.
+process.once('SIGUSR2', () => void stop(0, true));
 
 try {
   running = await runControlPlane(opts);

@@ -65,6 +65,8 @@ export interface ServerOptions {
   adoptGraceMs?: number;
   /** A clean stop leaves the workers running for the next `molt server` on the data dir to adopt. */
   keepWorkers?: boolean;
+  /** How long a data plane that was taken over finishes in-flight requests before it cuts the rest. */
+  takeoverDrainMs?: number;
 }
 
 export interface MoltServer {
@@ -74,6 +76,8 @@ export interface MoltServer {
   isolation: string;
   /** The admin token, only on the start that created it. */
   adminToken?: string;
+  /** Settles when a newer `molt server --takeover` has taken over and this one has drained: it should exit. */
+  retired: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -134,7 +138,14 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
   // Only molt reads its data dir: the admin token, the database, blobs and logs are in it.
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   chmodSync(dataDir, 0o700);
-  const lock = lockDataDir(dataDir);
+  let lock = lockDataDir(dataDir);
+  // Started by a data plane that hands over to this one: its listening socket is at this fd.
+  const listenFd = process.env.MOLT_TAKEOVER_FD ? Number(process.env.MOLT_TAKEOVER_FD) : undefined;
+  const takeoverStatusFd = process.env.MOLT_TAKEOVER_STATUS_FD ? Number(process.env.MOLT_TAKEOVER_STATUS_FD) : undefined;
+  delete process.env.MOLT_TAKEOVER_FD;
+  delete process.env.MOLT_TAKEOVER_STATUS_FD;
+  let onRetired = () => {};
+  const retired = new Promise<void>((r) => (onRetired = r));
   const dataPlane = new DataPlane({
     dataDir,
     host: opts.host ?? '127.0.0.1',
@@ -148,6 +159,16 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     apiWaitMs: opts.apiWaitMs,
     adoptGraceMs: opts.adoptGraceMs,
     keepWorkers: opts.keepWorkers,
+    listenFd,
+    takeoverStatusFd,
+    takeoverDrainMs: opts.takeoverDrainMs,
+    lock: {
+      release: () => lock.release(),
+      retake: () => {
+        lock = lockDataDir(dataDir);
+      },
+    },
+    onRetired: () => onRetired(),
     controlPlaneOptions: { ...opts, dataDir },
   });
   process.title = `molt: gateway ${dataDir}`;
@@ -158,21 +179,23 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
       port: dataPlane.port,
       isolation: ready.isolation,
       adminToken: ready.adminToken,
+      retired,
       close: once(async () => {
         await dataPlane.close();
         lock.release();
       }),
     };
   } catch (err) {
-    await dataPlane.close();
+    // Workers it adopted are left running for the next start (or the server it was to take over from).
+    await dataPlane.close({ keepWorkers: true });
     lock.release();
     throw err;
   }
 }
 
-function once(fn: () => Promise<void>): () => Promise<void> {
+function once<A>(fn: (arg?: A) => Promise<void>): (arg?: A) => Promise<void> {
   let p: Promise<void> | undefined;
-  return () => (p ??= fn());
+  return (arg) => (p ??= fn(arg));
 }
 
 /** The longest path of a Unix socket (sun_path holds 108 bytes with its NUL). */
@@ -180,7 +203,8 @@ const MAX_SOCKET_PATH = 107;
 
 export interface ControlPlaneProcess {
   cp: ControlPlane;
-  close(): Promise<void>;
+  /** Stops; `keepWorkers` leaves the workers running (a takeover, or a stop with --keep-workers). */
+  close(how?: { keepWorkers?: boolean }): Promise<void>;
 }
 
 /**
@@ -244,10 +268,10 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
 
   return {
     cp,
-    close: once(async () => {
+    close: once(async (how: { keepWorkers?: boolean } = {}) => {
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
-      await cp.close({ keepWorkers: opts.keepWorkers === true });
+      await cp.close({ keepWorkers: how.keepWorkers === true });
       server.closeAllConnections();
       await closed;
       await api.close().catch(() => {});

@@ -164,7 +164,8 @@ export class WorkerProcess {
   /** The release it runs (a hot upgrade changes it). */
   releaseId: string;
   private startTime?: string;
-  private readonly secret = randomBytes(32).toString('base64url');
+  /** What its control socket asks for: made for it at spawn, read from its record at adoption. */
+  private secret = randomBytes(32).toString('base64url');
   private state: WorkerRecord['state'] = 'starting';
   private stopping = false;
   private exited?: WorkerExit;
@@ -332,6 +333,7 @@ export class WorkerProcess {
   static async adopt(record: WorkerRecord, onLog: WorkerProcess['onLog'], onExit: (e: WorkerExit) => void, onClosed: () => void, home: WorkerHome): Promise<WorkerProcess> {
     const proc = new WorkerProcess(record.launch, onLog, onExit, onClosed, home);
     if (!stillRuns(record)) throw new WorkerGone(`worker ${record.launch.id} is gone (pid ${record.pid} no longer runs)`);
+    proc.secret = record.secret;
     proc.pid = record.pid;
     proc.pidKnown = Promise.resolve(record.pid);
     proc.startTime = record.startTime;

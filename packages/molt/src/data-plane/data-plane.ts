@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readdirSync, rmSync } from 'node:fs';
+import { closeSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino, type Logger } from 'pino';
@@ -14,10 +14,12 @@ import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest } from '../runtime/control-messages.js';
 import type { TokenRow } from '../store/types.js';
 import { ApiProxy } from './api-proxy.js';
-import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, type TargetStats } from './protocol.js';
+import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, TAKEOVER_SOCKET, type TakeoverRequest, type TargetStats } from './protocol.js';
 import { RpcPeer } from './rpc.js';
 import { stillRuns, type WorkerRecord, WorkerRecords } from './worker-records.js';
 
+/** Where the serving data plane's pid is written (systemd's PIDFile=, see docs/architecture.md). */
+const MAIN_PID_FILE = 'server.pid.main';
 const CONTROL_PLANE_MAIN = fileURLToPath(new URL('../control-plane/control-plane-main.js', import.meta.url));
 
 export interface DataPlaneOptions {
@@ -40,6 +42,16 @@ export interface DataPlaneOptions {
   adoptGraceMs?: number;
   /** A clean stop leaves the workers running, for the next data plane to adopt. */
   keepWorkers?: boolean;
+  /** Listen on this inherited fd (a takeover: the old data plane's listening socket) rather than host and port. */
+  listenFd?: number;
+  /** Where to say, once listening, that a takeover succeeded (an fd the old data plane reads). */
+  takeoverStatusFd?: number;
+  /** How long an old data plane finishes in-flight requests after a takeover before it cuts the rest. */
+  takeoverDrainMs?: number;
+  /** The data dir's lock: let go of for a takeover's new data plane, taken again if it fails. */
+  lock?: { release(): void; retake(): void };
+  /** Called when this data plane has handed over to a new one and drained: the process should exit. */
+  onRetired?: () => void;
 }
 
 /** What the control plane says when it is ready (once per start of it). */
@@ -85,6 +97,11 @@ export class DataPlane {
   private childStartedAt = 0;
   private restartDelay = RESTART_MIN_MS;
   private closing = false;
+  /** A takeover under way (one at a time), or done. */
+  private takeover?: 'running' | 'retiring';
+  private takeoverServer?: NetServer;
+  /** Requests being answered on the port, for a retiring data plane to wait for. */
+  private inFlight = 0;
   private firstReady?: { resolve(r: ControlPlaneReady): void; reject(e: Error): void };
   url = '';
   port = 0;
@@ -116,6 +133,14 @@ export class DataPlane {
     this.spawnControlPlane();
     const info = await ready;
     await this.listen();
+    await this.listenTakeover();
+    // The pid that serves, for a service manager to follow across a takeover (written before the old one exits).
+    writeFileSync(join(this.opts.dataDir, MAIN_PID_FILE), `${process.pid}\n`);
+    if (this.opts.takeoverStatusFd !== undefined) {
+      // The old data plane waits for this line: from now on this one serves the port too.
+      writeSync(this.opts.takeoverStatusFd, `${JSON.stringify({ ready: true, pid: process.pid })}\n`);
+      closeSync(this.opts.takeoverStatusFd);
+    }
     return info;
   }
 
@@ -207,6 +232,10 @@ export class DataPlane {
 
   private async listen(): Promise<void> {
     const server = createServer({ maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
+      this.inFlight++;
+      res.once('close', () => this.inFlight--);
+      // Handed over: every answer tells its client to reconnect, which reaches the new data plane.
+      if (this.takeover === 'retiring') res.setHeader('connection', 'close');
       if (req.url!.startsWith(ROUTE_PREFIX)) this.gateway.handle(req, res);
       else this.api.handle(req, res);
     });
@@ -218,13 +247,176 @@ export class DataPlane {
     server.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.opts.port, this.opts.host, () => resolve());
+      if (this.opts.listenFd !== undefined) server.listen({ fd: this.opts.listenFd }, () => resolve());
+      else server.listen(this.opts.port, this.opts.host, () => resolve());
     });
     this.server = server;
     const { port, address, family } = server.address() as AddressInfo;
     const host = family === 'IPv6' ? `[${address}]` : address === '0.0.0.0' ? '127.0.0.1' : address;
     this.port = port;
     this.url = `http://${host}:${port}`;
+  }
+
+  /**
+   * `<data-dir>/takeover.sock`: where `molt server --takeover` asks this data plane to hand over
+   * to a new one (possibly a newer molt) with the command line it gives. Only molt's user reaches it
+   * (the data dir is 0700). It answers with lines of progress, then `done` or an error.
+   */
+  private async listenTakeover(): Promise<void> {
+    const path = join(this.opts.dataDir, TAKEOVER_SOCKET);
+    rmSync(path, { force: true });
+    this.takeoverServer = createNetServer((socket) => {
+      let buffer = '';
+      socket.setEncoding('utf8');
+      socket.on('error', () => {});
+      socket.on('data', (chunk: string) => {
+        buffer += chunk;
+        if (buffer.length > 1024 * 1024) return void socket.destroy();
+        const nl = buffer.indexOf('\n');
+        if (nl < 0) return;
+        socket.removeAllListeners('data');
+        const say = (m: object) => socket.write(`${JSON.stringify(m)}\n`);
+        let req: TakeoverRequest;
+        try {
+          req = JSON.parse(buffer.slice(0, nl)) as TakeoverRequest;
+          if (!Array.isArray(req.argv) || req.argv.length === 0 || !req.argv.every((a) => typeof a === 'string')) throw new Error('argv must be a list of strings');
+        } catch (err) {
+          say({ error: `bad takeover request: ${(err as Error).message}` });
+          return void socket.end();
+        }
+        void this.handOver(req, (line) => say({ progress: line })).then(
+          (pid) => {
+            say({ done: true, pid });
+            socket.end();
+          },
+          (err: Error) => {
+            say({ error: err.message });
+            socket.end();
+          },
+        );
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.takeoverServer!.once('error', reject);
+      this.takeoverServer!.listen(path, () => resolve());
+    });
+  }
+
+  /**
+   * Hands the port and the workers to a new data plane, as nginx's binary upgrade does: the control
+   * plane stops (leaving the workers be), the workers are let go of, the data dir's lock is released,
+   * and the new data plane is started with the listening socket at its fd 3. It takes the lock, adopts
+   * the workers, starts its control plane and listens; then this one stops accepting, tells every
+   * client to reconnect (`Connection: close`), finishes its in-flight requests (streams until the
+   * drain deadline) and exits. If the new one fails, this one takes everything back. Resolves with
+   * the new data plane's pid once it serves.
+   */
+  private async handOver(req: TakeoverRequest, progress: (line: string) => void): Promise<number> {
+    if (this.takeover) throw new Error('a takeover of this server is already under way');
+    if (!this.server || !this.opts.lock) throw new Error('this server cannot be taken over (it is not listening yet)');
+    this.takeover = 'running';
+    const listenFd = (this.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof listenFd !== 'number' || listenFd < 0) {
+      this.takeover = undefined;
+      throw new Error('the listening socket has no file descriptor to hand over');
+    }
+    progress(`stopping the control plane (pid ${this.child?.pid}); apps keep serving`);
+    await this.stopControlPlane('SIGUSR2');
+    for (const w of this.workers.values()) w.proc.release();
+    await this.logs.flush();
+    this.rpcServer?.close();
+    this.opts.lock.release();
+    progress(`starting the new data plane: ${req.argv.join(' ')}`);
+    const child = spawn(req.argv[0]!, req.argv.slice(1), {
+      cwd: req.cwd,
+      env: { ...(req.env ?? process.env), MOLT_TAKEOVER_FD: '3', MOLT_TAKEOVER_STATUS_FD: '4' },
+      stdio: ['ignore', 'inherit', 'inherit', listenFd, 'pipe'],
+      detached: true,
+    });
+    const status = child.stdio[4] as NodeJS.ReadableStream;
+    const ready = await new Promise<{ pid: number } | Error>((resolve) => {
+      let text = '';
+      const timer = setTimeout(() => resolve(new Error('the new data plane was not ready within 120 s')), 120_000);
+      status.on('data', (c: Buffer) => {
+        text += c.toString();
+        if (text.includes('\n')) {
+          clearTimeout(timer);
+          try {
+            resolve(JSON.parse(text.slice(0, text.indexOf('\n'))) as { pid: number });
+          } catch {
+            resolve(new Error(`the new data plane said ${JSON.stringify(text.slice(0, 200))}`));
+          }
+        }
+      });
+      child.once('error', (err) => resolve(new Error(`the new data plane could not start: ${err.message}`)));
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        resolve(new Error(`the new data plane exited before it was ready (${signal ? `killed by ${signal}` : `exit code ${code}`}); its error is in this server's output`));
+      });
+    });
+    if (ready instanceof Error) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      progress(`${ready.message}; this server takes everything back`);
+      await this.takeBack();
+      this.takeover = undefined;
+      throw new Error(`takeover failed: ${ready.message}; the old server (pid ${process.pid}) serves on`);
+    }
+    child.unref();
+    (status as unknown as { destroy(): void }).destroy();
+    progress(`the new data plane (pid ${ready.pid}) serves; this one (pid ${process.pid}) stops accepting and drains`);
+    void this.retire();
+    return ready.pid;
+  }
+
+  /** After a failed takeover: the lock, the workers and a control plane again. */
+  private async takeBack(): Promise<void> {
+    this.opts.lock!.retake();
+    this.workers.clear();
+    await this.adoptWorkers();
+    await this.listenRpc();
+    this.closing = false;
+    const ready = new Promise<ControlPlaneReady>((resolve, reject) => (this.firstReady = { resolve, reject }));
+    this.spawnControlPlane();
+    await ready;
+  }
+
+  /**
+   * Stops accepting (the new data plane accepts on the same socket), answers what comes on open
+   * connections with `Connection: close`, waits for in-flight requests up to the drain deadline,
+   * then closes what is left and exits.
+   */
+  private async retire(): Promise<void> {
+    this.takeover = 'retiring';
+    const server = this.server!;
+    // net.Server's close: stop accepting, but leave open connections be (http's would close idle ones at once).
+    NetServer.prototype.close.call(server);
+    this.takeoverServer?.close();
+    const deadline = Date.now() + (this.opts.takeoverDrainMs ?? 30_000);
+    let idleSince = 0;
+    while (Date.now() < deadline) {
+      if (this.inFlight === 0) {
+        idleSince ||= Date.now();
+        // Keep-alive connections with nothing in flight for a while: their clients moved on.
+        if (Date.now() - idleSince > 1000) break;
+      } else idleSince = 0;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    server.closeAllConnections();
+    await this.logs.flush();
+    this.say('info', 'takeover.retired', `handed over to the new data plane; ${this.inFlight} request(s) cut at the drain deadline`);
+    this.opts.onRetired?.();
+  }
+
+  /** Stops the control plane (SIGTERM: a clean stop; SIGUSR2: it stops leaving the workers be). */
+  private async stopControlPlane(signal: NodeJS.Signals): Promise<void> {
+    this.closing = true;
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    await gone;
+    clearTimeout(timer);
   }
 
   private spawnControlPlane(): void {
@@ -392,17 +584,10 @@ export class DataPlane {
    * data plane), then the port closes and whatever worker is left is stopped. With --keep-workers
    * the workers are let go instead, running, for the next data plane to adopt.
    */
-  async close(): Promise<void> {
-    this.closing = true;
-    const child = this.child;
-    if (child && child.exitCode === null && child.signalCode === null) {
-      const gone = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-      await gone;
-      clearTimeout(timer);
-    }
-    if (this.opts.keepWorkers) for (const w of this.workers.values()) w.proc.release();
+  async close(how: { keepWorkers?: boolean } = {}): Promise<void> {
+    const keep = how.keepWorkers ?? this.opts.keepWorkers;
+    await this.stopControlPlane(keep ? 'SIGUSR2' : 'SIGTERM');
+    if (keep) for (const w of this.workers.values()) w.proc.release();
     else await Promise.all([...this.workers.values()].map((w) => w.proc.stop(5000)));
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));
@@ -410,6 +595,7 @@ export class DataPlane {
       await closed;
     }
     this.rpcServer?.close();
+    this.takeoverServer?.close();
     this.peer?.close();
     rmSync(join(this.opts.dataDir, DATA_PLANE_SOCKET), { force: true });
   }

@@ -25,3 +25,12 @@ export interface TargetStats {
 /** Where the data plane listens for its control plane, and the control plane for API requests. */
 export const DATA_PLANE_SOCKET = 'data-plane.sock';
 export const CONTROL_PLANE_SOCKET = 'control-plane.sock';
+/** Where `molt server --takeover` asks the running data plane to hand over. */
+export const TAKEOVER_SOCKET = 'takeover.sock';
+
+/** What `molt server --takeover` sends: the command line (and its cwd and env) of the new data plane. */
+export interface TakeoverRequest {
+  argv: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+}

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
+import { connect, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
+import { TAKEOVER_SOCKET, type TakeoverRequest } from '../../data-plane/protocol.js';
 import { fileURLToPath } from 'node:url';
 import type { UpdateResult } from '../../control-plane/app-service.js';
 import { ApiError, Client } from '../client.js';
@@ -46,6 +48,38 @@ async function deployExample(url: string, dataDir: string, exampleDir: string): 
   return token;
 }
 
+/**
+ * `molt server --takeover`: asks the server running on the data dir to hand over to a new one run
+ * with this command line (this molt, these options), prints its progress, and ends when the new one
+ * serves. The new server is started by the old one (it inherits the listening socket), so it is not
+ * this process's child.
+ */
+async function takeOver(dataDir: string): Promise<void> {
+  const argv = [process.execPath, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2).filter((a) => a !== '--takeover')];
+  const socket = await new Promise<Socket>((resolvePromise, reject) => {
+    const s = connect(join(dataDir, TAKEOVER_SOCKET));
+    s.once('connect', () => resolvePromise(s));
+    s.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new MoltError('MOLT_ERR_BAD_REQUEST', `no molt server to take over on data dir ${dataDir} (${err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? 'none is running' : err.message}); start one without --takeover`)),
+    );
+  });
+  const request: TakeoverRequest = { argv, cwd: process.cwd(), env: process.env as Record<string, string> };
+  socket.write(`${JSON.stringify(request)}\n`);
+  let rest = '';
+  let outcome: { done?: boolean; pid?: number; error?: string } | undefined;
+  for await (const chunk of socket) {
+    rest += String(chunk);
+    for (let nl = rest.indexOf('\n'); nl >= 0; nl = rest.indexOf('\n')) {
+      const m = JSON.parse(rest.slice(0, nl)) as { progress?: string; done?: boolean; pid?: number; error?: string };
+      rest = rest.slice(nl + 1);
+      if (m.progress) say(`takeover: ${m.progress}`);
+      else outcome = m;
+    }
+  }
+  if (!outcome?.done) throw new MoltError('MOLT_ERR_TAKEOVER_FAILED', outcome?.error ?? 'the running server closed the takeover without an answer; see its output');
+  say(`takeover: done; molt server pid ${outcome.pid} serves ${dataDir}`);
+}
+
 export function serverCommand(program: Command): void {
   program
     .command('server')
@@ -74,6 +108,8 @@ export function serverCommand(program: Command): void {
     .option('--log-format <format>', 'how events are printed: text (default on a terminal) or json (default otherwise)')
     .option('--adopt-grace-ms <n>', 'how long a worker keeps serving after its molt server is gone, waiting for the next one to adopt it, before it stops', '600000')
     .option('--keep-workers', 'on stop, leave the workers running for the next `molt server` on this data dir to adopt')
+    .option('--takeover', 'take over from the molt server running on this data dir (to upgrade molt itself): same port, workers adopted, no request failed')
+    .option('--takeover-drain-ms <n>', 'when taken over, how long in-flight requests and streams may take before they are cut', '30000')
     .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
     .action(
       run(async (opts: {
@@ -94,6 +130,8 @@ export function serverCommand(program: Command): void {
         apiWaitMs: string;
         adoptGraceMs: string;
         keepWorkers?: boolean;
+        takeover?: boolean;
+        takeoverDrainMs: string;
         maxConcurrentUploads: string;
         requireIsolation?: boolean;
         isolation: boolean;
@@ -104,6 +142,7 @@ export function serverCommand(program: Command): void {
         logFormat?: string;
       }) => {
         const dataDir = resolve(opts.dataDir);
+        if (opts.takeover) return takeOver(dataDir);
         const logFormat = opts.logFormat ?? (process.stderr.isTTY ? 'text' : 'json');
         if (logFormat !== 'text' && logFormat !== 'json') throw new MoltError('MOLT_ERR_BAD_REQUEST', `--log-format must be text or json (got ${JSON.stringify(logFormat)})`);
         const { startServer } = await import('../../control-plane/server.js');
@@ -125,6 +164,7 @@ export function serverCommand(program: Command): void {
           apiWaitMs: positive(opts.apiWaitMs, '--api-wait-ms'),
           adoptGraceMs: positive(opts.adoptGraceMs, '--adopt-grace-ms'),
           keepWorkers: opts.keepWorkers === true,
+          takeoverDrainMs: positive(opts.takeoverDrainMs, '--takeover-drain-ms'),
           maxConcurrentUploads: positive(opts.maxConcurrentUploads, '--max-concurrent-uploads'),
           requireIsolation: opts.requireIsolation === true,
           noIsolation: opts.isolation === false,
@@ -147,10 +187,13 @@ export function serverCommand(program: Command): void {
           console.log(`  curl -N -H 'Authorization: Bearer ${token}' ${server.url}/api/routes/v1/default/get-start/sse`);
           console.log(`  curl -H 'Authorization: Bearer ${token}' ${server.url}/api/routes/v1/default/get-start/show-volume`);
         }
-        await new Promise<void>((r) => {
-          process.once('SIGINT', r);
-          process.once('SIGTERM', r);
+        const how = await new Promise<'signal' | 'retired'>((r) => {
+          process.once('SIGINT', () => r('signal'));
+          process.once('SIGTERM', () => r('signal'));
+          void server.retired.then(() => r('retired'));
         });
+        // Taken over: the new server has the port and the workers; this one has drained.
+        if (how === 'retired') process.exit(0);
         say(opts.keepWorkers ? 'molt server stopping: its workers keep running for the next server to adopt' : 'molt server stopping: draining workers');
         await server.close();
       }),
