@@ -387,6 +387,9 @@ export class DataPlane {
    */
   private async retire(): Promise<void> {
     this.takeover = 'retiring';
+    // API requests still coming on open connections (and those that waited during the handover) go
+    // to the new control plane: it listens on the same socket path.
+    this.api.setUp(true);
     const server = this.server!;
     // net.Server's close: stop accepting, but leave open connections be (http's would close idle ones at once).
     NetServer.prototype.close.call(server);
