@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { removeTree } from '../blobs/materialize.js';
@@ -19,6 +19,7 @@ import type { NodeCapacity } from './resources/node-info.js';
 import { Scheduler } from './resources/scheduler.js';
 import { VolumeService } from './volume-service.js';
 import { describeExit } from './worker-process.js';
+import { listDir } from '../list-dir.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -201,10 +202,10 @@ export class ControlPlane {
     const { dataDir } = this.opts;
     // Where link directories lived before each worker had a run directory.
     rmSync(join(dataDir, 'links'), { recursive: true, force: true });
-    for (const name of safeList(join(dataDir, 'blobs', 'staging'))) rmSync(join(dataDir, 'blobs', 'staging', name), { recursive: true, force: true });
-    const temps = (dir: string) => safeList(dir).filter((n) => n.includes('.tmp-')).forEach((n) => removeTree(join(dir, n)));
+    for (const name of listDir(join(dataDir, 'blobs', 'staging'))) rmSync(join(dataDir, 'blobs', 'staging', name), { recursive: true, force: true });
+    const temps = (dir: string) => listDir(dir).filter((n) => n.includes('.tmp-')).forEach((n) => removeTree(join(dir, n)));
     temps(join(dataDir, 'trees'));
-    for (const ns of safeList(join(dataDir, 'apps'))) for (const app of safeList(join(dataDir, 'apps', ns))) temps(this.supervisor.releasesDir(ns, app));
+    for (const ns of listDir(join(dataDir, 'apps'))) for (const app of listDir(join(dataDir, 'apps', ns))) temps(this.supervisor.releasesDir(ns, app));
   }
 
   /** Copies what the gateway needs (public, paused) from the app's current state to the data plane. */
@@ -236,13 +237,5 @@ export class ControlPlane {
     if (opts.keepWorkers) return this.supervisor.detach();
     await this.rollouts.waitAll().catch(() => {});
     await this.supervisor.shutdown(10_000);
-  }
-}
-
-function safeList(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
   }
 }

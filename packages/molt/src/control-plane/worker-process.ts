@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsConstants, mkdirSync, openSync, readFileSync, realpathSync } from 'node:fs';
+import { closeSync, constants as fsConstants, mkdirSync, openSync, realpathSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect, Socket } from 'node:net';
 import { constants } from 'node:os';
@@ -15,7 +15,7 @@ import { CONTROL_FD } from '../runtime/control-channel.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
 import { WorkerControl } from './worker-control.js';
 import { bwrapArgs, CONTROL_SOCKET_NAME, dropTo, runtimeDirs, SANDBOX, SOCKET_NAME } from './sandbox/bwrap-args.js';
-import { startTimeOf, stillRuns, type WorkerRecord, type WorkerRecords } from '../data-plane/worker-records.js';
+import { parentOf, startTimeOf, stillRuns, type WorkerRecord, type WorkerRecords } from '../data-plane/worker-records.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../runtime/worker-main.js', import.meta.url));
 /** Variables a worker inherits from the server; everything else comes from the app's env. */
@@ -134,17 +134,6 @@ function addressOf(launch: WorkerLaunch, listening: { port?: number }): WorkerAd
 function signalOf(code: number): NodeJS.Signals | undefined {
   const n = code - 128;
   return (Object.entries(constants.signals) as [NodeJS.Signals, number][]).find(([, v]) => v === n)?.[0];
-}
-
-/** The parent pid of a process, from /proc; undefined when it is gone. */
-function parentOf(pid: number): number | undefined {
-  try {
-    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so read after the last ')'.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -373,9 +362,24 @@ export class WorkerProcess {
     return proc;
   }
 
-  /** Whether it passed readiness (an adopted worker: whether it had when it was adopted). */
-  get running(): boolean {
-    return this.state === 'running';
+  /**
+   * A recorded worker that could not be adopted: reported exited (how is not known) until a control
+   * plane has recorded it.
+   */
+  static lost(launch: WorkerLaunch, home: WorkerHome): WorkerProcess {
+    const proc = new WorkerProcess(launch, () => {}, () => {}, () => {}, home);
+    proc.exited = { code: null, signal: null, expected: false, unknown: true };
+    return proc;
+  }
+
+  /** starting until it passes readiness (an adopted worker: whether it had when adopted), then running, then exited. */
+  get phase(): 'starting' | 'running' | 'exited' {
+    return this.exited ? 'exited' : this.state;
+  }
+
+  /** How it exited, once it has. */
+  get exit(): WorkerExit | undefined {
+    return this.exited;
   }
 
   /** Records that a hot upgrade moved it to another release. */
@@ -449,7 +453,8 @@ export class WorkerProcess {
   }
 
   private setExited(exit: WorkerExit): void {
-    if (this.exited) return;
+    // Let go of: its end is for the data plane that has it now (or that adopts it next).
+    if (this.exited || this.released) return;
     this.exited = exit;
     for (const w of this.exitWaiters.splice(0)) w(exit);
     this.onExit(exit);

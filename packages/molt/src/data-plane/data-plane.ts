@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
@@ -14,9 +14,12 @@ import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest } from '../runtime/control-messages.js';
 import type { TokenRow } from '../store/types.js';
 import { ApiProxy } from './api-proxy.js';
-import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, TAKEOVER_SOCKET, type TakeoverRequest, type TargetStats } from './protocol.js';
+import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, TAKEOVER_SOCKET, type TakeoverAnswer, type TakeoverRequest, type TargetStats } from './protocol.js';
 import { RpcPeer } from './rpc.js';
-import { stillRuns, type WorkerRecord, WorkerRecords } from './worker-records.js';
+import { ControlChannel } from '../runtime/control-channel.js';
+import type { Duplex } from 'node:stream';
+import { stillRuns, WorkerRecords } from './worker-records.js';
+import { listDir } from '../list-dir.js';
 
 /** Where the serving data plane's pid is written (systemd's PIDFile=, see docs/architecture.md). */
 const MAIN_PID_FILE = 'server.pid.main';
@@ -60,12 +63,6 @@ export interface ControlPlaneReady {
   adminToken?: string;
 }
 
-interface OwnedWorker {
-  proc: WorkerProcess;
-  state: DataPlaneWorker['state'];
-  exit?: WorkerExit;
-}
-
 /** Restart delays of a control plane that died: doubling from 100 ms to 10 s, reset after a minute up. */
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 10_000;
@@ -85,7 +82,7 @@ export class DataPlane {
   private readonly verifier: TokenVerifier;
   private readonly gateway: Gateway;
   private readonly api: ApiProxy;
-  private readonly workers = new Map<string, OwnedWorker>();
+  private readonly workers = new Map<string, WorkerProcess>();
   private readonly home: WorkerHome;
   /** Questions to the control plane under way, per app (see explain). */
   private readonly explaining = new Map<string, Promise<string | undefined>>();
@@ -100,8 +97,6 @@ export class DataPlane {
   /** A takeover under way (one at a time), or done. */
   private takeover?: 'running' | 'retiring';
   private takeoverServer?: NetServer;
-  /** Requests being answered on the port, for a retiring data plane to wait for. */
-  private inFlight = 0;
   private firstReady?: { resolve(r: ControlPlaneReady): void; reject(e: Error): void };
   url = '';
   port = 0;
@@ -138,7 +133,7 @@ export class DataPlane {
     writeFileSync(join(this.opts.dataDir, MAIN_PID_FILE), `${process.pid}\n`);
     if (this.opts.takeoverStatusFd !== undefined) {
       // The old data plane waits for this line: from now on this one serves the port too.
-      writeSync(this.opts.takeoverStatusFd, `${JSON.stringify({ ready: true, pid: process.pid })}\n`);
+      writeSync(this.opts.takeoverStatusFd, `${JSON.stringify({ pid: process.pid })}\n`);
       closeSync(this.opts.takeoverStatusFd);
     }
     return info;
@@ -157,7 +152,7 @@ export class DataPlane {
       records.map(async (record) => {
         try {
           const proc = await WorkerProcess.adopt(record, ...this.callbacks(record.launch), this.home);
-          this.workers.set(proc.id, { proc, state: proc.running ? 'running' : 'starting' });
+          this.workers.set(proc.id, proc);
         } catch (err) {
           this.say('warn', 'worker.lost', (err as Error).message);
           // It may run still, unreachable: nothing could manage it, so it goes.
@@ -170,18 +165,17 @@ export class DataPlane {
           }
           this.home.records.remove(record.launch.id);
           rmSync(record.launch.runDir, { recursive: true, force: true });
-          const proc = new WorkerProcess(record.launch, () => {}, () => {}, () => {}, this.home);
-          this.workers.set(record.launch.id, { proc, state: 'exited', exit: { code: null, signal: null, expected: false, unknown: true } });
+          this.workers.set(record.launch.id, WorkerProcess.lost(record.launch, this.home));
         }
       }),
     );
     if (records.length > 0) {
-      const adopted = [...this.workers.values()].filter((w) => w.state !== 'exited').length;
+      const adopted = [...this.workers.values()].filter((w) => w.phase !== 'exited').length;
       this.say('info', 'workers.adopted', `adopted ${adopted} running worker${adopted === 1 ? '' : 's'} of the previous molt server${records.length > adopted ? `; ${records.length - adopted} had exited` : ''}`);
     }
     // Run directories of workers that are not running any more.
     const runRoot = join(this.opts.dataDir, 'run');
-    for (const id of safeList(runRoot)) if (this.workers.get(id)?.state !== 'running' && this.workers.get(id)?.state !== 'starting') rmSync(join(runRoot, id), { recursive: true, force: true });
+    for (const id of listDir(runRoot)) if ((this.workers.get(id)?.phase ?? 'exited') === 'exited') rmSync(join(runRoot, id), { recursive: true, force: true });
   }
 
   /** What a worker's process reports: its output, its exit, and its end. */
@@ -189,11 +183,6 @@ export class DataPlane {
     return [
       (line) => this.writeLog(launch.namespace, launch.app, line),
       (exit) => {
-        const owned = this.workers.get(launch.id);
-        if (owned) {
-          owned.state = 'exited';
-          owned.exit = exit;
-        }
         this.routes.removeWorker(launch.id);
         this.emit('worker.exit', { id: launch.id, exit });
       },
@@ -201,7 +190,7 @@ export class DataPlane {
         void this.logs.close(launch.id);
         rmSync(launch.runDir, { recursive: true, force: true });
         // Kept, exited, until a control plane has recorded how it ended (`worker.forget`).
-        if (this.workers.size > MAX_EXITED_KEPT) for (const [id, w] of this.workers) if (w.state === 'exited' && id !== launch.id) this.workers.delete(id);
+        if (this.workers.size > MAX_EXITED_KEPT) for (const [id, w] of this.workers) if (w.phase === 'exited' && id !== launch.id) this.workers.delete(id);
         this.emit('worker.closed', { id: launch.id });
       },
     ];
@@ -232,8 +221,6 @@ export class DataPlane {
 
   private async listen(): Promise<void> {
     const server = createServer({ maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
-      this.inFlight++;
-      res.once('close', () => this.inFlight--);
       // Handed over: every answer tells its client to reconnect, which reaches the new data plane.
       if (this.takeover === 'retiring') res.setHeader('connection', 'close');
       if (req.url!.startsWith(ROUTE_PREFIX)) this.gateway.handle(req, res);
@@ -266,35 +253,24 @@ export class DataPlane {
     const path = join(this.opts.dataDir, TAKEOVER_SOCKET);
     rmSync(path, { force: true });
     this.takeoverServer = createNetServer((socket) => {
-      let buffer = '';
-      socket.setEncoding('utf8');
-      socket.on('error', () => {});
-      socket.on('data', (chunk: string) => {
-        buffer += chunk;
-        if (buffer.length > 1024 * 1024) return void socket.destroy();
-        const nl = buffer.indexOf('\n');
-        if (nl < 0) return;
-        socket.removeAllListeners('data');
-        const say = (m: object) => socket.write(`${JSON.stringify(m)}\n`);
-        let req: TakeoverRequest;
-        try {
-          req = JSON.parse(buffer.slice(0, nl)) as TakeoverRequest;
-          if (!Array.isArray(req.argv) || req.argv.length === 0 || !req.argv.every((a) => typeof a === 'string')) throw new Error('argv must be a list of strings');
-        } catch (err) {
-          say({ error: `bad takeover request: ${(err as Error).message}` });
-          return void socket.end();
-        }
-        void this.handOver(req, (line) => say({ progress: line })).then(
-          (pid) => {
-            say({ done: true, pid });
-            socket.end();
-          },
-          (err: Error) => {
-            say({ error: err.message });
-            socket.end();
-          },
-        );
-      });
+      let asked = false;
+      const channel: ControlChannel<TakeoverRequest, TakeoverAnswer> = new ControlChannel<TakeoverRequest, TakeoverAnswer>(
+        socket,
+        (req) => {
+          if (asked) return;
+          asked = true;
+          if (!Array.isArray(req?.argv) || req.argv.length === 0 || !req.argv.every((a) => typeof a === 'string')) {
+            channel.send({ error: 'bad takeover request: argv must be a list of strings' });
+            return channel.close();
+          }
+          void this.handOver(req, (line) => channel.send({ progress: line })).then(
+            (pid) => channel.send({ done: true, pid }),
+            (err: Error) => channel.send({ error: err.message }),
+          ).finally(() => socket.end());
+        },
+        () => {},
+        1024 * 1024,
+      );
     });
     await new Promise<void>((resolve, reject) => {
       this.takeoverServer!.once('error', reject);
@@ -322,7 +298,7 @@ export class DataPlane {
     }
     progress(`stopping the control plane (pid ${this.child?.pid}); apps keep serving`);
     await this.stopControlPlane('SIGUSR2');
-    for (const w of this.workers.values()) w.proc.release();
+    for (const w of this.workers.values()) w.release();
     await this.logs.flush();
     this.rpcServer?.close();
     this.opts.lock.release();
@@ -333,27 +309,19 @@ export class DataPlane {
       stdio: ['ignore', 'inherit', 'inherit', listenFd, 'pipe'],
       detached: true,
     });
-    const status = child.stdio[4] as NodeJS.ReadableStream;
+    let said: (m: { pid: number } | Error) => void = () => {};
+    // The new data plane's one line on fd 4 (see start).
+    const status = new ControlChannel<{ pid: number }, never>(child.stdio[4] as Duplex, (m) => said(m), (reason) => reason && said(new Error(`the new data plane said something other than ready (${reason})`)), 4096);
     const ready = await new Promise<{ pid: number } | Error>((resolve) => {
-      let text = '';
       const timer = setTimeout(() => resolve(new Error('the new data plane was not ready within 120 s')), 120_000);
-      status.on('data', (c: Buffer) => {
-        text += c.toString();
-        if (text.includes('\n')) {
-          clearTimeout(timer);
-          try {
-            resolve(JSON.parse(text.slice(0, text.indexOf('\n'))) as { pid: number });
-          } catch {
-            resolve(new Error(`the new data plane said ${JSON.stringify(text.slice(0, 200))}`));
-          }
-        }
-      });
-      child.once('error', (err) => resolve(new Error(`the new data plane could not start: ${err.message}`)));
-      child.once('exit', (code, signal) => {
+      said = (m) => {
         clearTimeout(timer);
-        resolve(new Error(`the new data plane exited before it was ready (${signal ? `killed by ${signal}` : `exit code ${code}`}); its error is in this server's output`));
-      });
+        resolve(m);
+      };
+      child.once('error', (err) => said(new Error(`the new data plane could not start: ${err.message}`)));
+      child.once('exit', (code, signal) => said(new Error(`the new data plane exited before it was ready (${signal ? `killed by ${signal}` : `exit code ${code}`}); its error is in this server's output`)));
     });
+    status.close();
     if (ready instanceof Error) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       progress(`${ready.message}; this server takes everything back`);
@@ -362,7 +330,6 @@ export class DataPlane {
       throw new Error(`takeover failed: ${ready.message}; the old server (pid ${process.pid}) serves on`);
     }
     child.unref();
-    (status as unknown as { destroy(): void }).destroy();
     progress(`the new data plane (pid ${ready.pid}) serves; this one (pid ${process.pid}) stops accepting and drains`);
     void this.retire();
     return ready.pid;
@@ -394,19 +361,19 @@ export class DataPlane {
     // net.Server's close: stop accepting, but leave open connections be (http's would close idle ones at once).
     NetServer.prototype.close.call(server);
     this.takeoverServer?.close();
+    // Each answer from now on closes its connection. A connection still idle after a second is one
+    // whose client moved on: it is closed; one with a request in flight (a stream) is waited for.
     const deadline = Date.now() + (this.opts.takeoverDrainMs ?? 30_000);
-    let idleSince = 0;
-    while (Date.now() < deadline) {
-      if (this.inFlight === 0) {
-        idleSince ||= Date.now();
-        // Keep-alive connections with nothing in flight for a while: their clients moved on.
-        if (Date.now() - idleSince > 1000) break;
-      } else idleSince = 0;
+    const idleAfter = Date.now() + 1000;
+    const connections = () => new Promise<number>((r) => server.getConnections((_err, n) => r(n ?? 0)));
+    while (Date.now() < deadline && (await connections()) > 0) {
+      if (Date.now() > idleAfter) server.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 50));
     }
+    const cut = await connections();
     server.closeAllConnections();
     await this.logs.flush();
-    this.say('info', 'takeover.retired', `handed over to the new data plane; ${this.inFlight} request(s) cut at the drain deadline`);
+    this.say('info', 'takeover.retired', `handed over to the new data plane; ${cut} connection(s) cut at the drain deadline`);
     this.opts.onRetired?.();
   }
 
@@ -483,7 +450,7 @@ export class DataPlane {
     if (this.peer?.open) this.peer.emit(event, data);
   }
 
-  private worker(id: string): OwnedWorker {
+  private worker(id: string): WorkerProcess {
     const w = this.workers.get(id);
     if (!w) throw new Error(`no worker ${id} on this data plane`);
     return w;
@@ -508,42 +475,40 @@ export class DataPlane {
       },
       'dp.info': () => ({ startedAt: this.startedAt }),
       'workers.list': (): DataPlaneWorker[] =>
-        [...this.workers.values()].map(({ proc, state, exit }) => ({
+        [...this.workers.values()].map((proc) => ({
           id: proc.id,
           namespace: proc.launch.namespace,
           app: proc.launch.app,
           releaseId: proc.releaseId,
           pid: proc.pid ?? null,
           address: proc.address ?? null,
-          state,
-          exit,
+          state: proc.phase,
+          exit: proc.exit,
           routed: this.routes.target(proc.id) !== undefined,
         })),
       'worker.start': async ({ launch }: { launch: WorkerLaunch }) => {
         const proc = new WorkerProcess(launch, ...this.callbacks(launch), this.home);
-        const owned: OwnedWorker = { proc, state: 'starting' };
-        this.workers.set(launch.id, owned);
+        this.workers.set(launch.id, proc);
         await proc.start(() => this.emit('worker.spawned', { id: launch.id, pid: proc.pid }));
-        if (owned.state === 'starting') owned.state = 'running';
         return { pid: proc.pid, address: proc.address };
       },
       'worker.stop': ({ id, graceMs }: { id: string; graceMs: number }) => {
         const w = this.workers.get(id);
-        return w ? w.proc.stop(graceMs) : { code: null, signal: null, expected: true };
+        return w ? w.stop(graceMs) : { code: null, signal: null, expected: true };
       },
       'worker.forget': ({ id }: { id: string }) => {
-        if (this.workers.get(id)?.state === 'exited') this.workers.delete(id);
+        if (this.workers.get(id)?.phase === 'exited') this.workers.delete(id);
       },
-      'worker.send': ({ id, msg }: { id: string; msg: ServerToWorker }) => this.workers.get(id)?.proc.send(msg),
+      'worker.send': ({ id, msg }: { id: string; msg: ServerToWorker }) => this.workers.get(id)?.send(msg),
       'worker.ready': async ({ id }: { id: string }) => {
-        const { proc } = this.worker(id);
+        const proc = this.worker(id);
         const ok = await proc.ready();
         return { ok, lastReadiness: proc.lastReadiness };
       },
       'worker.upgrade': async ({ id, req, timeoutMs }: { id: string; req: Omit<UpgradeRequest, 'type' | 'id' | 'releaseDir'>; timeoutMs: number }) => {
         const w = this.worker(id);
-        const result = await w.proc.upgrade(req, timeoutMs);
-        if (result.ok) w.proc.upgraded(req.toRelease);
+        const result = await w.upgrade(req, timeoutMs);
+        if (result.ok) w.upgraded(req.toRelease);
         return result;
       },
       'route.add': ({ namespace, app, workerId, address }: { namespace: string; app: string; workerId: string; address: WorkerAddress }) => {
@@ -590,8 +555,8 @@ export class DataPlane {
   async close(how: { keepWorkers?: boolean } = {}): Promise<void> {
     const keep = how.keepWorkers ?? this.opts.keepWorkers;
     await this.stopControlPlane(keep ? 'SIGUSR2' : 'SIGTERM');
-    if (keep) for (const w of this.workers.values()) w.proc.release();
-    else await Promise.all([...this.workers.values()].map((w) => w.proc.stop(5000)));
+    if (keep) for (const w of this.workers.values()) w.release();
+    else await Promise.all([...this.workers.values()].map((w) => w.stop(5000)));
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));
       this.server.closeAllConnections();
@@ -601,13 +566,5 @@ export class DataPlane {
     this.takeoverServer?.close();
     this.peer?.close();
     rmSync(join(this.opts.dataDir, DATA_PLANE_SOCKET), { force: true });
-  }
-}
-
-function safeList(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
   }
 }

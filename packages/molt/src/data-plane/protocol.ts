@@ -28,9 +28,14 @@ export const CONTROL_PLANE_SOCKET = 'control-plane.sock';
 /** Where `molt server --takeover` asks the running data plane to hand over. */
 export const TAKEOVER_SOCKET = 'takeover.sock';
 
-/** What `molt server --takeover` sends: the command line (and its cwd and env) of the new data plane. */
+/**
+ * What `molt server --takeover` sends, one JSON line: the command line (and its cwd and env) of the
+ * new data plane. It is answered with lines of progress, then `done` or an error.
+ */
 export interface TakeoverRequest {
   argv: string[];
   cwd?: string;
   env?: Record<string, string>;
 }
+
+export type TakeoverAnswer = { progress: string } | { done: true; pid: number } | { error: string };

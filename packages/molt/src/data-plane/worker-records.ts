@@ -21,17 +21,29 @@ export interface WorkerRecord {
   address?: WorkerAddress;
 }
 
-/** The kernel's start time of a process (field 22 of /proc/<pid>/stat); undefined when it is gone or a zombie. */
-export function startTimeOf(pid: number): string | undefined {
+/**
+ * The fields of /proc/<pid>/stat from field 3 (state) on; undefined when the process is gone.
+ * "pid (comm) state ppid …": comm may hold spaces and parentheses, so it is read after the last ')'.
+ */
+function procStat(pid: number): string[] | undefined {
   try {
-    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so read after the last ')'.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state); field 22 is fields[19].
-    return fields[0] === 'Z' ? undefined : fields[19];
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }
+}
+
+/** The parent pid of a process (field 4); undefined when it is gone. */
+export function parentOf(pid: number): number | undefined {
+  const fields = procStat(pid);
+  return fields ? Number(fields[1]) : undefined;
+}
+
+/** The kernel's start time of a process (field 22); undefined when it is gone or a zombie. */
+export function startTimeOf(pid: number): string | undefined {
+  const fields = procStat(pid);
+  return fields && fields[0] !== 'Z' ? fields[19] : undefined;
 }
 
 /** Whether the process a record names still runs: the same pid, started at the same time. */

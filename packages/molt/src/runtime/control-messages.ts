@@ -16,8 +16,6 @@ export type ServerToWorker = { type: 'hello'; secret: string } | { type: 'drain'
 /** A worker's answer to the `hello` of a data plane that adopts it: what it is doing now. */
 export interface Adopted {
   type: 'adopted';
-  /** Its pid as it sees it (inside a sandbox, not the host's). */
-  pid: number;
   /** The release it runs (a hot upgrade finished while no data plane watched is counted). */
   release: string;
   /** Where it serves; undefined while its app still loads. */

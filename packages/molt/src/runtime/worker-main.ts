@@ -100,7 +100,7 @@ if (controlSocket) {
         trusted = true;
         channel.maxLength = MAX_FROM_SERVER;
         own(channel);
-        channel.send({ type: 'adopted', pid: process.pid, release: upgrader?.releaseId ?? process.env.MOLT_RELEASE ?? 'local', listening, draining });
+        channel.send({ type: 'adopted', release: upgrader?.releaseId ?? process.env.MOLT_RELEASE ?? 'local', listening, draining });
       },
       () => {
         clearTimeout(untrusted);

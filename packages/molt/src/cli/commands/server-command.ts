@@ -3,7 +3,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { connect, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
-import { TAKEOVER_SOCKET, type TakeoverRequest } from '../../data-plane/protocol.js';
+import { TAKEOVER_SOCKET, type TakeoverAnswer, type TakeoverRequest } from '../../data-plane/protocol.js';
+import { ControlChannel } from '../../runtime/control-channel.js';
 import { fileURLToPath } from 'node:url';
 import type { UpdateResult } from '../../control-plane/app-service.js';
 import { ApiError, Client } from '../client.js';
@@ -64,19 +65,20 @@ async function takeOver(dataDir: string): Promise<void> {
     );
   });
   const request: TakeoverRequest = { argv, cwd: process.cwd(), env: process.env as Record<string, string> };
-  socket.write(`${JSON.stringify(request)}\n`);
-  let rest = '';
-  let outcome: { done?: boolean; pid?: number; error?: string } | undefined;
-  for await (const chunk of socket) {
-    rest += String(chunk);
-    for (let nl = rest.indexOf('\n'); nl >= 0; nl = rest.indexOf('\n')) {
-      const m = JSON.parse(rest.slice(0, nl)) as { progress?: string; done?: boolean; pid?: number; error?: string };
-      rest = rest.slice(nl + 1);
-      if (m.progress) say(`takeover: ${m.progress}`);
-      else outcome = m;
-    }
-  }
-  if (!outcome?.done) throw new MoltError('MOLT_ERR_TAKEOVER_FAILED', outcome?.error ?? 'the running server closed the takeover without an answer; see its output');
+  const outcome = await new Promise<{ done: true; pid: number } | { error: string } | undefined>((resolvePromise) => {
+    let last: { done: true; pid: number } | { error: string } | undefined;
+    const channel = new ControlChannel<TakeoverAnswer, TakeoverRequest>(
+      socket,
+      (m) => {
+        if ('progress' in m) say(`takeover: ${m.progress}`);
+        else last = m;
+      },
+      () => resolvePromise(last),
+      1024 * 1024,
+    );
+    channel.send(request);
+  });
+  if (!outcome || 'error' in outcome) throw new MoltError('MOLT_ERR_TAKEOVER_FAILED', outcome?.error ?? 'the running server closed the takeover without an answer; see its output');
   say(`takeover: done; molt server pid ${outcome.pid} serves ${dataDir}`);
 }
 
