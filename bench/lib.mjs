@@ -45,7 +45,8 @@ export async function startMolt(extraArgs = []) {
       const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } });
       return res.json();
     },
-    stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }),
+    // Already gone when a takeover replaced it.
+    stop: () => new Promise((r) => { if (child.exitCode !== null || child.signalCode !== null) return r(); child.once('exit', r); child.kill('SIGTERM'); }),
   };
 }
 

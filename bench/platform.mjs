@@ -1,5 +1,6 @@
-// The platform surviving itself: requests through a kill -9 of the control plane (0 failed), and how
-// long the API takes to answer again, with the same worker processes before and after.
+// The platform surviving itself: requests through a kill -9 of the control plane and through a
+// `molt server --takeover` (0 failed each), how long the API takes to answer again and a takeover to
+// finish, with the same worker processes before and after.
 import { readdirSync, readFileSync } from 'node:fs';
 import { sleep, startMolt, wrk, writeBenchApp } from './lib.mjs';
 
@@ -39,9 +40,39 @@ export async function benchPlatform({ seconds = 10, rounds = 3 } = {}) {
       kills.push({ ...result, apiBackMs, healthStatus: health.status, samePids: (await pids()) === before, newPid: pidTitled(`molt: control-plane ${molt.dataDir}`) !== cp });
       await sleep(1000);
     }
+    const takeovers = [];
+    let gateway = molt.pid;
+    for (let r = 0; r < rounds; r++) {
+      const before = await pids();
+      const load = wrk(route, { seconds, headers });
+      await sleep((seconds * 1000) / 3);
+      const started = performance.now();
+      const out = await molt.molt(['server', '--takeover', '--data-dir', molt.dataDir, '--port', '0', '--no-isolation']);
+      const takeoverMs = performance.now() - started;
+      const result = await load;
+      const next = Number(readFileSync(`${molt.dataDir}/server.pid.main`, 'utf8'));
+      takeovers.push({ ...result, takeoverMs, ok: out.code === 0 && next !== gateway, samePids: (await pids()) === before });
+      // The old one has drained and exited by the next round.
+      while (pidAlive(gateway)) await sleep(100);
+      gateway = next;
+    }
     const steady = await wrk(route, { seconds, headers });
-    return { kills, steady };
+    return { kills, takeovers, steady, gateway };
   } finally {
     await molt.stop();
+    const serving = Number(readFileSync(`${molt.dataDir}/server.pid.main`, 'utf8'));
+    if (serving !== molt.pid && pidAlive(serving)) {
+      process.kill(serving, 'SIGTERM');
+      while (pidAlive(serving)) await sleep(100);
+    }
+  }
+}
+
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }

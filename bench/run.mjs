@@ -45,6 +45,11 @@ if (want('platform')) {
     console.log(`| round ${i + 1} | ${fmt(k.requests)} | ${k.non2xx + k.socketErrors} | ${fmt(k.rps)} | ${fmt(k.p99, 2)} | ${fmt(k.apiBackMs)} ms (HTTP ${k.healthStatus}) | ${k.samePids && k.newPid ? 'yes' : 'NO'} |`);
   }
   console.log(`| no kill (same server, after) | ${fmt(p.steady.requests)} | ${p.steady.non2xx + p.steady.socketErrors} | ${fmt(p.steady.rps)} | ${fmt(p.steady.p99, 2)} | | |`);
+  console.log('\n| requests through `molt server --takeover` (gateway, 2 workers) | requests | failed | req/s | p99 ms | takeover took | same worker pids |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | --- |');
+  for (const [i, t] of p.takeovers.entries()) {
+    console.log(`| round ${i + 1} | ${fmt(t.requests)} | ${t.non2xx + t.socketErrors} | ${fmt(t.rps)} | ${fmt(t.p99, 2)} | ${fmt(t.takeoverMs)} ms${t.ok ? '' : ' (FAILED)'} | ${t.samePids ? 'yes' : 'NO'} |`);
+  }
   console.log('');
 }
 

@@ -283,6 +283,14 @@ describe('molt server --takeover', () => {
       const update = await server.molt(['app', 'update'], { cwd: dir });
       expect(update.code, update.stderr).toBe(0);
       expect(await (await fetch(server.route('default', 'handed', '/'), auth(server))).text()).toBe('after the takeover');
+      // The new server can be taken over in turn.
+      const again = await server.molt(['server', '--takeover', '--data-dir', server.dataDir, '--port', '0']);
+      expect(again.code, again.stderr).toBe(0);
+      const third = Number(readFileSync(join(server.dataDir, 'server.pid.main'), 'utf8'));
+      expect(third).not.toBe(next);
+      await waitFor(() => !alive(next!), 40_000, 'the second data plane to exit');
+      next = third;
+      expect(await (await fetch(server.route('default', 'handed', '/'), auth(server))).text()).toBe('after the takeover');
     } finally {
       if (next && alive(next)) {
         process.kill(next, 'SIGTERM');

@@ -257,6 +257,8 @@ export class WorkerProcess {
       child = spawn(argv[0]!, argv.slice(1), {
         cwd: launch.sandbox ? '/' : launch.releaseDir,
         env,
+        // A session of its own: a signal to molt's process group (Ctrl-C in a terminal) is not one to its workers.
+        detached: true,
         // fd 3: the control channel (a socket pair); fd 4: bubblewrap's status, for a sandbox.
         stdio: ['ignore', outFd, errFd, 'pipe', ...(launch.sandbox ? (['pipe'] as const) : [])],
       });

@@ -300,7 +300,9 @@ export class DataPlane {
     await this.stopControlPlane('SIGUSR2');
     for (const w of this.workers.values()) w.release();
     await this.logs.flush();
+    // Closed before the new one starts: closing a Unix socket's server removes its path, which the new one listens on.
     this.rpcServer?.close();
+    this.takeoverServer?.close();
     this.opts.lock.release();
     progress(`starting the new data plane: ${req.argv.join(' ')}`);
     const child = spawn(req.argv[0]!, req.argv.slice(1), {
@@ -341,6 +343,7 @@ export class DataPlane {
     this.workers.clear();
     await this.adoptWorkers();
     await this.listenRpc();
+    await this.listenTakeover();
     this.closing = false;
     const ready = new Promise<ControlPlaneReady>((resolve, reject) => (this.firstReady = { resolve, reject }));
     this.spawnControlPlane();
@@ -360,7 +363,6 @@ export class DataPlane {
     const server = this.server!;
     // net.Server's close: stop accepting, but leave open connections be (http's would close idle ones at once).
     NetServer.prototype.close.call(server);
-    this.takeoverServer?.close();
     // Each answer from now on closes its connection. A connection still idle after a second is one
     // whose client moved on: it is closed; one with a request in flight (a stream) is waited for.
     const deadline = Date.now() + (this.opts.takeoverDrainMs ?? 30_000);
