@@ -2,27 +2,50 @@
  * Every temp dir the suite makes (data dirs, app copies, sandboxes' files) goes under one directory
  * of this run, removed when the run ends: a test run leaves nothing in /tmp. And no process it
  * started outlives it: at the end, any process still running from that directory (a server, a
- * control plane, a worker, a sandbox) fails the run, named, and is killed.
+ * control plane, a worker, a sandbox) fails the run, named, and is killed. It also runs the
+ * run's PostgreSQL server (test/postgres.ts), for the store's tests and the suite's run on it.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { processes } from './helpers.js';
+import { startPostgres } from './postgres.js';
 
-/** Processes whose command line or working directory is under `root`: pid and command line. */
+/** Whether a process holds a file under `root` open (a worker, whose title and cwd say nothing of it, holds its output FIFOs). */
+function holdsFileUnder(pid: number, root: string): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(root);
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+/** Processes whose command line, working directory or open files are under `root`: pid and command line. */
 function processesUnder(root: string): { pid: number; cmdline: string }[] {
   return processes()
     .map((p) => ({ ...p, cmdline: p.argv.join(' ') }))
-    .filter((p) => p.pid !== process.pid && (p.cmdline.includes(root) || p.cwd.startsWith(root)));
+    .filter((p) => p.pid !== process.pid && (p.cmdline.includes(root) || p.cwd.startsWith(root) || holdsFileUnder(p.pid, root)));
 }
 
-export default function setup(): () => Promise<void> {
+export default async function setup(): Promise<() => Promise<void>> {
   const root = mkdtempSync(join(tmpdir(), 'molt-run-'));
   // Tests that run molt as another user need to reach their data dirs through it.
   chmodSync(root, 0o755);
   // Test files run in child processes, which inherit this: os.tmpdir() answers it there.
   process.env.TMPDIR = root;
+  const postgres = await startPostgres(join(root, 'postgres')).catch((err) => {
+    rmSync(root, { recursive: true, force: true });
+    throw err;
+  });
+  process.env.MOLT_TEST_POSTGRES_URL = postgres.url;
   return async () => {
+    postgres.stop();
     let left = processesUnder(root);
     for (let i = 0; i < 50 && left.length > 0; i++) {
       await new Promise((r) => setTimeout(r, 100));

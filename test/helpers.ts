@@ -1,10 +1,13 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
-import { chownSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { databaseFor, testStore } from './postgres.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const MOLT_BIN = join(ROOT, 'packages/molt/bin/molt.js');
@@ -54,6 +57,8 @@ export class ServerProcess {
   url = '';
   output = '';
   adminToken = '';
+  /** MOLT_DATABASE_URL when the suite runs on PostgreSQL (a `molt server --takeover` must name the same database). */
+  database: Record<string, string> = {};
 
   constructor(
     readonly dataDir: string,
@@ -66,11 +71,13 @@ export class ServerProcess {
   async start(): Promise<this> {
     this.output = '';
     const server = [process.execPath, MOLT_BIN, 'server', '--data-dir', this.dataDir, '--port', '0', ...this.extraArgs];
+    // The suite's run on PostgreSQL: each data dir has a database of its own (the same on a restart).
+    this.database = testStore === 'postgres' ? { MOLT_DATABASE_URL: await databaseFor(this.dataDir) } : {};
     if (this.runAs !== undefined) chownSync(this.dataDir, this.runAs, this.runAs);
     const argv = this.runAs === undefined ? server : ['setpriv', `--reuid=${this.runAs}`, `--regid=${this.runAs}`, '--clear-groups', ...server];
     this.child = spawn(argv[0]!, argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), ...this.env },
+      env: { ...process.env, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), ...this.database, ...this.env },
     });
     this.child.stdout!.on('data', (c: Buffer) => (this.output += c.toString()));
     this.child.stderr!.on('data', (c: Buffer) => (this.output += c.toString()));
@@ -100,11 +107,44 @@ export class ServerProcess {
     if (illegal) throw new Error(`the server reported a state machine violation: ${illegal[0]}`);
   }
 
+  /**
+   * Runs one SQL statement on this server's store, behind its back (`?` placeholders; quote
+   * camelCase columns): the SQLite file in its data dir, or its PostgreSQL database.
+   */
+  async sql(statement: string, params: unknown[] = []): Promise<Record<string, unknown>[]> {
+    if (this.database.MOLT_DATABASE_URL) {
+      const client = new pg.Client({ connectionString: this.database.MOLT_DATABASE_URL });
+      await client.connect();
+      try {
+        let n = 0;
+        return (await client.query(statement.replace(/\?/g, () => `$${++n}`), params)).rows;
+      } finally {
+        await client.end();
+      }
+    }
+    const db = new Database(join(this.dataDir, 'molt.db'));
+    try {
+      const st = db.prepare(statement);
+      return st.reader ? (st.all(...params) as Record<string, unknown>[]) : (st.run(...params), []);
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Everything the store holds, as text: the SQLite files' bytes, or every table of its database. */
+  async storeText(): Promise<string> {
+    if (!this.database.MOLT_DATABASE_URL) return ['molt.db', 'molt.db-wal'].map((f) => join(this.dataDir, f)).filter(existsSync).map((f) => readFileSync(f).toString('latin1')).join('');
+    const tables = await this.sql("SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public'");
+    const rows = await Promise.all(tables.map((t) => this.sql(`SELECT * FROM "${String(t.name)}"`)));
+    return JSON.stringify(rows);
+  }
+
   /** Runs the CLI against this server as the given token (admin by default). */
-  molt(args: string[], opts: { token?: string; cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+  molt(args: string[], opts: { token?: string; cwd?: string; env?: Record<string, string>; bin?: string } = {}): Promise<CliResult> {
     return molt(args, {
       cwd: opts.cwd,
-      env: { MOLT_SERVER: this.url, MOLT_TOKEN: opts.token ?? this.adminToken, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), MOLT_CACHE_DIR: join(this.dataDir, 'cache'), ...opts.env },
+      bin: opts.bin,
+      env: { MOLT_SERVER: this.url, MOLT_TOKEN: opts.token ?? this.adminToken, MOLT_CONFIG_DIR: join(this.dataDir, 'cli'), MOLT_CACHE_DIR: join(this.dataDir, 'cache'), ...this.database, ...opts.env },
     });
   }
 
@@ -153,9 +193,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function molt(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+/** Runs the CLI (this checkout's, or the molt at `bin`). */
+export function molt(args: string[], opts: { cwd?: string; env?: Record<string, string>; bin?: string } = {}): Promise<CliResult> {
   return new Promise((resolvePromise) => {
-    execFile(process.execPath, [MOLT_BIN, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [opts.bin ?? MOLT_BIN, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       resolvePromise({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLoad } from './load.js';
-import { alive, processes, ServerProcess, simpleApp, sleep, tempDir, waitFor } from './helpers.js';
+import { alive, processes, ROOT, ServerProcess, simpleApp, sleep, tempDir, waitFor } from './helpers.js';
 
 /** The processes whose title starts with `molt: `, as `ps` shows them: pid and title. */
 function moltProcesses(): { pid: number; title: string }[] {
@@ -291,6 +291,63 @@ describe('molt server --takeover', () => {
       await waitFor(() => !alive(next!), 40_000, 'the second data plane to exit');
       next = third;
       expect(await (await fetch(server.route('default', 'handed', '/'), auth(server))).text()).toBe('after the takeover');
+    } finally {
+      if (next && alive(next)) {
+        process.kill(next, 'SIGTERM');
+        await waitFor(() => !alive(next!), 30_000, 'the new server to stop');
+      }
+      await server.stop();
+    }
+  });
+
+  it('a newer molt whose worker runtime changed says so and replaces each worker, one at a time, with no failed request', async () => {
+    // A newer molt: this one copied, with its worker runtime changed (its dependencies are this checkout's).
+    const newer = tempDir();
+    chmodSync(newer, 0o755);
+    for (const part of ['bin', 'dist', 'package.json']) cpSync(join(ROOT, 'packages/molt', part), join(newer, part), { recursive: true });
+    symlinkSync(join(ROOT, 'node_modules'), join(newer, 'node_modules'));
+    appendFileSync(join(newer, 'dist/runtime/serve-fetch.js'), '\n// a newer worker runtime\n');
+    const server = new ServerProcess(tempDir());
+    await server.start();
+    let next: number | undefined;
+    try {
+      const dir = simpleApp(tempDir(), { name: 'renewed', config: { workers: 2 } });
+      expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+      const workers = async () => (await server.api('GET', '/api/v1/namespaces/default/apps/renewed/workers')).body.workers as { id: string; pid: number; status: string }[];
+      const before = await workers();
+      const load = runLoad(server.route('default', 'renewed', '/'), { concurrency: 4, headers: auth(server).headers, maxMs: 90_000 });
+      await sleep(300);
+      const takeover = await server.molt(['server', '--takeover', '--data-dir', server.dataDir, '--port', '0'], { bin: join(newer, 'bin/molt.js') });
+      expect(takeover.code, takeover.stderr).toBe(0);
+      next = Number(readFileSync(join(server.dataDir, 'server.pid.main'), 'utf8'));
+      // It says why, then replaces both workers: fresh ids and pids, the old processes gone.
+      const events = async () => {
+        const text = await (await fetch(`${server.url}/api/v1/namespaces/default/apps/renewed/events`, auth(server))).text();
+        return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; message: string });
+      };
+      await waitFor(async () => (await events()).filter((e) => e.type === 'worker.recycled').length === 2, 60_000, 'both workers to be replaced');
+      const said = await events();
+      expect(said.find((e) => e.type === 'runtime.changed')?.message).toMatch(/^the worker runtime changed \([0-9a-f]{12} → [0-9a-f]{12}\): replacing 2 worker\(s\) one at a time$/);
+      // One at a time: the second replacement starts after the first ended.
+      const order = said.filter((e) => e.type === 'worker.recycling' || e.type === 'worker.recycled').map((e) => e.type);
+      expect(order).toEqual(['worker.recycling', 'worker.recycled', 'worker.recycling', 'worker.recycled']);
+      const after = await workers();
+      expect(after).toHaveLength(2);
+      expect(after.every((w) => w.status === 'RUNNING' && !before.some((b) => b.id === w.id || b.pid === w.pid))).toBe(true);
+      expect(before.some((b) => alive(b.pid))).toBe(false);
+      await sleep(300);
+      const result = await load.stop();
+      expect(result.errors).toEqual([]);
+      expect(result.requests).toBeGreaterThan(100);
+      // Taken over again by the same molt: the runtime is the same, nothing is replaced.
+      const again = await server.molt(['server', '--takeover', '--data-dir', server.dataDir, '--port', '0'], { bin: join(newer, 'bin/molt.js') });
+      expect(again.code, again.stderr).toBe(0);
+      const third = Number(readFileSync(join(server.dataDir, 'server.pid.main'), 'utf8'));
+      await waitFor(() => !alive(next!), 40_000, 'the second data plane to exit');
+      next = third;
+      await sleep(1000);
+      expect((await workers()).map((w) => w.pid)).toEqual(after.map((w) => w.pid));
+      expect((await events()).filter((e) => e.type === 'runtime.changed')).toHaveLength(1);
     } finally {
       if (next && alive(next)) {
         process.kill(next, 'SIGTERM');

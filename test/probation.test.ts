@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServerProcess, tempDir, waitFor, writeApp } from './helpers.js';
 
@@ -75,10 +74,8 @@ describe('probation survives a restart of molt', () => {
     await server.stop('SIGKILL');
     // What the store holds when molt dies between the deadline and its write: the deadline passed
     // while the server was still seen alive.
-    const db = new Database(join(dataDir, 'molt.db'));
-    db.prepare('UPDATE apps SET probationUntil = ? WHERE name = ?').run(new Date(Date.now() - 2000).toISOString(), 'late');
-    db.prepare('UPDATE heartbeats SET at = ?').run(new Date(Date.now() - 1000).toISOString());
-    db.close();
+    await server.sql('UPDATE apps SET "probationUntil" = ? WHERE name = ?', [new Date(Date.now() - 2000).toISOString(), 'late']);
+    await server.sql('UPDATE heartbeats SET at = ?', [new Date(Date.now() - 1000).toISOString()]);
     await server.start();
     await settled('late', 2);
     expect(await get('late')).toMatchObject({ currentRevision: 2, permanentRevision: null, probationUntil: null });

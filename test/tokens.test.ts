@@ -12,9 +12,8 @@ describe('tokens and namespaces', () => {
     expect(server.output).toContain(`admin token (shown once`);
     expect(server.output).toContain(server.adminToken);
     expect(statSync(join(server.dataDir, 'admin-token')).mode & 0o777).toBe(0o600);
-    const { existsSync, readFileSync } = await import('node:fs');
     const { createHash } = await import('node:crypto');
-    const stored = ['molt.db', 'molt.db-wal'].map((f) => join(server.dataDir, f)).filter(existsSync).map((f) => readFileSync(f).toString('latin1')).join('');
+    const stored = await server.storeText();
     expect(stored).toContain(createHash('sha256').update(server.adminToken).digest('hex'));
     expect(stored).not.toContain(server.adminToken);
   });

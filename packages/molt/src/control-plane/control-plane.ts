@@ -3,13 +3,14 @@ import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { removeTree } from '../blobs/materialize.js';
 import type { Store } from '../store/store.js';
-import type { AppRow } from '../store/types.js';
+import type { AppRow, RevisionRow } from '../store/types.js';
 import { AppService } from './app-service.js';
 import { TokenVerifier } from './auth.js';
 import { BlobAccess } from './blob-access.js';
 import { Quotas } from './quotas.js';
 import type { Isolation } from './sandbox/isolation.js';
 import { UploadGate } from './upload-gate.js';
+import { SharedBlobs } from './shared-blobs.js';
 import { EventLog } from './event-log.js';
 import type { DataPlaneClient, RemoteLogHub } from './data-plane-client.js';
 import { RolloutEngine } from './rollout-engine.js';
@@ -62,8 +63,10 @@ export class ControlPlane {
   readonly blobAccess: BlobAccess;
   readonly quotas: Quotas;
   readonly uploads: UploadGate;
+  readonly sharedBlobs: SharedBlobs;
   private heartbeat?: NodeJS.Timeout;
   private recovering = true;
+  private closing = false;
 
   constructor(
     readonly store: Store,
@@ -74,6 +77,7 @@ export class ControlPlane {
     mkdirSync(opts.dataDir, { recursive: true });
     this.blobs = new BlobStore(join(opts.dataDir, 'blobs'));
     this.blobAccess = new BlobAccess(store, this.blobs);
+    this.sharedBlobs = new SharedBlobs(store, this.blobs);
     this.quotas = new Quotas(store);
     this.uploads = new UploadGate(opts.maxConcurrentUploads);
     this.events = new EventLog(store);
@@ -85,7 +89,7 @@ export class ControlPlane {
       dp,
       this.events,
       this.logs,
-      { dataDir: opts.dataDir, workerHost: opts.workerHost, isolation: opts.isolation, scratchBytes: opts.scratchBytes },
+      { dataDir: opts.dataDir, workerHost: opts.workerHost, isolation: opts.isolation, scratchBytes: opts.scratchBytes, shared: this.sharedBlobs },
       new Scheduler(opts.node),
       opts.cgroups,
     );
@@ -109,6 +113,13 @@ export class ControlPlane {
    */
   async recover(): Promise<void> {
     this.removeLeftovers();
+    // On a shared database, another server may have recorded releases and volumes: their trees come here first.
+    if (this.sharedBlobs.shared) {
+      for (const ns of await this.store.listNamespaces()) {
+        for (const r of await this.store.listReleases(ns.name)) await this.sharedBlobs.fetch(r.id, false);
+        for (const v of await this.store.listVolumes(ns.name)) for (const rev of await this.store.listVolumeRevisions(v.id)) await this.sharedBlobs.fetch(rev.treeHash, false);
+      }
+    }
     await this.blobAccess.backfill();
     await this.syncTokens();
     // When the previous control plane was last seen alive: what its probations were watched until.
@@ -117,7 +128,7 @@ export class ControlPlane {
     this.heartbeat = setInterval(() => void this.beat().catch(() => {}), HEARTBEAT_MS);
     this.heartbeat.unref();
     // Only the control plane restarted when its data plane was up before it was last seen.
-    const { startedAt } = await this.dp.info();
+    const { startedAt, runtime } = await this.dp.info();
     const who = Date.parse(startedAt) < lastSeen ? 'the control plane' : 'the server';
     for (const r of await this.store.listRunningRollouts()) {
       const app = await this.store.getApp(r.namespace, r.app);
@@ -133,6 +144,8 @@ export class ControlPlane {
     const apps = await this.store.listApps();
     const byKey = new Map(apps.map((a) => [`${a.namespace}/${a.name}`, a]));
     const strays: { id: string; reason: string }[] = [];
+    /** Adopted workers an older molt's worker runtime runs, by app: replaced one by one once recovered. */
+    const outdated = new Map<string, { ids: string[]; rev: RevisionRow; from: string }>();
     const exited: string[] = [];
     /** Apps on probation a worker of whose upgraded revision crashed while no control plane watched. */
     const crashed = new Map<string, string>();
@@ -146,6 +159,12 @@ export class ControlPlane {
         const rev = [w.revision, app.currentRevision, app.permanentRevision].map((n) => revs.find((r) => r.revision === n && r.releaseId === info.releaseId)).find(Boolean);
         if (rev) {
           await this.supervisor.adopt(w, rev, info);
+          if (info.runtime !== runtime && rev.revision === app.currentRevision) {
+            const key = `${w.namespace}/${w.app}`;
+            const entry = outdated.get(key) ?? { ids: [], rev, from: info.runtime };
+            entry.ids.push(w.id);
+            outdated.set(key, entry);
+          }
           if (rev.revision !== app.currentRevision && rev.revision !== app.permanentRevision) strays.push({ id: w.id, reason: `its rollout was cut short when the control plane restarted; revision ${app.currentRevision} serves` });
           continue;
         }
@@ -188,6 +207,16 @@ export class ControlPlane {
     }
     this.recovering = false;
     await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
+    // A newer molt took over workers an older one started: the runtime they run is not this molt's
+    // (a hot upgrade changes an app's modules, never the runtime that loads them), so each is replaced
+    // by a fresh worker, one at a time per app, never left to run the old runtime for ever.
+    for (const [key, { ids, rev, from }] of outdated) {
+      const [namespace, app] = key.split('/') as [string, string];
+      await this.events.append({ namespace, app, level: 'warn', type: 'runtime.changed', message: `the worker runtime changed (${from} → ${runtime}): replacing ${ids.length} worker(s) one at a time` });
+      void (async () => {
+        for (const id of ids) if (!this.closing) await this.rollouts.recycle(namespace, app, id, rev, { message: `runs worker runtime ${from}, this molt's is ${runtime}`, reason: 'the worker runtime changed' });
+      })().catch((err) => this.events.internalError(namespace, app, err));
+    }
   }
 
   private beat(): Promise<void> {
@@ -233,6 +262,7 @@ export class ControlPlane {
    * stopped: the next control plane resumes from the store and the workers, as after a crash.
    */
   async close(opts: { keepWorkers?: boolean } = {}): Promise<void> {
+    this.closing = true;
     clearInterval(this.heartbeat);
     if (opts.keepWorkers) return this.supervisor.detach();
     await this.rollouts.waitAll().catch(() => {});

@@ -78,7 +78,7 @@ export class DataPlaneClient {
   }
 
   /** When the data plane started. */
-  info(): Promise<{ startedAt: string }> {
+  info(): Promise<{ startedAt: string; runtime: string; url: string }> {
     return this.call('dp.info');
   }
 

@@ -279,7 +279,7 @@ export class RolloutEngine {
       await this.store.finishRollout(rollout.id, 'succeeded');
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
       this.watchProbation(namespace, app, probationUntil);
-      for (const id of overBudget) void this.recycle(namespace, app, id, to, opts.maxRetainedModules).catch((err) => this.events.internalError(namespace, app, err));
+      for (const id of overBudget) void this.recycle(namespace, app, id, to, { message: `retains more than ${opts.maxRetainedModules} module versions`, reason: 'too many retained module versions' }).catch((err) => this.events.internalError(namespace, app, err));
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       await ev('rollout.aborting', `hot upgrade aborted: ${reason}; downgrading ${upgraded.length} upgraded worker(s) in place`, 'error');
@@ -397,27 +397,34 @@ export class RolloutEngine {
   }
 
   /**
-   * Node never frees a loaded module: a worker past its budget of retained module versions is
-   * replaced by a fresh one of the same revision (started and ready first, then drained). It
-   * holds the app's rollout lock meanwhile, so no update runs beside it.
+   * Replaces one worker by a fresh one of the same revision (started and ready first, then the old
+   * one drained): a worker past its budget of retained module versions (Node never frees a loaded
+   * module), or one started by an older molt's worker runtime. It holds the app's rollout lock
+   * meanwhile, so no update runs beside it, and several recycles of one app go one at a time.
    */
-  private async recycle(namespace: string, app: string, workerId: string, rev: RevisionRow, budget: number): Promise<void> {
+  async recycle(namespace: string, app: string, workerId: string, rev: RevisionRow, why: { message: string; reason: string }): Promise<void> {
     // After an update that held the app, only if the worker still runs this revision.
     const claimed = await this.claimWhenFree(namespace, app, (row) => row.currentRevision === rev.revision && this.supervisor.workersOf(namespace, app).some((w) => w.id === workerId));
     if (!claimed) return;
     const { rolloutId } = claimed;
-    await this.recordRollout(rolloutId, namespace, app, rev.revision, rev.revision, 'rolling');
-    await this.events.append({ namespace, app, workerId, rolloutId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} retains more than ${budget} module versions: replacing it with a fresh worker` });
+    // A stop waits for it, as for any rollout.
+    let done = () => {};
+    this.running.set(rolloutId, new Promise<void>((r) => (done = r)));
     try {
+      await this.recordRollout(rolloutId, namespace, app, rev.revision, rev.revision, 'rolling');
+      await this.events.append({ namespace, app, workerId, rolloutId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} ${why.message}: replacing it with a fresh worker` });
       await this.supervisor.startWorker(rev, rolloutId);
-      await this.supervisor.stopWorker(workerId, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, rolloutId, reason: 'recycled: too many retained module versions' });
+      await this.supervisor.stopWorker(workerId, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, rolloutId, reason: `recycled: ${why.reason}` });
       await this.store.finishRollout(rolloutId, 'succeeded', `recycled worker ${workerId}`);
+      await this.events.append({ namespace, app, workerId, rolloutId, level: 'info', type: 'worker.recycled', message: `worker ${workerId} replaced (${why.reason})` });
     } catch (err) {
       const message = `could not recycle worker ${workerId}: ${err instanceof Error ? err.message : String(err)}`;
-      await this.store.finishRollout(rolloutId, 'failed', message);
+      await this.store.finishRollout(rolloutId, 'failed', message).catch(() => {});
       await this.events.append({ namespace, app, workerId, rolloutId, level: 'error', type: 'worker.recycle.failed', message });
     } finally {
       await this.unlock(namespace, app);
+      this.running.delete(rolloutId);
+      done();
     }
   }
 }

@@ -1,7 +1,8 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DataPlane } from '../data-plane/data-plane.js';
 import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET } from '../data-plane/protocol.js';
@@ -9,6 +10,7 @@ import { errorResponse, MoltError } from '../errors.js';
 import { answerClientError } from '../gateway/gateway.js';
 import { newId, newToken, sha256 } from '../ids.js';
 import { openStore } from '../store/open-store.js';
+import { describeLeader, Leadership } from './leadership.js';
 import { appRoutes } from './api/app-routes.js';
 import { volumeRoutes } from './api/volume-routes.js';
 import { nodeRoutes } from './api/node-routes.js';
@@ -29,7 +31,7 @@ export interface ServerOptions {
   host?: string;
   port?: number;
   /** `postgres://…` to use PostgreSQL; default SQLite in the data dir. */
-  storeUrl?: string;
+  databaseUrl?: string;
   maxUploadBytes?: number;
   maxUploadFiles?: number;
   maxVolumeBytes?: number;
@@ -76,6 +78,8 @@ export interface MoltServer {
   isolation: string;
   /** The admin token, only on the start that created it. */
   adminToken?: string;
+  /** Who leads, when this server started as a standby. */
+  standby?: string;
   /** Settles when a newer `molt server --takeover` has taken over and this one has drained: it should exit. */
   retired: Promise<void>;
   close(): Promise<void>;
@@ -139,6 +143,13 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   chmodSync(dataDir, 0o700);
   let lock = lockDataDir(dataDir);
+  let databaseUrl: string | undefined;
+  try {
+    databaseUrl = databaseOf(dataDir, opts.databaseUrl);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
   // Started by a data plane that hands over to this one: its listening socket is at this fd.
   const listenFd = process.env.MOLT_TAKEOVER_FD ? Number(process.env.MOLT_TAKEOVER_FD) : undefined;
   const takeoverStatusFd = process.env.MOLT_TAKEOVER_STATUS_FD ? Number(process.env.MOLT_TAKEOVER_STATUS_FD) : undefined;
@@ -169,7 +180,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
       },
     },
     onRetired: () => onRetired(),
-    controlPlaneOptions: { ...opts, dataDir },
+    controlPlaneOptions: { ...opts, dataDir, databaseUrl },
   });
   process.title = `molt: gateway ${dataDir}`;
   try {
@@ -179,6 +190,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
       port: dataPlane.port,
       isolation: ready.isolation,
       adminToken: ready.adminToken,
+      standby: ready.standby,
       retired,
       close: once(async () => {
         await dataPlane.close();
@@ -191,6 +203,36 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     lock.release();
     throw err;
   }
+}
+
+/** A database URL as it may be printed: without its password. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * Which database a data dir's server keeps its state in. A data dir remembers the database it was
+ * first started with (`database-url`, mode 0600): a later start without `--database-url` (a
+ * takeover, a restart) uses it again, and one naming another database is refused before anything
+ * is touched, as is a PostgreSQL URL for a data dir whose state is in its SQLite file.
+ */
+function databaseOf(dataDir: string, given: string | undefined): string | undefined {
+  const file = join(dataDir, 'database-url');
+  const recorded = existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+  const mismatch = (where: string) =>
+    new MoltError('MOLT_ERR_DATABASE_MISMATCH', `data dir ${dataDir} keeps its state in ${where}, not in ${redact(given!)}; start it ${recorded ? `with --database-url ${redact(recorded)} (or none: it is remembered)` : 'without --database-url'}, or use another data dir`);
+  if (given && recorded && given !== recorded) throw mismatch(redact(recorded));
+  if (given && !recorded) {
+    if (existsSync(join(dataDir, 'molt.db'))) throw mismatch(`SQLite (${join(dataDir, 'molt.db')})`);
+    writeFileSync(file, `${given}\n`, { mode: 0o600 });
+  }
+  return given ?? recorded;
 }
 
 function once<A>(fn: (arg?: A) => Promise<void>): (arg?: A) => Promise<void> {
@@ -228,7 +270,7 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
   }
   const logs = new RemoteLogHub(join(dataDir, 'logs'));
   const dp = await DataPlaneClient.connect(join(dataDir, DATA_PLANE_SOCKET), logs);
-  const store = await openStore(dataDir, opts.storeUrl);
+  const store = await openStore(dataDir, opts.databaseUrl);
   const cp = new ControlPlane(store, dp, {
     dataDir,
     workerHost: '127.0.0.1',
@@ -245,6 +287,17 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
     scratchBytes: (opts.scratchMb ?? 512) * 1024 * 1024,
     maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
   });
+  // One control plane decides per database; the others stand by, their data planes serving no app.
+  let url = '';
+  const leadership = new Leadership(store, `${hostname()}:${dataDir}`, () => ({ dataDir, pid: process.pid, url: url || undefined }));
+  const first = await leadership.attempt();
+  if (!first.leads) {
+    await dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(first.lease) });
+    // What this data plane still runs is the leader's to replace, not this one's to run.
+    for (const w of await dp.listWorkers()) if (w.state !== 'exited') await dp.stopWorker(w.id, 5000).catch(() => {});
+    await leadership.acquire((lease) => void dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(lease) }).catch(() => {}));
+  }
+  url = (await dp.info()).url;
   const adminToken = await bootstrap(cp, dataDir);
   const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
   // Every event, once: a JSON line with its app, rollout and worker ids, or a line for a person.
@@ -265,6 +318,11 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
   });
   await cp.recover();
   await dp.call('cp.ready', { isolation: describeIsolation(isolation), adminToken });
+  leadership.keep((why) => {
+    // Deposed: it decides nothing more. Its data plane starts a new control plane, which stands by.
+    log.error({ event: 'leadership.lost' }, `this control plane lost the lead (${why}); it stops deciding and restarts as a standby`);
+    process.exit(1);
+  });
 
   return {
     cp,
@@ -272,6 +330,9 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       await cp.close({ keepWorkers: how.keepWorkers === true });
+      // A server that stops gives the lead to a standby at once; one handing over to its successor keeps it.
+      if (how.keepWorkers) leadership.stop();
+      else await leadership.release();
       server.closeAllConnections();
       await closed;
       await api.close().catch(() => {});

@@ -5,6 +5,7 @@ import { BlobStore } from '../blobs/blob-store.js';
 import { materializeTree, removeTree } from '../blobs/materialize.js';
 import { newId } from '../ids.js';
 import type { Store } from '../store/store.js';
+import type { SharedBlobs } from './shared-blobs.js';
 import type { RevisionRow, WorkerRow } from '../store/types.js';
 import type { UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
 import type { EventLog } from './event-log.js';
@@ -35,6 +36,8 @@ export interface SupervisorOptions {
   isolation: Isolation;
   /** Size of each private tmpfs of a sandboxed worker (/tmp, scratch, links). */
   scratchBytes: number;
+  /** The database's copy of blobs, fetched from when the data dir lacks a tree. */
+  shared: SharedBlobs;
 }
 
 /**
@@ -123,13 +126,14 @@ export class Supervisor {
   }
 
   /** Materializes a release for an app (once) and returns its directory. */
-  releaseDir(namespace: string, app: string, releaseId: string): Promise<string> {
+  async releaseDir(namespace: string, app: string, releaseId: string): Promise<string> {
+    await this.opts.shared.fetch(releaseId);
     return materializeTree(this.blobs, join(this.releasesDir(namespace, app), releaseId), releaseId);
   }
 
   /** Materializes each volume revision once (shared by every worker using it), read-only. */
   volumeDirs(rev: RevisionRow): Promise<WorkerVolume[]> {
-    return Promise.all(rev.volumes.map(async (v) => ({ ref: v.ref, revision: v.revision, path: await materializeTree(this.blobs, join(this.opts.dataDir, 'trees', v.treeHash), v.treeHash) })));
+    return Promise.all(rev.volumes.map(async (v) => ({ ref: v.ref, revision: v.revision, path: await this.opts.shared.fetch(v.treeHash).then(() => materializeTree(this.blobs, join(this.opts.dataDir, 'trees', v.treeHash), v.treeHash)) })));
   }
 
   /** A release is deleted: the app's copy of it goes. */

@@ -173,6 +173,7 @@ export class VolumeService {
             createdBy: p.tokenId,
             addedBytes,
           };
+          await this.cp.sharedBlobs.publish(upload.hash);
           if (!(await this.cp.store.insertVolumeRevision(rev, volume.latestSeq))) {
             throw new MoltError('MOLT_ERR_CONFLICT', `another push to volume ${name} finished first; pull it and push again`);
           }

@@ -12,6 +12,7 @@ import type { WorkerAddress } from '../gateway/target.js';
 import type { Adopted, ServerToWorker, UpgradeRequest, UpgradeResult, WorkerToServer } from '../runtime/control-messages.js';
 import { MOLT_APP_ENTRY, moltAppPackageDir } from '../runtime/molt-app-entry.js';
 import { CONTROL_FD } from '../runtime/control-channel.js';
+import { runtimeId } from '../runtime/runtime-id.js';
 import { lineSplitter, type LogLine } from './log-hub.js';
 import { WorkerControl } from './worker-control.js';
 import { bwrapArgs, CONTROL_SOCKET_NAME, dropTo, runtimeDirs, SANDBOX, SOCKET_NAME } from './sandbox/bwrap-args.js';
@@ -152,6 +153,8 @@ export class WorkerProcess {
   pid?: number;
   /** The release it runs (a hot upgrade changes it). */
   releaseId: string;
+  /** The worker runtime it was started with (`runtimeId()` of the molt that started it; kept through adoptions). */
+  runtime: string;
   private startTime?: string;
   /** What its control socket asks for: made for it at spawn, read from its record at adoption. */
   private secret = randomBytes(32).toString('base64url');
@@ -176,6 +179,7 @@ export class WorkerProcess {
     private readonly home: WorkerHome,
   ) {
     this.releaseId = launch.releaseId;
+    this.runtime = runtimeId();
   }
 
   get id(): string {
@@ -325,6 +329,8 @@ export class WorkerProcess {
     const proc = new WorkerProcess(record.launch, onLog, onExit, onClosed, home);
     if (!stillRuns(record)) throw new WorkerGone(`worker ${record.launch.id} is gone (pid ${record.pid} no longer runs)`);
     proc.secret = record.secret;
+    // A record from before runtimes were recorded is of an older molt's runtime.
+    proc.runtime = record.runtime ?? 'unknown';
     proc.pid = record.pid;
     proc.pidKnown = Promise.resolve(record.pid);
     proc.startTime = record.startTime;
@@ -416,7 +422,7 @@ export class WorkerProcess {
 
   private writeRecord(): void {
     if (this.exited || !this.pid || !this.startTime) return;
-    this.home.records.write({ launch: this.launch, secret: this.secret, pid: this.pid, startTime: this.startTime, state: this.state, releaseId: this.releaseId, address: this.address });
+    this.home.records.write({ launch: this.launch, secret: this.secret, pid: this.pid, startTime: this.startTime, state: this.state, releaseId: this.releaseId, runtime: this.runtime, address: this.address });
   }
 
   /** Reads one of the worker's FIFOs, a line at a time, pausing while the log cannot take more. */

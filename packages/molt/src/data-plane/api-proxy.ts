@@ -41,7 +41,15 @@ export class ApiProxy {
     for (const w of [...this.waiters]) w();
   }
 
+  /** Set while the control plane stands by: who leads, for the 503 every API request gets meanwhile. */
+  standby?: string;
+
+  setStandby(leader: string | undefined): void {
+    this.standby = leader;
+  }
+
   handle(req: IncomingMessage, res: ServerResponse): void {
+    if (this.standby !== undefined) return this.refuse(res, new MoltError('MOLT_ERR_STANDBY', `this molt server stands by: ${this.standby}; send API requests to the leader, or wait for this one to take the lead`), 5);
     if (this.up) this.forward(req, res, false);
     else this.wait(req, res, false);
   }
@@ -65,9 +73,13 @@ export class ApiProxy {
       res.destroy();
       return;
     }
-    const { status, body } = errorResponse(new MoltError('MOLT_ERR_CONTROL_PLANE_DOWN', `the control plane is restarting (${why}); apps keep serving; retry shortly`));
+    this.refuse(res, new MoltError('MOLT_ERR_CONTROL_PLANE_DOWN', `the control plane is restarting (${why}); apps keep serving; retry shortly`), 1);
+  }
+
+  private refuse(res: ServerResponse, err: MoltError, retryAfterS: number): void {
+    const { status, body } = errorResponse(err);
     const payload = JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'retry-after': '1' }).end(payload);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'retry-after': String(retryAfterS) }).end(payload);
   }
 
   private forward(req: IncomingMessage, res: ServerResponse, retried: boolean): void {

@@ -17,6 +17,7 @@ import { ApiProxy } from './api-proxy.js';
 import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, TAKEOVER_SOCKET, type TakeoverAnswer, type TakeoverRequest, type TargetStats } from './protocol.js';
 import { RpcPeer } from './rpc.js';
 import { ControlChannel } from '../runtime/control-channel.js';
+import { runtimeId } from '../runtime/runtime-id.js';
 import type { Duplex } from 'node:stream';
 import { stillRuns, WorkerRecords } from './worker-records.js';
 import { listDir } from '../list-dir.js';
@@ -61,6 +62,8 @@ export interface DataPlaneOptions {
 export interface ControlPlaneReady {
   isolation: string;
   adminToken?: string;
+  /** Set while the control plane stands by: who leads instead (on a database several servers share). */
+  standby?: string;
 }
 
 /** Restart delays of a control plane that died: doubling from 100 ms to 10 s, reset after a minute up. */
@@ -469,19 +472,24 @@ export class DataPlane {
     return {
       'cp.ready': (p: ControlPlaneReady) => {
         const first = this.firstReady !== undefined;
+        const wasStandby = this.api.standby !== undefined;
         this.restartDelay = this.firstReady ? RESTART_MIN_MS : this.restartDelay;
+        this.api.setStandby(p.standby);
         this.api.setUp(true);
         this.firstReady?.resolve(p);
         this.firstReady = undefined;
-        if (!first) this.say('info', 'control-plane.ready', `the control plane is back (pid ${this.child?.pid})`);
+        if (p.standby) this.say('warn', 'control-plane.standby', `standing by: ${p.standby}; this server takes the lead when it lapses`);
+        else if (wasStandby) this.say('info', 'control-plane.leads', `this server's control plane leads now (pid ${this.child?.pid})`);
+        else if (!first) this.say('info', 'control-plane.ready', `the control plane is back (pid ${this.child?.pid})`);
       },
-      'dp.info': () => ({ startedAt: this.startedAt }),
+      'dp.info': () => ({ startedAt: this.startedAt, runtime: runtimeId(), url: this.url }),
       'workers.list': (): DataPlaneWorker[] =>
         [...this.workers.values()].map((proc) => ({
           id: proc.id,
           namespace: proc.launch.namespace,
           app: proc.launch.app,
           releaseId: proc.releaseId,
+          runtime: proc.runtime,
           pid: proc.pid ?? null,
           address: proc.address ?? null,
           state: proc.phase,

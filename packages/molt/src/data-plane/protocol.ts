@@ -8,6 +8,8 @@ export interface DataPlaneWorker {
   app: string;
   /** The release it runs now (a hot upgrade changes it). */
   releaseId: string;
+  /** The worker runtime it was started with; the data plane's own is in `dp.info`. */
+  runtime: string;
   pid: number | null;
   address: WorkerAddress | null;
   /** starting: spawned, not yet ready; running: passed readiness; exited: gone (with how). */

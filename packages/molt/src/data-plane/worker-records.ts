@@ -18,6 +18,8 @@ export interface WorkerRecord {
   startTime: string;
   state: 'starting' | 'running';
   releaseId: string;
+  /** The worker runtime it was started with (absent in records of molt versions before it was kept). */
+  runtime?: string;
   address?: WorkerAddress;
 }
 

@@ -3,7 +3,7 @@ import type { Store } from './store.js';
 import { type Database, migrations } from './schema.js';
 import { MoltError } from '../errors.js';
 import { revisionStatus, rolloutPhase, type StateMachine, workerStatus } from './lifecycle.js';
-import type { AppRow, EventRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
+import type { AppRow, EventRow, LeaseRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
 
@@ -235,6 +235,45 @@ export class KyselyStore implements Store {
 
   async beat(name: string, at: string): Promise<void> {
     await this.db.insertInto('heartbeats').values({ name, at }).onConflict((oc) => oc.column('name').doUpdateSet({ at })).execute();
+  }
+
+  async acquireLease(name: string, holder: string, info: string, now: string, expiresAt: string): Promise<LeaseRow> {
+    // One statement: of two standbys racing for a lapsed lease, one updates it and the other's WHERE fails.
+    await this.db
+      .insertInto('leases')
+      .values({ name, holder, info, expiresAt })
+      .onConflict((oc) =>
+        oc
+          .column('name')
+          .doUpdateSet({ holder, info, expiresAt })
+          .where((eb) => eb.or([eb('leases.holder', '=', holder), eb('leases.expiresAt', '<', now)])),
+      )
+      .execute();
+    return (await this.db.selectFrom('leases').selectAll().where('name', '=', name).executeTakeFirstOrThrow()) as LeaseRow;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.db.deleteFrom('leases').where('name', '=', name).where('holder', '=', holder).execute();
+  }
+
+  async putBlobs(blobs: { hash: string; data: Buffer }[]): Promise<void> {
+    if (blobs.length === 0) return;
+    await this.db
+      .insertInto('blobs')
+      .values(blobs)
+      .onConflict((oc) => oc.column('hash').doNothing())
+      .execute();
+  }
+
+  async missingBlobs(hashes: string[]): Promise<string[]> {
+    const have = new Set<string>();
+    for (const part of chunks([...new Set(hashes)])) for (const r of await this.db.selectFrom('blobs').select('hash').where('hash', 'in', part).execute()) have.add(r.hash);
+    return [...new Set(hashes)].filter((h) => !have.has(h));
+  }
+
+  async getBlob(hash: string): Promise<Buffer | undefined> {
+    const r = await this.db.selectFrom('blobs').select('data').where('hash', '=', hash).executeTakeFirst();
+    return r && Buffer.from(r.data);
   }
 
   async lastBeat(name: string): Promise<string | undefined> {

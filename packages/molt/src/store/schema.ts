@@ -59,6 +59,8 @@ export interface Database {
   };
   volumes: { id: string; namespace: string; name: string; latestSeq: number; createdAt: string; updatedAt: string };
   heartbeats: { name: string; at: string };
+  leases: { name: string; holder: string; info: string; expiresAt: string };
+  blobs: { hash: string; data: Buffer };
   volumeRevisions: { volumeId: string; seq: number; revision: string; treeHash: string; files: number; size: number; createdAt: string; createdBy: string; addedBytes: number };
   blobAccess: { namespace: string; hash: string };
   volumeGrants: { volumeId: string; namespace: string; write: number; createdAt: string };
@@ -251,6 +253,24 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .createTable('heartbeats')
           .addColumn('name', 'text', (c) => c.primaryKey())
           .addColumn('at', 'text', (c) => c.notNull())
+          .execute();
+      },
+    },
+    '0007-leadership-and-blobs': {
+      async up(db: Kysely<any>) {
+        // Which control plane leads, until when: renewed while it lives, taken by a standby when it lapses.
+        await db.schema
+          .createTable('leases')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('holder', 'text', (c) => c.notNull())
+          .addColumn('info', 'text', (c) => c.notNull())
+          .addColumn('expiresAt', 'text', (c) => c.notNull())
+          .execute();
+        // Blobs of releases and volumes kept in a shared database, for any server that leads next.
+        await db.schema
+          .createTable('blobs')
+          .addColumn('hash', 'text', (c) => c.primaryKey())
+          .addColumn('data', dialect === 'postgres' ? 'bytea' : 'blob', (c) => c.notNull())
           .execute();
       },
     },

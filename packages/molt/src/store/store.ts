@@ -1,6 +1,7 @@
 import type {
   AppRow,
   EventRow,
+  LeaseRow,
   NamespaceQuota,
   NamespaceRow,
   ReleaseRow,
@@ -142,6 +143,22 @@ export interface Store {
   beat(name: string, at: string): Promise<void>;
   /** When `name` was last seen alive, or undefined. */
   lastBeat(name: string): Promise<string | undefined>;
+
+  /**
+   * Takes the lease `name` for `holder` until `expiresAt`, or renews it: only if no one holds it,
+   * its holder's time ran out before `now`, or `holder` holds it already (then `info` is updated).
+   * Answers who holds it after the attempt: `holder` when it was taken or renewed.
+   */
+  acquireLease(name: string, holder: string, info: string, now: string, expiresAt: string): Promise<LeaseRow>;
+  /** Gives the lease up, if `holder` holds it. */
+  releaseLease(name: string, holder: string): Promise<void>;
+
+  /** Stores blobs in the database (those it has already are left as they are). */
+  putBlobs(blobs: { hash: string; data: Buffer }[]): Promise<void>;
+  /** Which of `hashes` the database lacks. */
+  missingBlobs(hashes: string[]): Promise<string[]>;
+  /** A blob from the database, or undefined. */
+  getBlob(hash: string): Promise<Buffer | undefined>;
 
   /** Appends an event and returns it with its id. */
   appendEvent(event: Omit<EventRow, 'id'>): Promise<EventRow>;

@@ -205,3 +205,11 @@ export interface EventRow {
   type: string;
   message: string;
 }
+
+/** Who holds a lease (the control plane that leads), until when, and what it says of itself. */
+export interface LeaseRow {
+  name: string;
+  holder: string;
+  info: string;
+  expiresAt: string;
+}

@@ -89,7 +89,7 @@ export function serverCommand(program: Command): void {
     .option('--data-dir <dir>', 'where state, blobs and logs live (env MOLT_DATA_DIR)', defaultDataDir())
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0 = any free port)', '7070')
-    .option('--store <url>', 'postgres://… to keep state in PostgreSQL (default: SQLite in the data dir)')
+    .option('--database-url <url>', 'postgres://… to keep state in PostgreSQL (env MOLT_DATABASE_URL; default: SQLite in the data dir)', process.env.MOLT_DATABASE_URL)
     .option('--max-upload-bytes <n>', 'largest upload accepted', String(512 * 1024 * 1024))
     .option('--max-upload-files <n>', 'most files a release or volume revision may have', '100000')
     .option('--max-volume-bytes <n>', 'most bytes a volume revision may hold', String(10 * 1024 ** 3))
@@ -118,7 +118,7 @@ export function serverCommand(program: Command): void {
         dataDir: string;
         host: string;
         port: string;
-        store?: string;
+        databaseUrl?: string;
         maxUploadBytes: string;
         maxUploadFiles: string;
         maxVolumeBytes: string;
@@ -152,7 +152,7 @@ export function serverCommand(program: Command): void {
           dataDir,
           host: opts.host,
           port: Number(opts.port),
-          storeUrl: opts.store,
+          databaseUrl: opts.databaseUrl || undefined,
           maxUploadBytes: Number(opts.maxUploadBytes),
           maxUploadFiles: Number(opts.maxUploadFiles),
           maxVolumeBytes: Number(opts.maxVolumeBytes),
@@ -177,7 +177,8 @@ export function serverCommand(program: Command): void {
         });
         console.log(`molt server listening on ${server.url} (data in ${dataDir})`);
         console.log(`workers: ${server.isolation}`);
-        if (server.adminToken) {
+        if (server.standby) console.log(`standing by: ${server.standby}; this server takes the lead when it lapses (admin tokens are the leader's)`);
+        else if (server.adminToken) {
           console.log(`admin token (shown once, also in ${join(dataDir, 'admin-token')}, mode 0600):\n  ${server.adminToken}`);
           console.log(`log in with:\n  npx molt login --server ${server.url} --token ${server.adminToken}`);
         } else console.log(`admin token: in ${join(dataDir, 'admin-token')}`);

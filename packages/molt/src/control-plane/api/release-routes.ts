@@ -79,7 +79,10 @@ export function releaseRoutes(api: FastifyInstance, { cp }: ApiContext): void {
             size: treeSize(upload.tree),
             createdAt: new Date().toISOString(),
           };
-          if (!existing) await cp.store.insertRelease(row);
+          if (!existing) {
+            await cp.sharedBlobs.publish(upload.hash);
+            await cp.store.insertRelease(row);
+          }
           return { release: row, uploaded: { blobs: added, bytes: upload.receivedBytes } };
         };
         const result = existing ? await store() : await cp.quotas.admit(ns, () => cp.quotas.checkRelease(ns), store);
