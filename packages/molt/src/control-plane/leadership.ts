@@ -59,9 +59,9 @@ export class Leadership {
     return { leads, lease };
   }
 
-  /** Resolves once this control plane leads, trying every RENEW_MS; `standby` hears of each holder it waits for. */
-  async acquire(standby: (lease: LeaseRow) => void): Promise<void> {
-    let last = '';
+  /** Resolves once this control plane leads, trying every RENEW_MS; `standby` hears of each new holder it waits for (after `known`). */
+  async acquire(standby: (lease: LeaseRow) => void, known = ''): Promise<void> {
+    let last = known;
     for (;;) {
       const { leads, lease } = await this.attempt().catch(() => ({ leads: false, lease: undefined }));
       if (leads) return;

@@ -295,9 +295,15 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
     await dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(first.lease) });
     // What this data plane still runs is the leader's to replace, not this one's to run.
     for (const w of await dp.listWorkers()) if (w.state !== 'exited') await dp.stopWorker(w.id, 5000).catch(() => {});
-    await leadership.acquire((lease) => void dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(lease) }).catch(() => {}));
+    await leadership.acquire((lease) => void dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(lease) }).catch(() => {}), first.lease.holder);
   }
-  url = (await dp.info()).url;
+  // Where it serves, for standbys to say: known once the data plane listens (after the first ready).
+  const learnUrl = async (): Promise<void> => {
+    for (let i = 0; i < 100 && !url; i++) {
+      url = (await dp.info()).url;
+      if (!url) await new Promise((r) => setTimeout(r, 100));
+    }
+  };
   const adminToken = await bootstrap(cp, dataDir);
   const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
   // Every event, once: a JSON line with its app, rollout and worker ids, or a line for a person.
@@ -318,6 +324,7 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
   });
   await cp.recover();
   await dp.call('cp.ready', { isolation: describeIsolation(isolation), adminToken });
+  void learnUrl().catch(() => {});
   leadership.keep((why) => {
     // Deposed: it decides nothing more. Its data plane starts a new control plane, which stands by.
     log.error({ event: 'leadership.lost' }, `this control plane lost the lead (${why}); it stops deciding and restarts as a standby`);
