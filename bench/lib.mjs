@@ -22,8 +22,7 @@ export function run(cmd, args, opts = {}) {
   });
 }
 
-export async function startMolt(extraArgs = []) {
-  const dataDir = tmp();
+export async function startMolt(extraArgs = [], dataDir = tmp()) {
   const child = spawn(process.execPath, [MOLT, 'server', '--data-dir', dataDir, '--port', '0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (c) => (out += c));
@@ -51,10 +50,10 @@ export async function startMolt(extraArgs = []) {
 }
 
 /** A hello-world app, the same one every target serves. */
-export function writeBenchApp(body = 'hello world', workers = 1) {
-  const dir = join(tmp('molt-bench-app-'), 'bench');
+export function writeBenchApp(body = 'hello world', workers = 1, name = 'bench') {
+  const dir = join(tmp('molt-bench-app-'), name);
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'molt.config.json'), JSON.stringify({ name: 'bench', entry: 'index.ts', workers, readiness: { path: '/' }, rollout: { drainTimeoutMs: 5000 } }));
+  writeFileSync(join(dir, 'molt.config.json'), JSON.stringify({ name, entry: 'index.ts', workers, readiness: { path: '/' }, rollout: { drainTimeoutMs: 5000 } }));
   writeFileSync(join(dir, 'index.ts'), `export default { fetch: () => new Response(${JSON.stringify(body)}) };\n`);
   return dir;
 }

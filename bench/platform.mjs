@@ -3,6 +3,8 @@
 // finish, with the same worker processes before and after.
 import { readdirSync, readFileSync } from 'node:fs';
 import { sleep, startMolt, wrk, writeBenchApp } from './lib.mjs';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** The pid of the process titled `title` (as `ps` shows it), or undefined. */
 function pidTitled(title) {
@@ -74,5 +76,74 @@ function pidAlive(pid) {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Latencies (ms) of API calls made one after another until `until` settles. */
+async function apiLatencies(molt, until) {
+  const out = [];
+  let done = false;
+  void until.finally(() => (done = true));
+  while (!done) {
+    const t = performance.now();
+    await molt.api('/api/v1/namespaces/default/apps');
+    out.push(performance.now() - t);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+/**
+ * Scale: how long a new molt server takes to adopt `workers` workers a stopped one left running
+ * (--keep-workers), and the API's latency while `rollouts` rolling updates run at once, against the
+ * same calls on the idle server.
+ */
+export async function benchScale({ workers = 100, rollouts = 20 } = {}) {
+  const args = ['--no-isolation', '--keep-workers', '--max-workers-per-app', String(workers)];
+  const first = await startMolt(args);
+  const dir = writeBenchApp('hello world', workers, 'many');
+  const created = await first.molt(['app', 'create'], dir);
+  if (created.code !== 0) throw new Error(created.stderr);
+  const pidsOf = async (m) => (await m.api('/api/v1/namespaces/default/apps/many/workers')).workers.filter((w) => w.status === 'RUNNING').map((w) => w.pid).sort().join(',');
+  const before = await pidsOf(first);
+  await first.stop();
+  const started = performance.now();
+  const molt = await startMolt(args, first.dataDir);
+  const listeningMs = performance.now() - started;
+  let after = '';
+  while ((after = await pidsOf(molt)) !== before && performance.now() - started < 120_000) await sleep(50);
+  const adoptMs = performance.now() - started;
+  try {
+    const apps = [];
+    for (let i = 0; i < rollouts; i++) {
+      const d = writeBenchApp('v1', 1, `app${i}`);
+      const r = await molt.molt(['app', 'create'], d);
+      if (r.code !== 0) throw new Error(r.stderr);
+      apps.push(d);
+    }
+    const idle = await apiLatencies(molt, sleep(5000));
+    for (const d of apps) writeFileSync(join(d, 'index.ts'), 'export default { fetch: () => new Response("v2") };\n');
+    const t = performance.now();
+    const all = Promise.all(apps.map((d) => molt.molt(['app', 'update', '--strategy', 'rolling'], d)));
+    const busy = await apiLatencies(molt, all);
+    const results = await all;
+    const rolloutsMs = performance.now() - t;
+    return {
+      workers,
+      samePids: after === before,
+      listeningMs,
+      adoptMs,
+      rollouts,
+      failed: results.filter((r) => r.code !== 0).length,
+      rolloutsMs,
+      idle: { n: idle.length, p50: percentile(idle, 50), p99: percentile(idle, 99) },
+      busy: { n: busy.length, p50: percentile(busy, 50), p99: percentile(busy, 99) },
+    };
+  } finally {
+    // Its workers are kept by this stop; a server without --keep-workers adopts them and stops them.
+    await molt.stop();
+    const last = await startMolt(['--no-isolation', '--max-workers-per-app', String(workers)], molt.dataDir);
+    await last.stop();
   }
 }

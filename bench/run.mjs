@@ -4,7 +4,7 @@ import { benchGateway } from './gateway.mjs';
 import { benchVolumes } from './volumes.mjs';
 import { benchHot } from './hot.mjs';
 import { benchSandbox } from './sandbox.mjs';
-import { benchPlatform } from './platform.mjs';
+import { benchPlatform, benchScale } from './platform.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -50,6 +50,19 @@ if (want('platform')) {
   for (const [i, t] of p.takeovers.entries()) {
     console.log(`| round ${i + 1} | ${fmt(t.requests)} | ${t.non2xx + t.socketErrors} | ${fmt(t.rps)} | ${fmt(t.p99, 2)} | ${fmt(t.takeoverMs)} ms${t.ok ? '' : ' (FAILED)'} | ${t.samePids ? 'yes' : 'NO'} |`);
   }
+  console.log('');
+}
+
+if (want('scale')) {
+  const s = await benchScale({ workers: Number(process.env.BENCH_WORKERS ?? 100), rollouts: Number(process.env.BENCH_ROLLOUTS ?? 20) });
+  console.log(`| a new molt server adopts ${s.workers} running workers (left by --keep-workers) | ms |`);
+  console.log('| --- | ---: |');
+  console.log(`| start → listening (workers adopted, control plane recovered) | ${fmt(s.listeningMs)} |`);
+  console.log(`| start → API lists all ${s.workers} RUNNING with the same pids | ${fmt(s.adoptMs)}${s.samePids ? '' : ' (pids CHANGED)'} |`);
+  console.log(`\n| API latency, GET /api/v1/namespaces/default/apps one after another | calls | p50 ms | p99 ms |`);
+  console.log('| --- | ---: | ---: | ---: |');
+  console.log(`| idle server (${s.workers + s.rollouts} workers) | ${fmt(s.idle.n)} | ${fmt(s.idle.p50, 2)} | ${fmt(s.idle.p99, 2)} |`);
+  console.log(`| while ${s.rollouts} rolling updates run at once (${fmt(s.rolloutsMs)} ms, ${s.failed} failed) | ${fmt(s.busy.n)} | ${fmt(s.busy.p50, 2)} | ${fmt(s.busy.p99, 2)} |`);
   console.log('');
 }
 
