@@ -288,7 +288,8 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
     maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
   });
   // One control plane decides per database; the others stand by, their data planes serving no app.
-  let url = '';
+  // Where it serves, for standbys to say (known once its data plane listens: after a restart, or while it stood by).
+  let url = (await dp.info()).url;
   const leadership = new Leadership(store, `${hostname()}:${dataDir}`, () => ({ dataDir, pid: process.pid, url: url || undefined }));
   const first = await leadership.attempt();
   if (!first.leads) {
@@ -297,12 +298,15 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
     for (const w of await dp.listWorkers()) if (w.state !== 'exited') await dp.stopWorker(w.id, 5000).catch(() => {});
     await leadership.acquire((lease) => void dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(lease) }).catch(() => {}), first.lease.holder);
   }
-  // Where it serves, for standbys to say: known once the data plane listens (after the first ready).
+  // On a first start, the data plane listens after the first ready.
   const learnUrl = async (): Promise<void> => {
+    if (url) return;
     for (let i = 0; i < 100 && !url; i++) {
       url = (await dp.info()).url;
       if (!url) await new Promise((r) => setTimeout(r, 100));
     }
+    // Said at once, not at the next renewal.
+    await leadership.attempt();
   };
   const adminToken = await bootstrap(cp, dataDir);
   const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
