@@ -1,10 +1,9 @@
 // The platform surviving itself: requests through a kill -9 of the control plane and through a
 // `molt server --takeover` (0 failed each), how long the API takes to answer again and a takeover to
 // finish, with the same worker processes before and after.
-import { readdirSync, readFileSync } from 'node:fs';
-import { sleep, startMolt, wrk, writeBenchApp } from './lib.mjs';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { sleep, startMolt, wrk, writeBenchApp } from './lib.mjs';
 
 /** The pid of the process titled `title` (as `ps` shows it), or undefined. */
 function pidTitled(title) {
@@ -83,7 +82,8 @@ function pidAlive(pid) {
 async function apiLatencies(molt, until) {
   const out = [];
   let done = false;
-  void until.finally(() => (done = true));
+  const end = () => (done = true);
+  until.then(end, end);
   while (!done) {
     const t = performance.now();
     await molt.api('/api/v1/namespaces/default/apps');

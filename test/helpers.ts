@@ -126,7 +126,9 @@ export class ServerProcess {
     const db = new Database(join(this.dataDir, 'molt.db'));
     try {
       const st = db.prepare(statement);
-      return st.reader ? (st.all(...params) as Record<string, unknown>[]) : (st.run(...params), []);
+      if (st.reader) return st.all(...params) as Record<string, unknown>[];
+      st.run(...params);
+      return [];
     } finally {
       db.close();
     }

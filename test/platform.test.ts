@@ -241,6 +241,15 @@ describe('molt server --takeover', () => {
   const auth = (s: ServerProcess) => ({ headers: { authorization: `Bearer ${s.adminToken}` } });
   const gatewayOf = (dataDir: string) => moltProcesses().find((p) => p.title === `molt: gateway ${dataDir}`);
 
+  /** Stops the server that serves after takeovers (started by the old one, not the test), then the test's own. */
+  async function stopAfterTakeovers(server: ServerProcess, serving: number | undefined): Promise<void> {
+    if (serving && alive(serving)) {
+      process.kill(serving, 'SIGTERM');
+      await waitFor(() => !alive(serving), 30_000, 'the new server to stop');
+    }
+    await server.stop();
+  }
+
   /** Reads an event stream to its end: the data of each event. */
   async function readEvents(res: Response): Promise<string[]> {
     const text = await res.text();
@@ -292,11 +301,7 @@ describe('molt server --takeover', () => {
       next = third;
       expect(await (await fetch(server.route('default', 'handed', '/'), auth(server))).text()).toBe('after the takeover');
     } finally {
-      if (next && alive(next)) {
-        process.kill(next, 'SIGTERM');
-        await waitFor(() => !alive(next!), 30_000, 'the new server to stop');
-      }
-      await server.stop();
+      await stopAfterTakeovers(server, next);
     }
   });
 
@@ -349,11 +354,7 @@ describe('molt server --takeover', () => {
       expect((await workers()).map((w) => w.pid)).toEqual(after.map((w) => w.pid));
       expect((await events()).filter((e) => e.type === 'runtime.changed')).toHaveLength(1);
     } finally {
-      if (next && alive(next)) {
-        process.kill(next, 'SIGTERM');
-        await waitFor(() => !alive(next!), 30_000, 'the new server to stop');
-      }
-      await server.stop();
+      await stopAfterTakeovers(server, next);
     }
   });
 

@@ -113,13 +113,7 @@ export class ControlPlane {
    */
   async recover(): Promise<void> {
     this.removeLeftovers();
-    // On a shared database, another server may have recorded releases and volumes: their trees come here first.
-    if (this.sharedBlobs.shared) {
-      for (const ns of await this.store.listNamespaces()) {
-        for (const r of await this.store.listReleases(ns.name)) await this.sharedBlobs.fetch(r.id, false);
-        for (const v of await this.store.listVolumes(ns.name)) for (const rev of await this.store.listVolumeRevisions(v.id)) await this.sharedBlobs.fetch(rev.treeHash, false);
-      }
-    }
+    await this.sharedBlobs.fetchTrees();
     await this.blobAccess.backfill();
     await this.syncTokens();
     // When the previous control plane was last seen alive: what its probations were watched until.
@@ -145,7 +139,7 @@ export class ControlPlane {
     const byKey = new Map(apps.map((a) => [`${a.namespace}/${a.name}`, a]));
     const strays: { id: string; reason: string }[] = [];
     /** Adopted workers an older molt's worker runtime runs, by app: replaced one by one once recovered. */
-    const outdated = new Map<string, { ids: string[]; rev: RevisionRow; from: string }>();
+    const outdated = new Map<string, { namespace: string; app: string; ids: string[]; rev: RevisionRow; from: string }>();
     const exited: string[] = [];
     /** Apps on probation a worker of whose upgraded revision crashed while no control plane watched. */
     const crashed = new Map<string, string>();
@@ -161,7 +155,7 @@ export class ControlPlane {
           await this.supervisor.adopt(w, rev, info);
           if (info.runtime !== runtime && rev.revision === app.currentRevision) {
             const key = `${w.namespace}/${w.app}`;
-            const entry = outdated.get(key) ?? { ids: [], rev, from: info.runtime };
+            const entry = outdated.get(key) ?? { namespace: w.namespace, app: w.app, ids: [], rev, from: info.runtime };
             entry.ids.push(w.id);
             outdated.set(key, entry);
           }
@@ -210,8 +204,7 @@ export class ControlPlane {
     // A newer molt took over workers an older one started: the runtime they run is not this molt's
     // (a hot upgrade changes an app's modules, never the runtime that loads them), so each is replaced
     // by a fresh worker, one at a time per app, never left to run the old runtime for ever.
-    for (const [key, { ids, rev, from }] of outdated) {
-      const [namespace, app] = key.split('/') as [string, string];
+    for (const { namespace, app, ids, rev, from } of outdated.values()) {
       await this.events.append({ namespace, app, level: 'warn', type: 'runtime.changed', message: `the worker runtime changed (${from} → ${runtime}): replacing ${ids.length} worker(s) one at a time` });
       void (async () => {
         for (const id of ids) if (!this.closing) await this.rollouts.recycle(namespace, app, id, rev, { message: `runs worker runtime ${from}, this molt's is ${runtime}`, reason: 'the worker runtime changed' });

@@ -48,7 +48,14 @@ export class DataPlaneClient {
     return this.peer.call<T>(method, params);
   }
 
+  /** Called when the data plane starts listening on its port (on a first start, after the control plane's first ready). */
+  onListening?: (url: string) => void;
+
   private onEvent(event: string, data: unknown): void {
+    if (event === 'dp.listening') {
+      this.onListening?.((data as { url: string }).url);
+      return;
+    }
     if (event === 'log') {
       const { namespace, app, entry } = data as { namespace: string; app: string; entry: LogLine };
       this.logs.publish(namespace, app, entry);

@@ -69,7 +69,6 @@ export class Leadership {
         last = lease.holder;
         standby(lease);
       }
-      if (this.stopped) throw new Error('stopped while standing by');
       await new Promise((r) => setTimeout(r, RENEW_MS));
     }
   }

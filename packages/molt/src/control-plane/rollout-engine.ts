@@ -33,6 +33,12 @@ const sameEnv = (a: Record<string, string>, b: Record<string, string>) => JSON.s
 const DEFAULT_HOT = { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000, permanentAfterMs: 10_000 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Why a worker is recycled: what the event says of it (`worker <id> <message>: replacing it…`), and the reason its stop records. */
+export interface RecycleReason {
+  message: string;
+  reason: string;
+}
+
 export class RolloutEngine {
   private readonly running = new Map<string, Promise<void>>();
   /** Apps whose rollout lock this control plane holds. */
@@ -120,10 +126,16 @@ export class RolloutEngine {
         // The app is not left locked: the rollout ends failed (if it had not ended) and the lock goes.
         await this.store.finishRollout(rollout.id, 'failed', `internal error: ${err instanceof Error ? err.message : String(err)}`).catch(() => {});
         await this.unlock(app.namespace, app.name).catch(() => {});
-      })
-      .finally(() => this.running.delete(rollout.id));
-    this.running.set(rollout.id, run);
+      });
+    void this.track(rollout.id, run);
     return rollout;
+  }
+
+  /** Keeps a rollout's work until it ends, for `finished` and `waitAll` (a stop waits for it). */
+  private track(rolloutId: string, work: Promise<void>): Promise<void> {
+    const tracked = work.finally(() => this.running.delete(rolloutId));
+    this.running.set(rolloutId, tracked);
+    return tracked;
   }
 
   /** Resolves when that rollout has finished here, or after `pollMs` if it runs elsewhere. */
@@ -402,14 +414,15 @@ export class RolloutEngine {
    * module), or one started by an older molt's worker runtime. It holds the app's rollout lock
    * meanwhile, so no update runs beside it, and several recycles of one app go one at a time.
    */
-  async recycle(namespace: string, app: string, workerId: string, rev: RevisionRow, why: { message: string; reason: string }): Promise<void> {
+  async recycle(namespace: string, app: string, workerId: string, rev: RevisionRow, why: RecycleReason): Promise<void> {
     // After an update that held the app, only if the worker still runs this revision.
     const claimed = await this.claimWhenFree(namespace, app, (row) => row.currentRevision === rev.revision && this.supervisor.workersOf(namespace, app).some((w) => w.id === workerId));
     if (!claimed) return;
     const { rolloutId } = claimed;
-    // A stop waits for it, as for any rollout.
-    let done = () => {};
-    this.running.set(rolloutId, new Promise<void>((r) => (done = r)));
+    await this.track(rolloutId, this.replaceWorker(namespace, app, workerId, rev, why, rolloutId));
+  }
+
+  private async replaceWorker(namespace: string, app: string, workerId: string, rev: RevisionRow, why: RecycleReason, rolloutId: string): Promise<void> {
     try {
       await this.recordRollout(rolloutId, namespace, app, rev.revision, rev.revision, 'rolling');
       await this.events.append({ namespace, app, workerId, rolloutId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} ${why.message}: replacing it with a fresh worker` });
@@ -423,8 +436,6 @@ export class RolloutEngine {
       await this.events.append({ namespace, app, workerId, rolloutId, level: 'error', type: 'worker.recycle.failed', message });
     } finally {
       await this.unlock(namespace, app);
-      this.running.delete(rolloutId);
-      done();
     }
   }
 }

@@ -4,7 +4,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DataPlane } from '../data-plane/data-plane.js';
+import { type ControlPlaneReady, DataPlane } from '../data-plane/data-plane.js';
 import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET } from '../data-plane/protocol.js';
 import { errorResponse, MoltError } from '../errors.js';
 import { answerClientError } from '../gateway/gateway.js';
@@ -287,27 +287,24 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
     scratchBytes: (opts.scratchMb ?? 512) * 1024 * 1024,
     maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
   });
+  const ready = (p: Omit<ControlPlaneReady, 'isolation'>) => dp.call('cp.ready', { isolation: describeIsolation(isolation), ...p });
   // One control plane decides per database; the others stand by, their data planes serving no app.
-  // Where it serves, for standbys to say (known once its data plane listens: after a restart, or while it stood by).
+  // Where it serves, for standbys to say: known now if its data plane listens (a restart, a standby
+  // that takes the lead), else once it does, after the first ready; the lease says it at once.
   let url = (await dp.info()).url;
+  let leads = false;
   const leadership = new Leadership(store, `${hostname()}:${dataDir}`, () => ({ dataDir, pid: process.pid, url: url || undefined }));
+  dp.onListening = (listening) => {
+    url = listening;
+    if (leads) void leadership.attempt().catch(() => {});
+  };
   const first = await leadership.attempt();
   if (!first.leads) {
-    await dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(first.lease) });
+    await ready({ standby: describeLeader(first.lease) });
     // What this data plane still runs is the leader's to replace, not this one's to run.
     for (const w of await dp.listWorkers()) if (w.state !== 'exited') await dp.stopWorker(w.id, 5000).catch(() => {});
-    await leadership.acquire((lease) => void dp.call('cp.ready', { isolation: describeIsolation(isolation), standby: describeLeader(lease) }).catch(() => {}), first.lease.holder);
+    await leadership.acquire((lease) => void ready({ standby: describeLeader(lease) }).catch(() => {}), first.lease.holder);
   }
-  // On a first start, the data plane listens after the first ready.
-  const learnUrl = async (): Promise<void> => {
-    if (url) return;
-    for (let i = 0; i < 100 && !url; i++) {
-      url = (await dp.info()).url;
-      if (!url) await new Promise((r) => setTimeout(r, 100));
-    }
-    // Said at once, not at the next renewal.
-    await leadership.attempt();
-  };
   const adminToken = await bootstrap(cp, dataDir);
   const log: Logger = pino({ level: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info', base: undefined }, pino.destination(2));
   // Every event, once: a JSON line with its app, rollout and worker ids, or a line for a person.
@@ -327,8 +324,8 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
     server.listen(apiSocket, () => resolvePromise());
   });
   await cp.recover();
-  await dp.call('cp.ready', { isolation: describeIsolation(isolation), adminToken });
-  void learnUrl().catch(() => {});
+  leads = true;
+  await ready({ adminToken });
   leadership.keep((why) => {
     // Deposed: it decides nothing more. Its data plane starts a new control plane, which stands by.
     log.error({ event: 'leadership.lost' }, `this control plane lost the lead (${why}); it stops deciding and restarts as a standby`);

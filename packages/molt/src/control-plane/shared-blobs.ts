@@ -44,11 +44,23 @@ export class SharedBlobs {
     await this.store.putBlobs(batch);
   }
 
-  /** Brings the blobs of a tree that the data dir lacks from the database (the tree's own blob only, unless `files`). */
-  async fetch(treeHash: string, files = true): Promise<void> {
+  /** Brings the blobs of a tree that the data dir lacks from the database. */
+  async fetch(treeHash: string): Promise<void> {
     if (!this.shared) return;
     await this.fetchOne(treeHash);
-    if (files) for (const hash of new Set(fileHashes(this.blobs.readTree(treeHash)))) await this.fetchOne(hash);
+    for (const hash of new Set(fileHashes(this.blobs.readTree(treeHash)))) await this.fetchOne(hash);
+  }
+
+  /**
+   * Brings the tree blobs (not their files) of every release and volume revision the database
+   * records, that another server may have pushed: what the control plane reads of them is then here.
+   */
+  async fetchTrees(): Promise<void> {
+    if (!this.shared) return;
+    for (const ns of await this.store.listNamespaces()) {
+      for (const r of await this.store.listReleases(ns.name)) await this.fetchOne(r.id);
+      for (const v of await this.store.listVolumes(ns.name)) for (const rev of await this.store.listVolumeRevisions(v.id)) await this.fetchOne(rev.treeHash);
+    }
   }
 
   private async fetchOne(hash: string): Promise<void> {

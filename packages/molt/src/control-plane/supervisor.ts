@@ -126,14 +126,19 @@ export class Supervisor {
   }
 
   /** Materializes a release for an app (once) and returns its directory. */
-  async releaseDir(namespace: string, app: string, releaseId: string): Promise<string> {
-    await this.opts.shared.fetch(releaseId);
-    return materializeTree(this.blobs, join(this.releasesDir(namespace, app), releaseId), releaseId);
+  releaseDir(namespace: string, app: string, releaseId: string): Promise<string> {
+    return this.materialize(join(this.releasesDir(namespace, app), releaseId), releaseId);
   }
 
   /** Materializes each volume revision once (shared by every worker using it), read-only. */
   volumeDirs(rev: RevisionRow): Promise<WorkerVolume[]> {
-    return Promise.all(rev.volumes.map(async (v) => ({ ref: v.ref, revision: v.revision, path: await this.opts.shared.fetch(v.treeHash).then(() => materializeTree(this.blobs, join(this.opts.dataDir, 'trees', v.treeHash), v.treeHash)) })));
+    return Promise.all(rev.volumes.map(async (v) => ({ ref: v.ref, revision: v.revision, path: await this.materialize(join(this.opts.dataDir, 'trees', v.treeHash), v.treeHash) })));
+  }
+
+  /** A tree materialized at `dest`; its blobs come from a shared database first when it is not there yet (not on each worker start or swap). */
+  private async materialize(dest: string, hash: string): Promise<string> {
+    if (!existsSync(dest)) await this.opts.shared.fetch(hash);
+    return materializeTree(this.blobs, dest, hash);
   }
 
   /** A release is deleted: the app's copy of it goes. */

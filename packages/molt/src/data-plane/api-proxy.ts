@@ -44,10 +44,6 @@ export class ApiProxy {
   /** Set while the control plane stands by: who leads, for the 503 every API request gets meanwhile. */
   standby?: string;
 
-  setStandby(leader: string | undefined): void {
-    this.standby = leader;
-  }
-
   handle(req: IncomingMessage, res: ServerResponse): void {
     if (this.standby !== undefined) return this.refuse(res, new MoltError('MOLT_ERR_STANDBY', `this molt server stands by: ${this.standby}; send API requests to the leader, or wait for this one to take the lead`), 5);
     if (this.up) this.forward(req, res, false);

@@ -131,6 +131,7 @@ export class DataPlane {
     this.spawnControlPlane();
     const info = await ready;
     await this.listen();
+    this.emit('dp.listening', { url: this.url });
     await this.listenTakeover();
     // The pid that serves, for a service manager to follow across a takeover (written before the old one exits).
     writeFileSync(join(this.opts.dataDir, MAIN_PID_FILE), `${process.pid}\n`);
@@ -474,7 +475,7 @@ export class DataPlane {
         const first = this.firstReady !== undefined;
         const wasStandby = this.api.standby !== undefined;
         this.restartDelay = this.firstReady ? RESTART_MIN_MS : this.restartDelay;
-        this.api.setStandby(p.standby);
+        this.api.standby = p.standby;
         this.api.setUp(true);
         this.firstReady?.resolve(p);
         this.firstReady = undefined;
