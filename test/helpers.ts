@@ -142,6 +142,12 @@ export class ServerProcess {
     return JSON.stringify(rows);
   }
 
+  /** An app's stored events (the API's NDJSON, parsed), oldest first. */
+  async events(app: string, namespace = 'default'): Promise<{ type: string; message: string; workerId: string | null; rolloutId: string | null; ts: string }[]> {
+    const res = await fetch(`${this.url}/api/v1/namespaces/${namespace}/apps/${app}/events`, { headers: { authorization: `Bearer ${this.adminToken}` } });
+    return (await res.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  }
+
   /** Runs the CLI against this server as the given token (admin by default). */
   molt(args: string[], opts: { token?: string; cwd?: string; env?: Record<string, string>; bin?: string } = {}): Promise<CliResult> {
     return molt(args, {

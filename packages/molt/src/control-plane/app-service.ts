@@ -68,8 +68,18 @@ export function planUpdate(changes: Change[]): UpdatePlan {
 }
 
 /** Create, update, roll back, pause, resume and delete apps: each change is a revision and a rollout. */
+/** The timer kind of a volume roll an app owes: written before it waits, so a restart does not lose it. */
+const VOLUME_ROLL = 'volume-roll';
+const volumeRollKey = (namespace: string, app: string) => `${VOLUME_ROLL}:${namespace}/${app}`;
+
 export class AppService {
-  constructor(private readonly cp: ControlPlane) {}
+  constructor(private readonly cp: ControlPlane) {
+    cp.timers.on(VOLUME_ROLL, async (t) => {
+      // Roll after the update under way, to whatever is latest then.
+      for (let row = await cp.store.getApp(t.namespace, t.app); row?.rolloutId; row = await cp.store.getApp(t.namespace, t.app)) await cp.rollouts.finished(row.rolloutId, 500);
+      await this.rollToLatestVolumes(t.namespace, t.app, String(t.payload.cause));
+    });
+  }
 
   async get(namespace: string, name: string): Promise<AppRow> {
     const app = await this.cp.store.getApp(namespace, name);
@@ -261,21 +271,29 @@ export class AppService {
       const current = await this.current(app);
       if (current?.volumes.some((v) => v.volumeId === volume.id && v.useLatest && v.revision !== rev.revision)) followers.push(app);
     }
-    // Each app's rollout has started (or, for an app mid-update, is queued) when this returns.
-    await Promise.all(followers.map((app) => this.rollToLatestVolumes(app.namespace, app.name, `volume ${volume.namespace}/${volume.name} ${rev.revision}`)));
+    const cause = `volume ${volume.namespace}/${volume.name} ${rev.revision}`;
+    // Each roll is promised in the store first; each has started (or, for an app mid-update, is queued) when this returns.
+    const due = new Date();
+    for (const app of followers) await this.cp.timers.set(volumeRollKey(app.namespace, app.name), VOLUME_ROLL, { namespace: app.namespace, app: app.name }, new Date(due.getTime() + 5000), { cause });
+    await Promise.all(followers.map((app) => this.rollToLatestVolumes(app.namespace, app.name, cause)));
     return followers.map((a) => `${a.namespace}/${a.name}`);
   }
 
+  /**
+   * Rolls an app to the latest revisions of the volumes it follows. Its promise (a durable timer)
+   * is kept while an update of the app is under way, armed to run after it, and cleared once the
+   * roll has started (a rollout, durable in its turn) or is not needed.
+   */
   private async rollToLatestVolumes(namespace: string, name: string, cause: string): Promise<void> {
+    const key = volumeRollKey(namespace, name);
     for (let attempt = 0; ; attempt++) {
       const app = await this.cp.store.getApp(namespace, name);
-      if (!app || app.paused) return;
+      if (!app || app.paused) return this.cp.timers.clear(key);
       if (app.rolloutId) {
-        // Someone else's update is running: roll after it, in the background, to whatever is latest then.
-        const busy = app.rolloutId;
-        void this.cp.rollouts.finished(busy, 500).then(() => this.rollToLatestVolumes(namespace, name, cause));
-        return;
+        // Someone else's update is running: the timer rolls after it, to whatever is latest then.
+        return this.cp.timers.set(key, VOLUME_ROLL, { namespace, app: name }, new Date(), { cause });
       }
+      await this.cp.timers.clear(key);
       const current = await this.current(app);
       if (!current) return;
       try {

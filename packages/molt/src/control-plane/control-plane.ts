@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { removeTree } from '../blobs/materialize.js';
 import type { Store } from '../store/store.js';
-import type { AppRow, RevisionRow } from '../store/types.js';
+import type { AppRow, RevisionRow, RolloutRow } from '../store/types.js';
+import type { DataPlaneWorker } from '../data-plane/protocol.js';
+import { DurableTimers } from './durable-timers.js';
 import { AppService } from './app-service.js';
 import { TokenVerifier } from './auth.js';
 import { BlobAccess } from './blob-access.js';
@@ -14,7 +16,7 @@ import { SharedBlobs } from './shared-blobs.js';
 import { EventLog } from './event-log.js';
 import type { DataPlaneClient, RemoteLogHub } from './data-plane-client.js';
 import { RolloutEngine } from './rollout-engine.js';
-import { Supervisor } from './supervisor.js';
+import { replaceKey, Supervisor } from './supervisor.js';
 import type { Cgroups } from './resources/cgroups.js';
 import type { NodeCapacity } from './resources/node-info.js';
 import { Scheduler } from './resources/scheduler.js';
@@ -64,6 +66,8 @@ export class ControlPlane {
   readonly quotas: Quotas;
   readonly uploads: UploadGate;
   readonly sharedBlobs: SharedBlobs;
+  /** Work promised for later, kept in the store. */
+  readonly timers: DurableTimers;
   private heartbeat?: NodeJS.Timeout;
   private recovering = true;
   private closing = false;
@@ -83,6 +87,7 @@ export class ControlPlane {
     this.events = new EventLog(store);
     this.logs = dp.logs;
     this.tokens = new TokenVerifier(store);
+    this.timers = new DurableTimers(store, this.events);
     this.supervisor = new Supervisor(
       store,
       this.blobs,
@@ -92,8 +97,9 @@ export class ControlPlane {
       { dataDir: opts.dataDir, workerHost: opts.workerHost, isolation: opts.isolation, scratchBytes: opts.scratchBytes, shared: this.sharedBlobs },
       new Scheduler(opts.node),
       opts.cgroups,
+      this.timers,
     );
-    this.rollouts = new RolloutEngine(store, this.supervisor, this.events, dp);
+    this.rollouts = new RolloutEngine(store, this.supervisor, this.events, dp, this.timers);
     this.apps = new AppService(this);
     this.volumes = new VolumeService(this);
     dp.explain = (namespace, name) => {
@@ -124,17 +130,12 @@ export class ControlPlane {
     // Only the control plane restarted when its data plane was up before it was last seen.
     const { startedAt, runtime } = await this.dp.info();
     const who = Date.parse(startedAt) < lastSeen ? 'the control plane' : 'the server';
-    for (const r of await this.store.listRunningRollouts()) {
-      const app = await this.store.getApp(r.namespace, r.app);
-      const serving = app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served: fix it, then `molt app update`';
-      const reason = `${who} restarted during the rollout; ${serving}`;
-      await this.store.finishRollout(r.id, 'failed', reason);
-      const target = await this.store.getRevision(r.namespace, r.app, r.toRevision);
-      if (target && (target.status === 'pending' || target.status === 'deploying')) await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
-      this.rollouts.lastFailure.set(`${r.namespace}/${r.app}`, reason);
-      await this.events.append({ namespace: r.namespace, app: r.app, rolloutId: r.id, level: 'warn', type: 'rollout.failed', message: `rollout to revision ${r.toRevision} failed: ${reason}` });
-    }
-    const running = new Map((await this.dp.listWorkers()).map((w) => [w.id, w]));
+    // Swaps under way finish first (the data plane carries them through): the release a worker runs says its revision.
+    const running = new Map((await this.settledWorkers()).map((w) => [w.id, w]));
+    // Rollouts under way go on (below) once their workers are known; their targets' workers are theirs.
+    const rollouts = new Map((await this.store.listRunningRollouts()).map((r) => [`${r.namespace}/${r.app}`, r]));
+    /** Apps whose rollout under way lost a worker while no control plane watched: going on is unsafe. */
+    const crashedDuring = new Map<string, string>();
     const apps = await this.store.listApps();
     const byKey = new Map(apps.map((a) => [`${a.namespace}/${a.name}`, a]));
     const strays: { id: string; reason: string }[] = [];
@@ -150,7 +151,8 @@ export class ControlPlane {
       if (info?.state === 'running' && w.status === 'RUNNING' && app) {
         // The release it runs decides its revision (a hot upgrade may have finished meanwhile).
         const revs = await this.store.listRevisions(w.namespace, w.app);
-        const rev = [w.revision, app.currentRevision, app.permanentRevision].map((n) => revs.find((r) => r.revision === n && r.releaseId === info.releaseId)).find(Boolean);
+        const rollout = rollouts.get(`${w.namespace}/${w.app}`);
+        const rev = [w.revision, rollout?.toRevision, app.currentRevision, app.permanentRevision].map((n) => revs.find((r) => r.revision === n && r.releaseId === info.releaseId)).find(Boolean);
         if (rev) {
           await this.supervisor.adopt(w, rev, info);
           if (info.runtime !== runtime && rev.revision === app.currentRevision) {
@@ -159,9 +161,14 @@ export class ControlPlane {
             entry.ids.push(w.id);
             outdated.set(key, entry);
           }
-          if (rev.revision !== app.currentRevision && rev.revision !== app.permanentRevision) strays.push({ id: w.id, reason: `its rollout was cut short when the control plane restarted; revision ${app.currentRevision} serves` });
+          if (rev.revision !== app.currentRevision && rev.revision !== app.permanentRevision && rev.revision !== rollout?.toRevision) strays.push({ id: w.id, reason: `its rollout was cut short when the control plane restarted; revision ${app.currentRevision} serves` });
           continue;
         }
+      }
+      if (!info && w.status === 'PENDING' && app) {
+        // It was waiting for capacity: the next start of its revision waits on in its place.
+        this.supervisor.keepPending([w]);
+        continue;
       }
       if (info && info.state !== 'exited') {
         // Half-started (its start was the previous control plane's), or of no app: it goes.
@@ -175,14 +182,28 @@ export class ControlPlane {
       const crash = !!exit && !exit.expected && w.status === 'RUNNING';
       await this.store.setWorkerStatus(w.id, crash ? 'ERROR' : 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() });
       if (crash && app?.probationUntil && w.revision === app.currentRevision) crashed.set(`${w.namespace}/${w.app}`, `worker ${w.id} crashed during its probation`);
+      const rollout = rollouts.get(`${w.namespace}/${w.app}`);
+      // A rolling update's new worker, or any worker of a hot upgrade (each is the upgrade's).
+      if (crash && rollout && (rollout.strategy === 'hot' || w.revision === rollout.toRevision)) crashedDuring.set(`${w.namespace}/${w.app}`, `worker ${w.id} crashed while the control plane was down (${describeExit(exit!)})`);
     }
     // Processes the store does not know as live: nothing decides for them, so they stop.
     for (const info of running.values()) if (info.state !== 'exited') await this.dp.stopWorker(info.id, 5000).catch(() => {});
     // Exits are recorded now: the data plane may forget them.
     for (const id of exited) this.dp.forgetWorker(id);
+    // A rollout that cannot go on (its revision or its plan is gone) fails, with the reason.
+    const resumable = new Set<string>();
+    for (const [key, r] of rollouts) {
+      const app = byKey.get(key);
+      if (app?.rolloutId === r.id && (await this.store.getRevision(r.namespace, r.app, r.toRevision))) {
+        resumable.add(key);
+        continue;
+      }
+      const serving = app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served: fix it, then `molt app update`';
+      await this.failCutShort(r, `${who} restarted during the rollout and it cannot go on; ${serving}`);
+    }
     for (const app of apps) {
       // A lock whose rollout is over (or was never recorded) is released.
-      if (app.rolloutId && (await this.store.getRollout(app.rolloutId))?.phase !== 'running') await this.store.updateApp(app.namespace, app.name, { rolloutId: null });
+      if (app.rolloutId && !resumable.has(`${app.namespace}/${app.name}`) && (await this.store.getRollout(app.rolloutId))?.phase !== 'running') await this.store.updateApp(app.namespace, app.name, { rolloutId: null });
     }
     await this.dp.syncApps(await Promise.all(apps.map((a) => this.gatewayView(a))));
     for (const s of strays) await this.supervisor.stopWorker(s.id, { drainTimeoutMs: 30_000, graceMs: 5000, reason: s.reason });
@@ -199,8 +220,26 @@ export class ControlPlane {
         await this.rollouts.revertProbation(app.namespace, app.name, why, 'failed');
       }
     }
+    for (const key of resumable) {
+      const r = rollouts.get(key)!;
+      if (!(await this.rollouts.resume(r, `${who} restarted during the rollout`, crashedDuring.get(key)))) {
+        const app = byKey.get(key);
+        await this.failCutShort(r, `${who} restarted during the rollout and it cannot go on; ${app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served'}`);
+        await this.store.updateApp(r.namespace, r.app, { rolloutId: null });
+      }
+    }
     this.recovering = false;
-    await Promise.all(apps.map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
+    // An app waiting out a crash backoff waits on (its timer is armed below), not replaced at once.
+    const backingOff = new Set((await this.store.listTimers()).map((t) => t.key));
+    await Promise.all(apps.filter((a) => !backingOff.has(replaceKey(a.namespace, a.name))).map((app) => this.supervisor.reconcile(app.namespace, app.name).catch(() => {})));
+    // PENDING workers no start took and no rollout under way will: nothing wants them any more.
+    for (const left of this.supervisor.pendingLeft()) {
+      const [namespace, app, revision] = left.split('/');
+      if (rollouts.get(`${namespace}/${app}`)?.toRevision !== Number(revision) && !backingOff.has(replaceKey(namespace!, app!))) {
+        await this.supervisor.dropPending(namespace!, app!, Number(revision), 'the app no longer wants it after the restart');
+      }
+    }
+    await this.timers.resume();
     // A newer molt took over workers an older one started: the runtime they run is not this molt's
     // (a hot upgrade changes an app's modules, never the runtime that loads them), so each is replaced
     // by a fresh worker, one at a time per app, never left to run the old runtime for ever.
@@ -209,6 +248,25 @@ export class ControlPlane {
       void (async () => {
         for (const id of ids) if (!this.closing) await this.rollouts.recycle(namespace, app, id, rev, { message: `runs worker runtime ${from}, this molt's is ${runtime}`, reason: 'the worker runtime changed' });
       })().catch((err) => this.events.internalError(namespace, app, err));
+    }
+  }
+
+  /** Ends a rollout that a restart cut short and that cannot go on. */
+  private async failCutShort(r: RolloutRow, reason: string): Promise<void> {
+    await this.store.finishRollout(r.id, 'failed', reason);
+    const target = await this.store.getRevision(r.namespace, r.app, r.toRevision);
+    if (target && (target.status === 'pending' || target.status === 'deploying')) await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
+    this.rollouts.lastFailure.set(`${r.namespace}/${r.app}`, reason);
+    await this.events.append({ namespace: r.namespace, app: r.app, rolloutId: r.id, level: 'warn', type: 'rollout.failed', message: `rollout to revision ${r.toRevision} failed: ${reason}` });
+  }
+
+  /** The data plane's workers once none is swapping modules (bounded: a swap has its own timeout). */
+  private async settledWorkers(): Promise<DataPlaneWorker[]> {
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const workers = await this.dp.listWorkers();
+      if (!workers.some((w) => w.upgrading) || Date.now() > until) return workers;
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 
@@ -257,6 +315,7 @@ export class ControlPlane {
   async close(opts: { keepWorkers?: boolean } = {}): Promise<void> {
     this.closing = true;
     clearInterval(this.heartbeat);
+    this.timers.close();
     if (opts.keepWorkers) return this.supervisor.detach();
     await this.rollouts.waitAll().catch(() => {});
     await this.supervisor.shutdown(10_000);

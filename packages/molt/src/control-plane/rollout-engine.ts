@@ -1,12 +1,22 @@
 import { MoltError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Store } from '../store/store.js';
-import type { AppRow, RevisionRow, RolloutRow, WorkerRow } from '../store/types.js';
+import type { AppRow, RevisionRow, RolloutProgress, RolloutRow, WorkerRow } from '../store/types.js';
 import { generatePlan } from '../release/upgrade-plan.js';
 import type { EventLog } from './event-log.js';
 import type { Supervisor } from './supervisor.js';
 import type { DataPlaneClient } from './data-plane-client.js';
 import type { UpgradeInstruction } from '../runtime/control-messages.js';
+import type { DurableTimers } from './durable-timers.js';
+
+/** The timer kind of a recycle waiting for its app's lock. */
+const RECYCLE = 'recycle';
+
+/** How a rollout goes on after a restart: what crashed meanwhile, how far its canary got. */
+interface Resumed {
+  crashed?: string;
+  canary?: Extract<RolloutProgress, { kind: 'hot' }>['canary'];
+}
 
 /**
  * Rolling replacement of an app's workers by those of a new revision.
@@ -53,7 +63,13 @@ export class RolloutEngine {
     private readonly supervisor: Supervisor,
     private readonly events: EventLog,
     private readonly dp: DataPlaneClient,
+    private readonly timers: DurableTimers,
   ) {
+    timers.on(RECYCLE, async (t) => {
+      const { workerId, revision, message, reason } = t.payload as { workerId: string; revision: number; message: string; reason: string };
+      const rev = await this.store.getRevision(t.namespace, t.app, revision);
+      if (rev) await this.recycle(t.namespace, t.app, workerId, rev, { message, reason });
+    });
     supervisor.onCrash((w) => void this.probationCrash(w).catch((err) => this.events.internalError(w.namespace, w.app, err)));
   }
 
@@ -119,8 +135,17 @@ export class RolloutEngine {
   /** Records the rollout (lock already held) and runs it in the background. */
   async start(rolloutId: string, app: AppRow, to: RevisionRow, hot?: HotRollout): Promise<RolloutRow> {
     const rollout = await this.recordRollout(rolloutId, app.namespace, app.name, app.currentRevision, to.revision, hot ? 'hot' : 'rolling');
+    // What a control plane that starts again needs to go on with it, written before any step.
+    if (hot) await this.store.setRolloutProgress(rolloutId, { kind: 'hot', up: hot.up, down: hot.down, direction: hot.direction });
+    this.launch(rollout, to, hot);
+    return rollout;
+  }
+
+  /** Runs a recorded rollout in the background, from its start or from where a restart cut it short. */
+  private launch(rollout: RolloutRow, to: RevisionRow, hot?: HotRollout, resumed?: Resumed): void {
+    const app = { namespace: rollout.namespace, name: rollout.app };
     // A bug in a rollout (an illegal transition, a store error) is an error event, not a crash of the server that serves every app.
-    const run = (hot ? this.runHot(rollout, to, hot) : this.run(rollout, to))
+    const run = (hot ? this.runHot(rollout, to, hot, resumed) : this.run(rollout, to, resumed))
       .catch(async (err) => {
         this.events.internalError(app.namespace, app.name, err);
         // The app is not left locked: the rollout ends failed (if it had not ended) and the lock goes.
@@ -128,7 +153,45 @@ export class RolloutEngine {
         await this.unlock(app.namespace, app.name).catch(() => {});
       });
     void this.track(rollout.id, run);
-    return rollout;
+  }
+
+  /**
+   * Goes on with a rollout that a control plane which died left running, its lock still held:
+   * level-triggered, from what the store and the data plane say now. A rolling update counts the
+   * target revision's workers already ready as done and drains what is left of the old ones; a hot
+   * upgrade takes the workers already on the new release as upgraded (and finishes its canary's
+   * watch to the deadline it wrote) and upgrades the rest; a recycle replaces its worker if it still
+   * runs. Where going on is unsafe (a worker of the update crashed meanwhile) the rollout aborts as
+   * it would have, with the reason. Returns false when the rollout cannot be resumed at all.
+   */
+  async resume(rollout: RolloutRow, why: string, crashed?: string): Promise<boolean> {
+    const { namespace, app } = rollout;
+    const [to, progress] = await Promise.all([this.store.getRevision(namespace, app, rollout.toRevision), this.store.getRolloutProgress(rollout.id)]);
+    if (!to) return false;
+    const key = `${namespace}/${app}`;
+    this.locked.add(key);
+    const ev = (type: string, message: string, level: 'info' | 'warn' = 'warn') => this.events.append({ namespace, app, rolloutId: rollout.id, type, message, level });
+    if (progress?.kind === 'recycle') {
+      await ev('rollout.resumed', `${why}: resuming the recycle of worker ${progress.workerId}`);
+      void this.track(rollout.id, this.replaceWorker(namespace, app, progress.workerId, to, progress, rollout.id, true));
+      return true;
+    }
+    const mine = this.supervisor.workersOf(namespace, app);
+    const done = mine.filter((w) => w.revision === to.revision).length;
+    if (rollout.strategy === 'hot') {
+      const from = await this.store.getRevision(namespace, app, rollout.fromRevision);
+      if (!from || progress?.kind !== 'hot') {
+        this.locked.delete(key);
+        return false;
+      }
+      const hot: HotRollout = { from, up: progress.up as UpgradeInstruction[], down: progress.down as UpgradeInstruction[], direction: progress.direction };
+      await ev('rollout.resumed', `${why}: resuming the hot upgrade to revision ${to.revision}: ${done} of ${mine.length} worker(s) upgraded${crashed ? `, but ${crashed}` : ''}`);
+      this.launch(rollout, to, hot, { crashed, canary: progress.canary });
+    } else {
+      await ev('rollout.resumed', `${why}: resuming the rolling update to revision ${to.revision}: ${done} of ${to.spec.workers} new worker(s) ready, ${mine.length - done} old to replace${crashed ? `, but ${crashed}` : ''}`);
+      this.launch(rollout, to, undefined, { crashed });
+    }
+    return true;
   }
 
   /** Keeps a rollout's work until it ends, for `finished` and `waitAll` (a stop waits for it). */
@@ -150,28 +213,33 @@ export class RolloutEngine {
     await Promise.all(this.running.values());
   }
 
-  private async run(rollout: RolloutRow, to: RevisionRow): Promise<void> {
+  private async run(rollout: RolloutRow, to: RevisionRow, resumed?: Resumed): Promise<void> {
     const { namespace, app } = rollout;
     const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'info') =>
       this.events.append({ namespace, app, rolloutId: rollout.id, type, message, level });
     const { workers: desired } = to.spec;
     const { maxSurge, maxUnavailable, drainTimeoutMs, stopGraceMs } = to.spec.rollout;
-    const olds = this.supervisor.workersOf(namespace, app).map((w) => w.id);
-    const news: string[] = [];
+    // The target's workers are new (only a resumed rollout finds some ready already); the rest are old.
+    const mine = this.supervisor.workersOf(namespace, app);
+    const olds = mine.filter((w) => w.revision !== to.revision).map((w) => w.id);
+    const news: string[] = mine.filter((w) => w.revision === to.revision).map((w) => w.id);
     const stops: Promise<void>[] = [];
-    let crash: string | undefined;
+    let crash: string | undefined = resumed?.crashed;
     const unsubscribe = this.supervisor.onCrash((w) => {
       if (news.includes(w.id)) crash = `new worker ${w.id} crashed after it became ready`;
     });
 
-    await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
-    await ev(
-      'rollout.started',
-      rollout.fromRevision === 0
-        ? `deploying revision ${to.revision}: ${desired} worker(s)`
-        : `rolling update from revision ${rollout.fromRevision} to ${to.revision}: ${olds.length} → ${desired} worker(s), surge ${maxSurge}, max unavailable ${maxUnavailable}`,
-    );
+    if (!resumed) {
+      await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
+      await ev(
+        'rollout.started',
+        rollout.fromRevision === 0
+          ? `deploying revision ${to.revision}: ${desired} worker(s)`
+          : `rolling update from revision ${rollout.fromRevision} to ${to.revision}: ${olds.length} → ${desired} worker(s), surge ${maxSurge}, max unavailable ${maxUnavailable}`,
+      );
+    }
     try {
+      if (crash) throw new Error(crash);
       const floor = Math.max(0, Math.min(desired, olds.length) - maxUnavailable);
       while (news.length < desired || olds.length > 0) {
         const room = Math.max(desired, olds.length) + maxSurge - (olds.length + news.length);
@@ -207,6 +275,7 @@ export class RolloutEngine {
       await Promise.all(stops);
       await this.store.setRevisionStatus(namespace, app, to.revision, 'failed', reason);
       await this.store.finishRollout(rollout.id, 'failed', reason);
+      await this.supervisor.dropPending(namespace, app, to.revision, 'its rollout was aborted');
       await this.unlock(namespace, app);
       await ev('rollout.failed', `revision ${to.revision} failed: ${reason}`, 'error');
       // Old workers drained during the rollout are replaced so the app is back to its size.
@@ -222,7 +291,7 @@ export class RolloutEngine {
    * ones already upgraded go back with the `down` plan and the revision fails; its release is not
    * tried hot again until the user asks (`molt app update --retry`).
    */
-  private async runHot(rollout: RolloutRow, to: RevisionRow, hot: HotRollout): Promise<void> {
+  private async runHot(rollout: RolloutRow, to: RevisionRow, hot: HotRollout, resumed?: Resumed): Promise<void> {
     const { namespace, app } = rollout;
     const from = hot.from;
     const opts = { ...DEFAULT_HOT, ...to.spec.hot };
@@ -233,9 +302,10 @@ export class RolloutEngine {
       .workersOf(namespace, app)
       .sort((a, b) => (a.createdAt === b.createdAt ? (a.id < b.id ? -1 : 1) : a.createdAt < b.createdAt ? -1 : 1))
       .map((w) => w.id);
-    const upgraded: string[] = [];
+    // Workers already on the target's release: a resumed upgrade had upgraded them before the restart.
+    const upgraded: string[] = this.supervisor.workersOf(namespace, app).filter((w) => w.revision === to.revision).map((w) => w.id);
     const overBudget: string[] = [];
-    let crash: string | undefined;
+    let crash: string | undefined = resumed?.crashed;
     const crashed = (id: string) => `worker ${id} crashed during the hot upgrade`;
     const unsubscribe = this.supervisor.onCrash((w) => {
       if (workers.includes(w.id)) crash = crashed(w.id);
@@ -245,16 +315,41 @@ export class RolloutEngine {
     const envChanged = !sameEnv(from.spec.env, to.spec.env);
     const envChange = envChanged ? { env: { from: from.spec.env, to: to.spec.env } } : {};
     const envBack = envChanged ? { env: { from: to.spec.env, to: from.spec.env } } : {};
-    await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
-    await ev(
-      'rollout.started',
-      `hot upgrade from revision ${from.revision} to ${to.revision} (release ${from.releaseId.slice(0, 12)} → ${to.releaseId.slice(0, 12)}): ${workers.length} worker(s), one at a time, ${hot.up.length} step(s)`,
-    );
+    if (!resumed) {
+      await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
+      await ev(
+        'rollout.started',
+        `hot upgrade from revision ${from.revision} to ${to.revision} (release ${from.releaseId.slice(0, 12)} → ${to.releaseId.slice(0, 12)}): ${workers.length} worker(s), one at a time, ${hot.up.length} step(s)`,
+      );
+    }
+    const progress = (canary?: Extract<RolloutProgress, { kind: 'hot' }>['canary']) =>
+      this.store.setRolloutProgress(rollout.id, { kind: 'hot', up: hot.up, down: hot.down, direction: hot.direction, canary });
+    /**
+     * Watches the canary until its deadline, which is written first: a control plane that starts
+     * again watches on to the same deadline, counting 5xx from the same start.
+     */
+    const watchCanary = async (id: string, watch?: { until: string; serverErrorsBefore: number }) => {
+      const serverErrors = async () => (await this.dp.targetStats([id]).catch(() => ({}) as Record<string, { serverErrors: number }>))[id]?.serverErrors ?? 0;
+      const w = watch ?? { until: new Date(Date.now() + opts.canaryWindowMs).toISOString(), serverErrorsBefore: await serverErrors() };
+      if (!watch) await progress({ workerId: id, ...w });
+      const until = Date.parse(w.until);
+      while (Date.now() < until && !crash) await sleep(Math.min(100, until - Date.now()));
+      const now = await serverErrors();
+      // A data plane that started again counts from zero.
+      const errors = now >= w.serverErrorsBefore ? now - w.serverErrorsBefore : now;
+      if (!crash && errors > 0) throw new Error(`canary worker ${id} answered ${errors} request(s) with a 5xx status within ${opts.canaryWindowMs} ms`);
+      await progress({ workerId: id, ...w, done: true });
+    };
     try {
+      if (crash) throw new Error(crash);
       // Materialized before the first swap (usually at upload already), not during it.
       await this.supervisor.releaseDir(namespace, app, to.releaseId);
-      for (const [i, id] of workers.entries()) {
-        const logged = ev('worker.upgrading', `worker ${id} upgrading in place${i === 0 ? ' (canary)' : ''}`, 'info', id);
+      const canary = resumed?.canary;
+      if (canary && !canary.done && upgraded.includes(canary.workerId)) await watchCanary(canary.workerId, canary);
+      else if (!canary && upgraded.length > 0 && opts.canaryWindowMs > 0) await watchCanary(upgraded[0]!);
+      for (const id of workers) {
+        if (upgraded.includes(id)) continue;
+        const logged = ev('worker.upgrading', `worker ${id} upgrading in place${upgraded.length === 0 ? ' (canary)' : ''}`, 'info', id);
         const r = await this.supervisor.upgradeWorker(
           id,
           to.revision,
@@ -271,14 +366,7 @@ export class RolloutEngine {
         upgraded.push(id);
         if (r.retainedModules > opts.maxRetainedModules) overBudget.push(id);
         await ev('worker.upgraded', `worker ${id} runs release ${to.releaseId.slice(0, 12)} (swap ${r.durationMs.toFixed(1)} ms)`, 'info', id);
-        if (i === 0 && opts.canaryWindowMs > 0) {
-          const serverErrors = async () => (await this.dp.targetStats([id]).catch(() => ({}) as Record<string, { serverErrors: number }>))[id]?.serverErrors ?? 0;
-          const before = await serverErrors();
-          const until = Date.now() + opts.canaryWindowMs;
-          while (Date.now() < until && !crash) await sleep(Math.min(100, until - Date.now()));
-          const errors = (await serverErrors()) - before;
-          if (!crash && errors > 0) throw new Error(`canary worker ${id} answered ${errors} request(s) with a 5xx status within ${opts.canaryWindowMs} ms`);
-        }
+        if (upgraded.length === 1 && opts.canaryWindowMs > 0) await watchCanary(id);
         if (crash) throw new Error(crash);
       }
       // The new revision serves; it becomes permanent (what restarting workers boot) once it has run
@@ -291,7 +379,7 @@ export class RolloutEngine {
       await this.store.finishRollout(rollout.id, 'succeeded');
       await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
       this.watchProbation(namespace, app, probationUntil);
-      for (const id of overBudget) void this.recycle(namespace, app, id, to, { message: `retains more than ${opts.maxRetainedModules} module versions`, reason: 'too many retained module versions' }).catch((err) => this.events.internalError(namespace, app, err));
+      for (const id of overBudget) await this.queueRecycle(namespace, app, id, to, { message: `retains more than ${opts.maxRetainedModules} module versions`, reason: 'too many retained module versions' });
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       await ev('rollout.aborting', `hot upgrade aborted: ${reason}; downgrading ${upgraded.length} upgraded worker(s) in place`, 'error');
@@ -409,6 +497,14 @@ export class RolloutEngine {
   }
 
   /**
+   * Promises a recycle for later, durably: it waits for the app's lock (an update under way), and a
+   * control plane that dies meanwhile leaves the promise to the next one.
+   */
+  async queueRecycle(namespace: string, app: string, workerId: string, rev: RevisionRow, why: RecycleReason): Promise<void> {
+    await this.timers.set(`${RECYCLE}:${workerId}`, RECYCLE, { namespace, app }, new Date(), { workerId, revision: rev.revision, ...why });
+  }
+
+  /**
    * Replaces one worker by a fresh one of the same revision (started and ready first, then the old
    * one drained): a worker past its budget of retained module versions (Node never frees a loaded
    * module), or one started by an older molt's worker runtime. It holds the app's rollout lock
@@ -422,11 +518,20 @@ export class RolloutEngine {
     await this.track(rolloutId, this.replaceWorker(namespace, app, workerId, rev, why, rolloutId));
   }
 
-  private async replaceWorker(namespace: string, app: string, workerId: string, rev: RevisionRow, why: RecycleReason, rolloutId: string): Promise<void> {
+  /**
+   * The recycle's fresh worker starts, then the old one drains. Resumed after a restart, it starts
+   * none if the app already has its fresh one beside the old (one more worker than it wants).
+   */
+  private async replaceWorker(namespace: string, app: string, workerId: string, rev: RevisionRow, why: RecycleReason, rolloutId: string, resumed = false): Promise<void> {
     try {
-      await this.recordRollout(rolloutId, namespace, app, rev.revision, rev.revision, 'rolling');
-      await this.events.append({ namespace, app, workerId, rolloutId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} ${why.message}: replacing it with a fresh worker` });
-      await this.supervisor.startWorker(rev, rolloutId);
+      if (!resumed) {
+        await this.recordRollout(rolloutId, namespace, app, rev.revision, rev.revision, 'rolling');
+        await this.store.setRolloutProgress(rolloutId, { kind: 'recycle', workerId, message: why.message, reason: why.reason });
+        await this.events.append({ namespace, app, workerId, rolloutId, level: 'warn', type: 'worker.recycling', message: `worker ${workerId} ${why.message}: replacing it with a fresh worker` });
+      }
+      const mine = this.supervisor.workersOf(namespace, app);
+      const stillThere = mine.some((w) => w.id === workerId);
+      if (stillThere && !(resumed && mine.length > rev.spec.workers)) await this.supervisor.startWorker(rev, rolloutId);
       await this.supervisor.stopWorker(workerId, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, rolloutId, reason: `recycled: ${why.reason}` });
       await this.store.finishRollout(rolloutId, 'succeeded', `recycled worker ${workerId}`);
       await this.events.append({ namespace, app, workerId, rolloutId, level: 'info', type: 'worker.recycled', message: `worker ${workerId} replaced (${why.reason})` });

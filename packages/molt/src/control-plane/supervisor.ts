@@ -9,6 +9,7 @@ import type { SharedBlobs } from './shared-blobs.js';
 import type { RevisionRow, WorkerRow } from '../store/types.js';
 import type { UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
 import type { EventLog } from './event-log.js';
+import type { DurableTimers } from './durable-timers.js';
 import type { LogHub } from './log-hub.js';
 import { describeExit, type WorkerExit, type WorkerLaunch, type WorkerSandbox, WorkerStartError, type WorkerVolume } from './worker-process.js';
 import type { DataPlaneClient, RemoteWorker } from './data-plane-client.js';
@@ -17,6 +18,12 @@ import { type DetailStatus, type WorkerStatus, workerStatus } from '../store/lif
 import { type Cgroups, describeLimits, type WorkerCgroup } from './resources/cgroups.js';
 import type { Allocation, Scheduler } from './resources/scheduler.js';
 import { type Isolation, namespaceUid } from './sandbox/isolation.js';
+
+/** The timer kind of a crashed app's replacement after its backoff; its key is `replaceKey`. */
+const REPLACE = 'replace';
+export const replaceKey = (namespace: string, app: string) => `${REPLACE}:${namespace}/${app}`;
+/** Backoff counts failures in this window. */
+const BACKOFF_WINDOW_MS = 60_000;
 
 interface LiveWorker {
   row: WorkerRow;
@@ -46,12 +53,15 @@ export interface SupervisorOptions {
  */
 export class Supervisor {
   private readonly live = new Map<string, LiveWorker>();
-  private readonly crashes = new Map<string, number[]>();
-  private readonly pendingReplacements = new Map<string, NodeJS.Timeout>();
   private readonly crashListeners = new Set<(w: WorkerRow, exit: WorkerExit) => void>();
   /** Workers waiting for capacity (PENDING); set to true to give up on one. */
   private readonly pending = new Map<string, { row: WorkerRow; cancelled: boolean }>();
   private closing = false;
+  /**
+   * PENDING workers a control plane that died left waiting for capacity, by `namespace/app/revision`:
+   * the next start of a worker of that revision takes one, so it keeps its id and its deadline.
+   */
+  private readonly leftPending = new Map<string, WorkerRow[]>();
   /** Workers being started, per `namespace/app`. */
   private readonly starting = new Map<string, number>();
   /** The last status write of each worker, which the next one waits for. */
@@ -66,8 +76,10 @@ export class Supervisor {
     private readonly opts: SupervisorOptions,
     readonly scheduler: Scheduler,
     readonly cgroups: Cgroups,
+    private readonly timers: DurableTimers,
   ) {
     this.ensureMoltAppLink();
+    timers.on(REPLACE, (t) => this.reconcile(t.namespace, t.app));
   }
 
   /** Live details of workers (BUSY while one serves, as the gateway counts), overlaid on what the store says. */
@@ -203,13 +215,37 @@ export class Supervisor {
    */
   workerComing(namespace: string, app: string): boolean {
     const key = `${namespace}/${app}`;
-    return this.starting.has(key) || this.pendingReplacements.has(key) || this.workersOf(namespace, app).length > 0;
+    return this.starting.has(key) || this.timers.has(replaceKey(namespace, app)) || this.workersOf(namespace, app).length > 0;
+  }
+
+  /** Keeps PENDING workers left by the previous control plane for the next starts of their revision. */
+  keepPending(rows: WorkerRow[]): void {
+    for (const row of rows) {
+      const key = `${row.namespace}/${row.app}/${row.revision}`;
+      this.leftPending.set(key, [...(this.leftPending.get(key) ?? []), row]);
+    }
+  }
+
+  /** Ends the PENDING workers left for a revision that no start took: TERMINATED, with why. */
+  async dropPending(namespace: string, app: string, revision: number, why: string): Promise<void> {
+    const key = `${namespace}/${app}/${revision}`;
+    const rows = this.leftPending.get(key) ?? [];
+    this.leftPending.delete(key);
+    for (const row of rows) await this.setStatus(row, 'TERMINATED', null, `not placed: ${why}`);
+  }
+
+  /** Revisions with PENDING workers left for them, as `namespace/app/revision`. */
+  pendingLeft(): string[] {
+    return [...this.leftPending.keys()];
   }
 
   private async launch(rev: RevisionRow, rolloutId?: string | null): Promise<WorkerRow> {
     const release = await this.store.getRelease(rev.namespace, rev.releaseId);
     const now = new Date().toISOString();
-    const row: WorkerRow = {
+    const left = this.leftPending.get(`${rev.namespace}/${rev.app}/${rev.revision}`);
+    const resumed = left?.shift();
+    if (left?.length === 0) this.leftPending.delete(`${rev.namespace}/${rev.app}/${rev.revision}`);
+    const row: WorkerRow = resumed ?? {
       id: newId(),
       namespace: rev.namespace,
       app: rev.app,
@@ -326,6 +362,8 @@ export class Supervisor {
     this.scheduler.place(row.id, `${row.namespace}/${row.app}`, rev.spec.resources);
     const proc = this.handle(row.id, rev, cgroup);
     proc.adopt(info);
+    // A hot upgrade finished while no control plane heard its answer: the release it runs says its revision.
+    if (row.revision !== rev.revision) await this.store.updateWorker(row.id, { revision: rev.revision });
     row.revision = rev.revision;
     this.live.set(row.id, { row, proc, stopping: false, cgroup, memoryMb: rev.spec.resources.memoryMb });
     if (row.detailStatus !== 'FREE') await this.setStatus(row, 'RUNNING', 'FREE');
@@ -396,15 +434,23 @@ export class Supervisor {
     // A request no node could ever hold fails at once: waiting cannot help.
     const never = this.scheduler.fits(rev.spec.resources);
     if (never) throw new WorkerStartError(`cannot be placed on this node: it ${never}; lower resources in the app config`);
+    // A worker left PENDING by the previous control plane waits on, to the deadline it had.
+    const resumed = row.status === 'PENDING';
     row.status = 'PENDING';
     row.detailStatus = null;
     row.detail = placement.reason;
-    await this.store.insertWorker(row);
-    await this.events.append({ ...base, level: 'warn', type: 'worker.pending', message: `worker ${row.id} PENDING: ${row.detail}` });
+    if (resumed) {
+      await this.store.updateWorker(row.id, { detail: row.detail });
+      await this.events.append({ ...base, level: 'warn', type: 'worker.pending', message: `worker ${row.id} still PENDING after the control plane restarted: ${row.detail}` });
+    } else {
+      await this.store.insertWorker(row);
+      await this.events.append({ ...base, level: 'warn', type: 'worker.pending', message: `worker ${row.id} PENDING: ${row.detail}` });
+    }
     const waiting = { row, cancelled: false };
     this.pending.set(row.id, waiting);
     const timeoutMs = rev.spec.readiness.timeoutMs;
-    const deadline = Date.now() + timeoutMs;
+    // The deadline counts from when the worker was created, which the store keeps.
+    const deadline = Date.parse(row.createdAt) + timeoutMs;
     try {
       for (;;) {
         if (waiting.cancelled || this.closing) {
@@ -468,25 +514,21 @@ export class Supervisor {
     this.logs.write(namespace, app, { ts: new Date().toISOString(), workerId, stream: 'molt', line: `worker ${reason}` });
     await this.events.append({ namespace, app, workerId, level: 'error', type: 'worker.crashed', message: `worker ${workerId} ${reason}` });
     for (const fn of this.crashListeners) fn(live.row, exit);
-    this.scheduleReconcile(namespace, app);
+    await this.scheduleReconcile(namespace, app);
   }
 
-  /** Replaces lost workers after a backoff that doubles with each crash in the last minute (1 s … 30 s). */
-  private scheduleReconcile(namespace: string, app: string): void {
-    const key = `${namespace}/${app}`;
-    const now = Date.now();
-    const recent = (this.crashes.get(key) ?? []).filter((t) => now - t < 60_000);
-    recent.push(now);
-    this.crashes.set(key, recent);
-    const delay = Math.min(30_000, 1000 * 2 ** (recent.length - 1));
-    if (this.pendingReplacements.has(key)) return;
-    this.pendingReplacements.set(
-      key,
-      setTimeout(() => {
-        this.pendingReplacements.delete(key);
-        void this.reconcile(namespace, app).catch(() => {});
-      }, delay),
-    );
+  /**
+   * Replaces lost workers after a backoff that doubles with each failure (crash or failed start) of
+   * the app in the last minute (1 s … 30 s), as Kubernetes' CrashLoopBackOff does. The failures are
+   * the store's ERROR rows and the wait is a durable timer, so a restart of the control plane
+   * neither forgets the backoff nor cuts it short.
+   */
+  private async scheduleReconcile(namespace: string, app: string): Promise<void> {
+    const key = replaceKey(namespace, app);
+    if (this.closing || this.timers.has(key)) return;
+    const failures = await this.store.countFailedWorkers(namespace, app, new Date(Date.now() - BACKOFF_WINDOW_MS).toISOString());
+    const delay = Math.min(30_000, 1000 * 2 ** Math.max(0, failures - 1));
+    await this.timers.set(key, REPLACE, { namespace, app }, new Date(Date.now() + delay), { failures });
   }
 
   /** Live workers of an app in this process. */
@@ -519,7 +561,7 @@ export class Supervisor {
           await this.events.append({ namespace, app: appName, workerId: w.id, level: 'warn', type: 'worker.permanent-boot', message: `worker ${w.id} booted revision ${boot.revision}, the permanent one: revision ${current.revision} was upgraded in place and is not permanent yet` });
         }
       } catch {
-        this.scheduleReconcile(namespace, appName);
+        await this.scheduleReconcile(namespace, appName);
         return;
       }
     }
@@ -530,9 +572,7 @@ export class Supervisor {
 
   /** Stops every worker of an app (pause, delete). */
   async stopApp(namespace: string, app: string, reason: string, drainTimeoutMs = 30_000, graceMs = 5_000): Promise<void> {
-    const t = this.pendingReplacements.get(`${namespace}/${app}`);
-    if (t) clearTimeout(t);
-    this.pendingReplacements.delete(`${namespace}/${app}`);
+    await this.timers.clear(replaceKey(namespace, app));
     for (const p of this.pending.values()) if (p.row.namespace === namespace && p.row.app === app) p.cancelled = true;
     await Promise.all(this.workersOf(namespace, app).map((w) => this.stopWorker(w.id, { drainTimeoutMs, graceMs, reason })));
   }
@@ -540,13 +580,11 @@ export class Supervisor {
   /** Lets the workers be, at a shutdown that keeps them: nothing is replaced or restarted from now on. */
   detach(): void {
     this.closing = true;
-    for (const t of this.pendingReplacements.values()) clearTimeout(t);
   }
 
   /** Stops every worker at server shutdown: in-flight requests finish first. */
   async shutdown(drainTimeoutMs: number): Promise<void> {
     this.closing = true;
-    for (const t of this.pendingReplacements.values()) clearTimeout(t);
     await Promise.all([...this.live.values()].map((l) => this.stopWorker(l.row.id, { drainTimeoutMs, graceMs: 5000, reason: 'server stopped' })));
   }
 }

@@ -86,6 +86,8 @@ export class DataPlane {
   private readonly gateway: Gateway;
   private readonly api: ApiProxy;
   private readonly workers = new Map<string, WorkerProcess>();
+  /** Workers swapping modules now, at a control plane's request. */
+  private readonly upgrading = new Set<string>();
   private readonly home: WorkerHome;
   /** Questions to the control plane under way, per app (see explain). */
   private readonly explaining = new Map<string, Promise<string | undefined>>();
@@ -496,6 +498,7 @@ export class DataPlane {
           state: proc.phase,
           exit: proc.exit,
           routed: this.routes.target(proc.id) !== undefined,
+          upgrading: this.upgrading.has(proc.id),
         })),
       'worker.start': async ({ launch }: { launch: WorkerLaunch }) => {
         const proc = new WorkerProcess(launch, ...this.callbacks(launch), this.home);
@@ -518,9 +521,15 @@ export class DataPlane {
       },
       'worker.upgrade': async ({ id, req, timeoutMs }: { id: string; req: Omit<UpgradeRequest, 'type' | 'id' | 'releaseDir'>; timeoutMs: number }) => {
         const w = this.worker(id);
-        const result = await w.upgrade(req, timeoutMs);
-        if (result.ok) w.upgraded(req.toRelease);
-        return result;
+        // Carried to its end even if the control plane that asked dies meanwhile: the next one reads the release it runs.
+        this.upgrading.add(id);
+        try {
+          const result = await w.upgrade(req, timeoutMs);
+          if (result.ok) w.upgraded(req.toRelease);
+          return result;
+        } finally {
+          this.upgrading.delete(id);
+        }
       },
       'route.add': ({ namespace, app, workerId, address }: { namespace: string; app: string; workerId: string; address: WorkerAddress }) => {
         if (!this.routes.target(workerId)) this.routes.addWorker(namespace, app, workerId, address);

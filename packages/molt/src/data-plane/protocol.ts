@@ -17,6 +17,8 @@ export interface DataPlaneWorker {
   exit?: WorkerExit;
   /** Whether the gateway sends it requests. */
   routed: boolean;
+  /** Whether it is swapping modules now (a hot upgrade the data plane sent and has no answer to yet). */
+  upgrading: boolean;
 }
 
 export interface TargetStats {

@@ -3,7 +3,7 @@ import type { Store } from './store.js';
 import { type Database, migrations } from './schema.js';
 import { MoltError } from '../errors.js';
 import { revisionStatus, rolloutPhase, type StateMachine, workerStatus } from './lifecycle.js';
-import type { AppRow, EventRow, LeaseRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
+import type { AppRow, EventRow, LeaseRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutProgress, RolloutRow, TimerRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
 
@@ -25,7 +25,8 @@ const CHUNK = 500;
 const chunks = <T>(all: T[]): T[][] => Array.from({ length: Math.ceil(all.length / CHUNK) }, (_, i) => all.slice(i * CHUNK, (i + 1) * CHUNK));
 const toGrant = (r: Row<'volumeGrants'>): VolumeGrantRow => ({ ...r, write: !!r.write });
 const toWorker = (r: Row<'workers'>): WorkerRow => ({ ...r, revision: Number(r.revision) }) as WorkerRow;
-const toRollout = (r: Row<'rollouts'>): RolloutRow => ({ ...r, fromRevision: Number(r.fromRevision), toRevision: Number(r.toRevision) }) as RolloutRow;
+const toRollout = ({ progress: _, ...r }: Row<'rollouts'>): RolloutRow => ({ ...r, fromRevision: Number(r.fromRevision), toRevision: Number(r.toRevision) }) as RolloutRow;
+const toTimer = (r: Row<'timers'>): TimerRow => ({ ...r, payload: JSON.parse(r.payload) });
 const toEvent = (r: Row<'events'>): EventRow => ({ ...r, id: Number(r.id) }) as EventRow;
 
 /**
@@ -282,7 +283,7 @@ export class KyselyStore implements Store {
 
   async deleteApp(namespace: string, name: string): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
-      for (const table of ['revisions', 'workers', 'rollouts', 'events'] as const) {
+      for (const table of ['revisions', 'workers', 'rollouts', 'events', 'timers'] as const) {
         await trx.deleteFrom(table).where('namespace', '=', namespace).where('app', '=', name).execute();
       }
       await trx.deleteFrom('apps').where('namespace', '=', namespace).where('name', '=', name).execute();
@@ -373,7 +374,45 @@ export class KyselyStore implements Store {
   }
 
   async listRunningRollouts(): Promise<RolloutRow[]> {
-    return (await this.db.selectFrom('rollouts').selectAll().where('phase', '=', 'running').execute()).map(toRollout);
+    return (await this.db.selectFrom('rollouts').selectAll().where('phase', '=', 'running').orderBy('createdAt').execute()).map(toRollout);
+  }
+
+  async setRolloutProgress(id: string, progress: RolloutProgress): Promise<void> {
+    await this.db.updateTable('rollouts').set({ progress: JSON.stringify(progress) }).where('id', '=', id).execute();
+  }
+
+  async getRolloutProgress(id: string): Promise<RolloutProgress | undefined> {
+    const r = await this.db.selectFrom('rollouts').select('progress').where('id', '=', id).executeTakeFirst();
+    return r?.progress ? (JSON.parse(r.progress) as RolloutProgress) : undefined;
+  }
+
+  async countFailedWorkers(namespace: string, app: string, since: string): Promise<number> {
+    const r = await this.db
+      .selectFrom('workers')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('namespace', '=', namespace)
+      .where('app', '=', app)
+      .where('status', '=', 'ERROR')
+      .where('deletedAt', '>=', since)
+      .executeTakeFirst();
+    return Number(r?.n ?? 0);
+  }
+
+  async putTimer(timer: TimerRow): Promise<void> {
+    const row = { ...timer, payload: JSON.stringify(timer.payload) };
+    await this.db
+      .insertInto('timers')
+      .values(row)
+      .onConflict((oc) => oc.column('key').doUpdateSet({ id: row.id, kind: row.kind, namespace: row.namespace, app: row.app, dueAt: row.dueAt, payload: row.payload }))
+      .execute();
+  }
+
+  async deleteTimer(key: string, id: string): Promise<void> {
+    await this.db.deleteFrom('timers').where('key', '=', key).where('id', '=', id).execute();
+  }
+
+  async listTimers(): Promise<TimerRow[]> {
+    return (await this.db.selectFrom('timers').selectAll().orderBy('dueAt').orderBy('key').execute()).map(toTimer);
   }
 
   async insertVolume(volume: VolumeRow): Promise<void> {

@@ -56,7 +56,9 @@ export interface Database {
     reason: string | null;
     createdAt: string;
     finishedAt: string | null;
+    progress: string | null;
   };
+  timers: { key: string; id: string; kind: string; namespace: string; app: string; dueAt: string; payload: string };
   volumes: { id: string; namespace: string; name: string; latestSeq: number; createdAt: string; updatedAt: string };
   heartbeats: { name: string; at: string };
   leases: { name: string; holder: string; info: string; expiresAt: string };
@@ -272,6 +274,25 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .addColumn('hash', 'text', (c) => c.primaryKey())
           .addColumn('data', dialect === 'postgres' ? 'bytea' : 'blob', (c) => c.notNull())
           .execute();
+      },
+    },
+    '0008-durable-rollouts': {
+      async up(db: Kysely<any>) {
+        // What a rollout under way needs to go on after a restart (a hot plan, its canary's deadline, the worker a recycle replaces).
+        await db.schema.alterTable('rollouts').addColumn('progress', 'text').execute();
+        // Work the control plane has promised for later (a crashed worker's replacement after its backoff,
+        // a volume roll waiting for an update, a recycle): written before it waits, armed again at every start.
+        await db.schema
+          .createTable('timers')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('app', 'text', (c) => c.notNull())
+          .addColumn('dueAt', 'text', (c) => c.notNull())
+          .addColumn('payload', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('workers_failed').on('workers').columns(['namespace', 'app', 'status', 'deletedAt']).execute();
       },
     },
   };

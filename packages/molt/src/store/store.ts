@@ -8,7 +8,9 @@ import type {
   RevisionRow,
   RevisionStatus,
   RolloutPhase,
+  RolloutProgress,
   RolloutRow,
+  TimerRow,
   TokenRow,
   VolumeGrantRow,
   VolumeRevisionRow,
@@ -114,6 +116,19 @@ export interface Store {
   getRollout(id: string): Promise<RolloutRow | undefined>;
   /** Rollouts still marked running (for recovery at start). */
   listRunningRollouts(): Promise<RolloutRow[]>;
+  /** Records how far a rollout has come (written before the step it allows). */
+  setRolloutProgress(id: string, progress: RolloutProgress): Promise<void>;
+  /** What `setRolloutProgress` last wrote, or undefined. */
+  getRolloutProgress(id: string): Promise<RolloutProgress | undefined>;
+  /** How many workers of an app ended in ERROR since `since` (crashes and failed starts: what backoff counts). */
+  countFailedWorkers(namespace: string, app: string, since: string): Promise<number>;
+
+  /** Sets a timer (replacing the one of the same key). */
+  putTimer(timer: TimerRow): Promise<void>;
+  /** Removes a timer, only if it is still the setting `id` (a later setting of the key stays). */
+  deleteTimer(key: string, id: string): Promise<void>;
+  /** Every timer, soonest first. */
+  listTimers(): Promise<TimerRow[]>;
 
   /** Creates a volume; throws if the name is taken in its namespace. */
   insertVolume(volume: VolumeRow): Promise<void>;

@@ -206,6 +206,33 @@ export interface EventRow {
   message: string;
 }
 
+/**
+ * What a rollout under way keeps in the store so that a control plane that starts again goes on
+ * with it: a rolling update needs nothing more than its revisions and the workers; a hot one keeps
+ * its plan and its canary's deadline; a recycle names the worker it replaces.
+ */
+export type RolloutProgress =
+  | {
+      kind: 'hot';
+      up: unknown[];
+      down: unknown[];
+      direction: 'up' | 'down';
+      /** The canary's watch: until when, and its 5xx count when the watch began. */
+      canary?: { workerId: string; until: string; serverErrorsBefore: number; done?: boolean };
+    }
+  | { kind: 'recycle'; workerId: string; message: string; reason: string };
+
+/** Work promised for later: due at `dueAt`, one per `key`; `id` tells one setting of the key from the next. */
+export interface TimerRow {
+  key: string;
+  id: string;
+  kind: string;
+  namespace: string;
+  app: string;
+  dueAt: string;
+  payload: Record<string, unknown>;
+}
+
 /** Who holds a lease (the control plane that leads), until when, and what it says of itself. */
 export interface LeaseRow {
   name: string;
