@@ -12,7 +12,7 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ServerProcess, sleep, tempDir, waitFor } from '../helpers.js';
+import { processes, ServerProcess, sleep, tempDir, waitFor } from '../helpers.js';
 import * as model from './hot-model.js';
 import type { Model, ModSpec, RelSpec } from './hot-model.js';
 
@@ -59,15 +59,23 @@ async function call(r: Real, path: string): Promise<{ status: number; text: stri
 }
 
 async function appRow(r: Real): Promise<{ currentRevision: number; permanentRevision: number | null; rolloutId: string | null }> {
-  return (await r.server.api('GET', `/api/v1/namespaces/default/apps/${r.app}`)).body.app;
+  const res = await r.server.api("GET", `/api/v1/namespaces/default/apps/${r.app}`);
+  if (!res.body?.app) throw new Error(`GET app: ${res.status} ${JSON.stringify(res.body)}\n${r.server.output.slice(-6000)}`);
+  return res.body.app;
 }
 
 async function liveWorkers(r: Real): Promise<{ id: string; status: string; detailStatus: string | null; revision: number }[]> {
   return (await r.server.api('GET', `/api/v1/namespaces/default/apps/${r.app}/workers`)).body.workers;
 }
 
-/** Waits until no rollout holds the app and one worker of its current revision serves. */
+/** Waits until no rollout holds the app and one worker of its current revision serves (the server's output says why not). */
 async function settle(r: Real): Promise<void> {
+  await settled(r).catch((err) => {
+    throw new Error(`${(err as Error).message}\n${r.server.output.slice(-4000)}`);
+  });
+}
+
+async function settled(r: Real): Promise<void> {
   await waitFor(
     async () => {
       const app = await appRow(r);
@@ -182,6 +190,26 @@ const crash = operation(
   (m) => m.crashes < 2,
 );
 
+/**
+ * A hot update whose control plane is killed (kill -9) once the rollout has started: the next one
+ * goes on with it, and what the user sees in the end is what the update alone would have left.
+ */
+const cutShort = (c: Change) =>
+  operation(`cut-short(${show(c)})`, async (m, r) => {
+    const target = apply(model.serving(m), c);
+    model.hotUpdate(m, target);
+    writeRelease(r, target);
+    let done = false;
+    const update = r.server.molt(['app', 'update'], { cwd: r.dir }).finally(() => (done = true));
+    // No rollout starts for a release that is what serves, or ghosted.
+    const started = await waitFor(async () => (await appRow(r)).rolloutId ?? (done ? 'none' : undefined), 30_000, 'the update to start');
+    if (started !== 'none') {
+      const cp = processes().find((p) => p.argv[0] === `molt: control-plane ${r.server.dataDir}`);
+      if (cp) process.kill(cp.pid, 'SIGKILL');
+    }
+    await update;
+  }, (m) => m.restarts < 2);
+
 const restart = operation(
   'restart',
   async (m, r) => {
@@ -204,6 +232,7 @@ describe('hot upgrades against a model', () => {
     const commands = [
       changeArb.map(hotUpdate),
       changeArb.map(hotUpdate),
+      changeArb.map(cutShort),
       changeArb.map(rollingUpdate),
       fc.constant(rollback),
       fc.constant(rollback),

@@ -155,6 +155,11 @@ export class ControlPlane {
         const rev = [w.revision, rollout?.toRevision, app.currentRevision, app.permanentRevision].map((n) => revs.find((r) => r.revision === n && r.releaseId === info.releaseId)).find(Boolean);
         if (rev) {
           await this.supervisor.adopt(w, rev, info);
+          // A swap to the target of the hot upgrade under way failed and no control plane heard it: the upgrade cannot go on (it is not tried twice).
+          const swap = info.lastUpgrade;
+          if (rollout?.strategy === 'hot' && swap && !swap.ok && swap.toRelease === revs.find((r) => r.revision === rollout.toRevision)?.releaseId) {
+            crashedDuring.set(`${w.namespace}/${w.app}`, `worker ${w.id} could not upgrade: ${swap.error}`);
+          }
           if (info.runtime !== runtime && rev.revision === app.currentRevision) {
             const key = `${w.namespace}/${w.app}`;
             const entry = outdated.get(key) ?? { namespace: w.namespace, app: w.app, ids: [], rev, from: info.runtime };
@@ -171,9 +176,10 @@ export class ControlPlane {
         continue;
       }
       if (info && info.state !== 'exited') {
-        // Half-started (its start was the previous control plane's), or of no app: it goes.
+        // Half-started (its start was the previous control plane's), draining (its stop was), or of no app: it goes.
         await this.dp.stopWorker(w.id, 5000).catch(() => {});
-        await this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail: 'stopped: the control plane restarted while it started', deletedAt: new Date().toISOString() });
+        const detail = w.status === 'TERMINATING' ? (w.detail ?? 'stopped: it was draining when the control plane restarted') : 'stopped: the control plane restarted while it started';
+        await this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() });
         continue;
       }
       const exit = info?.exit;
@@ -212,7 +218,9 @@ export class ControlPlane {
       const key = `${app.namespace}/${app.name}`;
       const until = Date.parse(app.probationUntil);
       const upgraded = this.supervisor.workersOf(app.namespace, app.name).filter((w) => w.revision === app.currentRevision);
-      if (crashed.has(key)) await this.rollouts.revertProbation(app.namespace, app.name, crashed.get(key)!, 'ghosted');
+      // An update under way decides (a hot one starts a new probation, a rolling one ends it); if it fails, the probation goes on.
+      if (resumable.has(key)) this.rollouts.watchProbation(app.namespace, app.name, app.probationUntil);
+      else if (crashed.has(key)) await this.rollouts.revertProbation(app.namespace, app.name, crashed.get(key)!, 'ghosted');
       else if (upgraded.length > 0) this.rollouts.watchProbation(app.namespace, app.name, app.probationUntil);
       else if (until <= lastSeen) await this.rollouts.endProbation(app.namespace, app.name);
       else {

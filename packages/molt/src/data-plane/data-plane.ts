@@ -88,6 +88,8 @@ export class DataPlane {
   private readonly workers = new Map<string, WorkerProcess>();
   /** Workers swapping modules now, at a control plane's request. */
   private readonly upgrading = new Set<string>();
+  /** How each worker's last swap ended (see DataPlaneWorker.lastUpgrade). */
+  private readonly lastUpgrades = new Map<string, NonNullable<DataPlaneWorker['lastUpgrade']>>();
   private readonly home: WorkerHome;
   /** Questions to the control plane under way, per app (see explain). */
   private readonly explaining = new Map<string, Promise<string | undefined>>();
@@ -499,6 +501,7 @@ export class DataPlane {
           exit: proc.exit,
           routed: this.routes.target(proc.id) !== undefined,
           upgrading: this.upgrading.has(proc.id),
+          lastUpgrade: this.lastUpgrades.get(proc.id),
         })),
       'worker.start': async ({ launch }: { launch: WorkerLaunch }) => {
         const proc = new WorkerProcess(launch, ...this.callbacks(launch), this.home);
@@ -526,6 +529,7 @@ export class DataPlane {
         try {
           const result = await w.upgrade(req, timeoutMs);
           if (result.ok) w.upgraded(req.toRelease);
+          this.lastUpgrades.set(id, result.ok ? { toRelease: req.toRelease, ok: true } : { toRelease: req.toRelease, ok: false, error: `${result.phase} failed${result.module ? ` in ${result.module}` : ''}: ${result.error}` });
           return result;
         } finally {
           this.upgrading.delete(id);

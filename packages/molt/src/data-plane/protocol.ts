@@ -19,6 +19,8 @@ export interface DataPlaneWorker {
   routed: boolean;
   /** Whether it is swapping modules now (a hot upgrade the data plane sent and has no answer to yet). */
   upgrading: boolean;
+  /** How its last swap ended, to which release: what a control plane that died before the answer missed. */
+  lastUpgrade?: { toRelease: string; ok: boolean; error?: string };
 }
 
 export interface TargetStats {
