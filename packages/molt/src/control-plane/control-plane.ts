@@ -204,8 +204,7 @@ export class ControlPlane {
         resumable.add(key);
         continue;
       }
-      const serving = app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served: fix it, then `molt app update`';
-      await this.failCutShort(r, `${who} restarted during the rollout and it cannot go on; ${serving}`);
+      await this.failCutShort(r, app, who);
     }
     for (const app of apps) {
       // A lock whose rollout is over (or was never recorded) is released.
@@ -231,8 +230,7 @@ export class ControlPlane {
     for (const key of resumable) {
       const r = rollouts.get(key)!;
       if (!(await this.rollouts.resume(r, `${who} restarted during the rollout`, crashedDuring.get(key)))) {
-        const app = byKey.get(key);
-        await this.failCutShort(r, `${who} restarted during the rollout and it cannot go on; ${app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served'}`);
+        await this.failCutShort(r, byKey.get(key), who);
         await this.store.updateApp(r.namespace, r.app, { rolloutId: null });
       }
     }
@@ -259,8 +257,10 @@ export class ControlPlane {
     }
   }
 
-  /** Ends a rollout that a restart cut short and that cannot go on. */
-  private async failCutShort(r: RolloutRow, reason: string): Promise<void> {
+  /** Ends a rollout that a restart (of `who`) cut short and that cannot go on, saying what serves. */
+  private async failCutShort(r: RolloutRow, app: AppRow | undefined, who: string): Promise<void> {
+    const serving = app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served: fix it, then `molt app update`';
+    const reason = `${who} restarted during the rollout and it cannot go on; ${serving}`;
     await this.store.finishRollout(r.id, 'failed', reason);
     const target = await this.store.getRevision(r.namespace, r.app, r.toRevision);
     if (target && (target.status === 'pending' || target.status === 'deploying')) await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
