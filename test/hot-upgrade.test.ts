@@ -12,7 +12,7 @@ export const counter = defineProcess({
   handlers: {
     add: (s: { count: number }, n: number) => ({ state: { count: s.count + n }, reply: s.count + n }),
     get: (s: { count: number }) => ({ reply: 'v1 count=' + s.count }),
-    slow: async (s: { count: number }) => { await new Promise((r) => setTimeout(r, 800)); return { reply: 'slow done' }; },
+    slow: async (s: { count: number }) => { await new Promise((r) => setTimeout(r, 3000)); return { reply: 'slow done' }; },
   },
 });
 `;
@@ -76,7 +76,7 @@ describe('hot upgrades in place', () => {
     const pid = await call('counter', '/pid');
     const before = await workerIds('counter');
     writeFileSync(join(dir, 'counter.ts'), COUNTER_V2());
-    // A message in progress: the process is suspended only once it is done, and the worker shows UPGRADING.
+    // A message in progress (3 s: longer than the CLI takes to build and upload, cold): the process is suspended only once it is done, and the worker shows UPGRADING.
     const slow = call('counter', '/slow');
     await new Promise((r) => setTimeout(r, 100));
     let upgrading = false;
