@@ -48,7 +48,7 @@ export async function buildRelease(dir: string, opts: { file?: string; outDir?: 
   const modules = [...graph.entries()].map(([rel, imports]) => {
     const path = outputPath(rel);
     const code = readFileSync(join(outDir, path), 'utf8');
-    return { path, hash: sha256(code), imports: imports.map(outputPath).sort(), ...moduleTraits(code) };
+    return { path, source: toPosix(rel), hash: sha256(code), imports: imports.map(outputPath).sort(), ...moduleTraits(code) };
   });
   modules.sort((a, b) => (a.path < b.path ? -1 : 1));
 
@@ -147,11 +147,29 @@ async function compileModules(appDir: string, outDir: string, modules: string[])
       format: 'esm',
       target: 'node20',
       plugins: [keepImports],
+      // Stack traces name the user's files and lines (workers run with --enable-source-maps).
+      sourcemap: 'linked',
+      sourcesContent: false,
       logLevel: 'silent',
     });
   } catch (err) {
     throw new MoltError('MOLT_ERR_BAD_RELEASE', `the app does not compile: ${(err as Error).message}`, { cause: err });
   }
+  for (const rel of modules) relocateSourceMap(appDir, outDir, outputPath(rel));
+}
+
+/**
+ * Points a compiled module's source map at its sources as if they sat beside it in the release
+ * (`/app/lib/x.ts` in a sandbox), rather than at the build directory's place in the app's tree,
+ * which does not exist where the worker runs.
+ */
+function relocateSourceMap(appDir: string, outDir: string, out: string): void {
+  const file = join(outDir, `${out}.map`);
+  if (!existsSync(file)) return;
+  const map = JSON.parse(readFileSync(file, 'utf8')) as { sources: string[] };
+  const from = dirname(join(outDir, out));
+  map.sources = map.sources.map((s) => toPosix(relative(dirname(join(appDir, out)), resolve(from, s))) || s);
+  writeFileSync(file, JSON.stringify(map));
 }
 
 function readPackageJson(dir: string): Record<string, any> {

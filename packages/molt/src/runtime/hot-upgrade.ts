@@ -19,6 +19,7 @@ import { MANIFEST_FILE } from '../release/manifest.js';
 import type { ReleaseManifest } from '../store/types.js';
 import type { UpgradeInstruction, UpgradeRequest, UpgradeResult } from './control-messages.js';
 import type { AppSlot } from './serve-fetch.js';
+import { appExport } from './app-export.js';
 
 type Spec = {
   name: string;
@@ -142,8 +143,8 @@ export class HotUpgrader {
     const entryUrl = target.urls.get(target.manifest.entry)!;
     let app: AppModule;
     try {
-      app = ((await import(entryUrl)) as { default?: AppModule }).default!;
-      if (!app || typeof app.fetch !== 'function') throw new TypeError(`${target.manifest.entry} must default-export { fetch(request) }`);
+      const entry = target.manifest.modules.find((m) => m.path === target.manifest.entry);
+      app = appExport((await import(entryUrl)) as Record<string, unknown>, entry?.source ?? target.manifest.entry);
     } catch (err) {
       throw new UpgradeFailure('load', target.manifest.entry, err);
     }

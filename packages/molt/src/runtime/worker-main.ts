@@ -18,7 +18,9 @@ import { type AppSlot, fetchHandler } from './serve-fetch.js';
 import { installWebObjects } from './web-objects.js';
 import { HotUpgrader, type ProcessRuntime } from './hot-upgrade.js';
 import { MANIFEST_FILE } from '../release/manifest.js';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { appExport } from './app-export.js';
+import type { ReleaseManifest } from '../store/types.js';
 import type { AppModule } from '@molt/app';
 
 // `ps` names it, as it names the data plane and the control plane.
@@ -129,21 +131,25 @@ if (process.env.MOLT_APP_HOOK === '1') {
 const releaseDir = process.env.MOLT_RELEASE_DIR ?? process.cwd();
 const entry = process.env.MOLT_ENTRY ?? 'index.js';
 
-async function loadApp(): Promise<AppModule> {
-  const mod = (await import(pathToFileURL(join(releaseDir, entry)).href)) as { default?: AppModule };
-  const app = mod.default;
-  if (!app || typeof app.fetch !== 'function') {
-    throw new TypeError(`${entry} must default-export an object with fetch(request), e.g. export default { fetch: (req) => new Response('ok') }`);
-  }
-  return app;
+/** The user's name of the entry (`index.ts`), from the release's manifest; the compiled name without one. */
+function entrySource(): string {
+  const manifest = join(releaseDir, MANIFEST_FILE);
+  if (!existsSync(manifest)) return entry;
+  const { modules } = JSON.parse(readFileSync(manifest, 'utf8')) as ReleaseManifest;
+  return modules.find((m) => m.path === entry)?.source ?? entry;
 }
 
+const source = entrySource();
 let app: AppModule;
 try {
-  app = await loadApp();
+  const file = join(releaseDir, entry);
+  // Held in an object, never returned from an async function: a thenable export would be awaited.
+  const mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  app = appExport(mod, source, typeof mod.default === 'object' || typeof mod.default === 'function' ? '' : readFileSync(file, 'utf8'));
 } catch (err) {
-  console.error(`molt: failed to load ${entry}:`, err);
-  send({ type: 'load-failed', error: (err instanceof Error ? err.message : String(err)).slice(0, 64 * 1024) });
+  console.error(`molt: failed to load ${source}:`, err);
+  const message = err instanceof Error ? err.message : String(err);
+  send({ type: 'load-failed', error: (message.startsWith(source) ? message : `${source}: ${message}`).slice(0, 64 * 1024) });
   process.exit(1);
 }
 
@@ -160,7 +166,8 @@ server.keepAliveTimeout = 65_000;
 server.headersTimeout = 66_000;
 server.requestTimeout = 0;
 server.on('upgrade', (req, socket, head) => {
-  if (slot.app.upgrade) slot.app.upgrade(req, socket, head);
+  // Asked with `in`: a router Proxy answers every property with a function, so it has none of its own.
+  if ('upgrade' in slot.app && typeof slot.app.upgrade === 'function') slot.app.upgrade(req, socket, head);
   else socket.end('HTTP/1.1 426 Upgrade Required\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
 });
 

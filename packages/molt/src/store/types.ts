@@ -60,6 +60,8 @@ export interface ReleaseManifest {
 
 export interface ReleaseModule {
   path: string;
+  /** The app's own file it was compiled from (`lib/x.ts`); releases built before it was kept lack it. */
+  source?: string;
   hash: string;
   imports: string[];
   /** Names of the processes it defines (`defineProcess({ name })`). */

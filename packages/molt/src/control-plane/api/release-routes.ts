@@ -28,9 +28,9 @@ function parseManifest(tree: Tree, read: (hash: string) => string): ReleaseManif
   const paths = new Set(tree.entries.map((e) => e.path));
   if (!paths.has(m.entry)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: entry ${m.entry} is not in the release`);
   for (const mod of m.modules as unknown[]) {
-    const { path, imports } = (mod ?? {}) as { path?: unknown; imports?: unknown };
-    if (typeof path !== 'string' || !Array.isArray(imports) || !imports.every((i) => typeof i === 'string')) {
-      throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: each module needs a path and a list of imports (got ${JSON.stringify(mod)?.slice(0, 200)})`);
+    const { path, imports, source } = (mod ?? {}) as { path?: unknown; imports?: unknown; source?: unknown };
+    if (typeof path !== 'string' || !Array.isArray(imports) || !imports.every((i) => typeof i === 'string') || (source !== undefined && typeof source !== 'string')) {
+      throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: each module needs a path, a list of imports and, if any, a source path (got ${JSON.stringify(mod)?.slice(0, 200)})`);
     }
     if (!paths.has(path)) throw new MoltError('MOLT_ERR_BAD_RELEASE', `${MANIFEST_FILE}: module ${path} is not in the release`);
   }
