@@ -78,6 +78,29 @@ describe.each(['sqlite', 'postgres'] as const)('the store on %s', (dialect) => {
     expect(await store.getApp('default', 'locked')).toMatchObject({ rolloutId: null, paused: true, immutable: false });
   });
 
+  it('gives a domain to exactly one of many apps claiming it at once; a claim is all or none', async () => {
+    const { store, url } = await fresh();
+    // Two servers on PostgreSQL. One SQLite file has one server (the data dir's lock), whose claims
+    // queue on its connection; two connections in one process would block each other's event loop.
+    const other = dialect === 'postgres' ? (await fresh(url)).store : store;
+    const claims = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? store : other).claimDomains('default', `app${i}`, [`a${i}.example.com`, 'shared.example.com'])));
+    const winners = claims.map((holder, i) => (holder ? undefined : `app${i}`)).filter(Boolean);
+    expect(winners).toHaveLength(1);
+    // The losers hold nothing, not even their own name: a claim rolls back whole.
+    expect((await store.listDomains()).map((d) => [d.domain, d.app])).toEqual([
+      [`a${winners[0]!.slice(3)}.example.com`, winners[0]],
+      ['shared.example.com', winners[0]],
+    ]);
+    for (const holder of claims.filter(Boolean)) expect(holder).toMatchObject({ domain: 'shared.example.com', namespace: 'default', app: winners[0] });
+    // A new claim replaces the app's set; a dry run changes nothing.
+    expect(await store.claimDomains('default', 'late', ['shared.example.com'], true)).toMatchObject({ app: winners[0] });
+    expect(await store.claimDomains('default', winners[0]!, ['new.example.com'])).toBeUndefined();
+    expect((await store.listDomains()).map((d) => d.domain)).toEqual(['new.example.com']);
+    expect(await store.claimDomains('default', 'late', ['shared.example.com'])).toBeUndefined();
+    expect(await store.setting('k', 'first')).toBe('first');
+    expect(await other.setting('k', 'second')).toBe('first');
+  });
+
   it('keeps revisions in order with their spec, and enforces their state machine', async () => {
     const { store } = await fresh();
     await store.createNamespace('default');

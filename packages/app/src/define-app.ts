@@ -66,6 +66,11 @@ export interface AppConfig {
   updatable?: boolean;
   /** `true` lets anyone call the app's routes without a token. Default `false`. */
   public?: boolean;
+  /**
+   * Hostnames the app answers at its root, besides `<app>.<namespace>.<domain>` of the server's
+   * `--domain`. Each is the app's alone on the server: a deploy naming one another app holds is refused.
+   */
+  domains?: string[];
   rollout?: RolloutConfig;
   hot?: HotConfig;
   /**

@@ -11,6 +11,8 @@ export interface AppSpec {
   volumes: VolumeRef[];
   updatable: boolean;
   public: boolean;
+  /** Hostnames the app claims, besides those under the server's `--domain`; absent in specs stored before them. */
+  domains?: string[];
   rollout: { maxSurge: number; maxUnavailable: number; drainTimeoutMs: number; stopGraceMs: number };
   hot: { canaryWindowMs: number; suspendTimeoutMs: number; maxRetainedModules: number; permanentAfterMs: number };
 }

@@ -13,9 +13,18 @@ describe('app config validation', () => {
       volumes: [],
       updatable: true,
       public: false,
+      domains: [],
       rollout: { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: 30_000, stopGraceMs: 5_000 },
       hot: { canaryWindowMs: 1000, suspendTimeoutMs: 5000, maxRetainedModules: 2000, permanentAfterMs: 10_000 },
     });
+  });
+
+  it('takes domains as lower-case hostnames, each once, and names each bad one', () => {
+    expect(validateAppConfig({ name: 'shop', domains: ['shop.example.com', 'www.shop.example.com'] }).domains).toEqual(['shop.example.com', 'www.shop.example.com']);
+    expect(() => validateAppConfig({ name: 'shop', domains: ['Shop.example.com', 'https://x.io', 'localhost', 'a.io', 'a.io', 'x.io:80'] })).toThrow(
+      /`domains\[0\]` is not a hostname \(got "Shop.example.com"\)[^]*`domains\[1\]` is not a hostname[^]*`domains\[2\]` is not a hostname[^]*`domains\[4\]` repeats a.io[^]*`domains\[5\]` is not a hostname/,
+    );
+    expect(() => validateAppConfig({ name: 'shop', domains: 'shop.example.com' })).toThrow(/`domains` must be a list of hostnames/);
   });
 
   it('accepts the seed resources and volume forms', () => {

@@ -6,7 +6,12 @@ import type { AppConfig, AppSpec } from './app-spec.js';
 const VOLUME_REF = /^([a-z][a-z0-9-]{0,62}\/)?[a-z][a-z0-9-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const REVISION = /^\d{6}-[0-9a-f]{3}$/;
-const KNOWN = new Set(['name', 'entry', 'workers', 'readiness', 'env', 'resources', 'volumes', 'updatable', 'public', 'rollout', 'hot', 'planTransform']);
+const KNOWN = new Set(['name', 'entry', 'workers', 'readiness', 'env', 'resources', 'volumes', 'updatable', 'public', 'domains', 'rollout', 'hot', 'planTransform']);
+/** A hostname: dot-separated labels of letters, digits and inner dashes, lower case, at least two. */
+export const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** A domain the server routes apps under: a hostname, or one label such as `localhost` (browsers send *.localhost to this machine). */
+export const SERVER_DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** Collects every problem of a config, so the user fixes them in one pass. */
 class Problems {
@@ -42,6 +47,7 @@ export const LIMITS = {
   volumes: 32,
   gpuConstraints: 16,
   textLength: 1024,
+  domains: 32,
   cpu: 1024,
   memoryMb: 16 * 1024 * 1024,
   gpu: 64,
@@ -176,6 +182,20 @@ export function validateAppConfig(input: unknown, source = 'app config', limits:
     if (c[flag] !== undefined && typeof c[flag] !== 'boolean') p.add(flag, `must be true or false (got ${show(c[flag])})`, `set ${flag}: true`);
   }
 
+  const domains: string[] = [];
+  if (c.domains !== undefined) {
+    if (!Array.isArray(c.domains)) p.add('domains', `must be a list of hostnames (got ${show(c.domains)})`, 'set e.g. domains: ["shop.example.com"]');
+    else if (c.domains.length > LIMITS.domains) p.add('domains', `lists ${c.domains.length} hostnames, more than ${LIMITS.domains}`, 'keep the ones the app answers on');
+    else {
+      c.domains.forEach((d, i) => {
+        if (typeof d !== 'string' || !HOSTNAME.test(d)) {
+          p.add(`domains[${i}]`, `is not a hostname (got ${show(d)})`, 'write it lower case, without scheme, port or path, e.g. "shop.example.com"');
+        } else if (domains.includes(d)) p.add(`domains[${i}]`, `repeats ${d}`, 'list each hostname once');
+        else domains.push(d);
+      });
+    }
+  }
+
   const rollout = { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: 30_000, stopGraceMs: 5_000 };
   if (c.rollout !== undefined) {
     if (!isObject(c.rollout)) p.add('rollout', `must be an object (got ${show(c.rollout)})`, 'set e.g. rollout: { maxSurge: 1 }');
@@ -220,6 +240,7 @@ export function validateAppConfig(input: unknown, source = 'app config', limits:
     volumes,
     updatable: c.updatable ?? true,
     public: c.public ?? false,
+    domains,
     rollout,
     hot,
   };

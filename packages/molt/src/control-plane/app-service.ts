@@ -9,7 +9,7 @@ import { generatePlan, type UpgradePlan, validatePlan } from '../release/upgrade
 import type { UpgradeInstruction } from '../runtime/control-messages.js';
 
 export interface Change {
-  field: 'code' | 'env' | 'workers' | 'resources' | 'volumes' | 'readiness' | 'rollout' | 'public' | 'entry' | 'updatable';
+  field: 'code' | 'env' | 'workers' | 'resources' | 'volumes' | 'readiness' | 'rollout' | 'public' | 'domains' | 'entry' | 'updatable';
   from: unknown;
   to: unknown;
 }
@@ -57,6 +57,7 @@ export function diffRevision(
   for (const field of ['entry', 'env', 'workers', 'resources', 'readiness', 'rollout', 'public', 'updatable'] as const) {
     if (!same(from.spec[field], spec[field])) changes.push({ field, from: from.spec[field], to: spec[field] });
   }
+  if (!same(from.spec.domains ?? [], spec.domains ?? [])) changes.push({ field: 'domains', from: from.spec.domains ?? [], to: spec.domains ?? [] });
   if (!same(volumeLabels(from.volumes), volumeLabels(volumes))) changes.push({ field: 'volumes', from: volumeLabels(from.volumes), to: volumeLabels(volumes) });
   return changes;
 }
@@ -121,6 +122,7 @@ export class AppService {
     if (await this.cp.store.getApp(namespace, spec.name)) {
       throw new MoltError('MOLT_ERR_ALREADY_EXISTS', `app ${spec.name} already exists in namespace ${namespace}; use \`molt app update\` to change it`);
     }
+    await this.claimDomains(namespace, spec.name, spec);
     const now = new Date().toISOString();
     const app: AppRow = {
       namespace,
@@ -141,6 +143,26 @@ export class AppService {
     await this.cp.syncRoutes(namespace, app.name);
     const rollout = await this.cp.rollouts.start(rolloutId, app, rev);
     return { app: app.name, revision: 1, rollout, dryRun: false, ...planUpdate(diffRevision(undefined, input.releaseId, spec, volumes)) };
+  }
+
+  /**
+   * Makes the spec's `domains` the app's hostnames (`dryRun`: only checks they are free). Refused
+   * with 409 when another app holds one, and with 400 for a name under the server's own domains,
+   * where every app already has `<app>.<namespace>.<D>`.
+   */
+  private async claimDomains(namespace: string, name: string, spec: AppSpec, dryRun = false): Promise<void> {
+    const domains = spec.domains ?? [];
+    for (const d of domains) {
+      const base = this.cp.opts.domains.find((b) => d === b || d.endsWith(`.${b}`));
+      if (base) {
+        throw new MoltError('MOLT_ERR_INVALID_CONFIG', `domains: ${d} is under the server's domain ${base}, where apps are reached as <app>.<namespace>.${base} (this one as ${name}.${namespace}.${base}); list only hostnames outside ${base}`);
+      }
+    }
+    const holder = await this.cp.store.claimDomains(namespace, name, domains, dryRun);
+    if (holder) {
+      const who = holder.namespace === namespace ? `app ${holder.app}` : 'an app of another namespace';
+      throw new MoltError('MOLT_ERR_DOMAIN_TAKEN', `domain ${holder.domain} is already claimed by ${who}; remove it from \`domains\` here, or from that app's config first`);
+    }
   }
 
   private async insertRevision(app: AppRow, revision: number, releaseId: string, spec: AppSpec, volumes: ResolvedVolume[], cause: string): Promise<RevisionRow> {
@@ -183,7 +205,7 @@ export class AppService {
     if (!fromRelease || !toRelease) return { plan };
     const upgrade = generatePlan({ id: fromRelease.id, manifest: fromRelease.manifest, spec: current.spec }, { id: toRelease.id, manifest: toRelease.manifest, spec });
     const blockers = plan.changes
-      .filter((c) => !['code', 'env', 'rollout', 'updatable', 'public', 'entry', 'resources', 'readiness'].includes(c.field))
+      .filter((c) => !['code', 'env', 'rollout', 'updatable', 'public', 'domains', 'entry', 'resources', 'readiness'].includes(c.field))
       .map((c) => (c.field === 'workers' ? 'the worker count changes' : c.field === 'volumes' ? 'volumes changed (the app has no volume hook)' : `${c.field} changed`));
     blockers.unshift(...upgrade.blockers);
     if (!plan.changes.some((c) => c.field === 'code')) blockers.push('the code did not change');
@@ -252,6 +274,7 @@ export class AppService {
     const chosen = current ? await this.chooseStrategy(app, current, releaseId, spec, plan, input.strategy ?? 'auto', input.plan, input.retry === true) : { plan };
     const rolling = chosen.plan.strategy === 'rolling';
     if (input.dryRun) {
+      await this.claimDomains(namespace, name, spec, true);
       await this.cp.quotas.checkApp(namespace, name, spec, current?.spec, rolling);
       return { app: name, dryRun: true, ...chosen.plan };
     }
@@ -315,6 +338,7 @@ export class AppService {
   private async deploy(app: AppRow, releaseId: string, spec: AppSpec, volumes: ResolvedVolume[], cause: string, plan: UpdatePlan, hot?: HotRollout): Promise<UpdateResult> {
     const rolloutId = await this.cp.rollouts.claim(app);
     try {
+      await this.claimDomains(app.namespace, app.name, spec);
       const revisions = await this.cp.store.listRevisions(app.namespace, app.name);
       const next = (revisions.at(-1)?.revision ?? 0) + 1;
       const rev = await this.insertRevision(app, next, releaseId, spec, volumes, cause);

@@ -1,10 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { removeTree } from '../blobs/materialize.js';
 import type { Store } from '../store/store.js';
 import type { AppRow, RevisionRow, RolloutRow } from '../store/types.js';
-import type { DataPlaneWorker } from '../data-plane/protocol.js';
+import type { DataPlaneWorker, GatewayApp } from '../data-plane/protocol.js';
 import { DurableTimers } from './durable-timers.js';
 import { AppService } from './app-service.js';
 import { TokenVerifier } from './auth.js';
@@ -26,6 +27,10 @@ import { listDir } from '../list-dir.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
+  /** The server's domains (`--domain`): apps' own hostnames are under them, so no app may claim one there. */
+  domains: string[];
+  /** How long a browser session made on an app's host lasts. */
+  sessionTtlMs: number;
   workerHost: string;
   maxUploadBytes: number;
   maxUploadFiles: number;
@@ -303,16 +308,18 @@ export class ControlPlane {
     return this.dp.setApp(await this.gatewayView(app));
   }
 
-  private async gatewayView(app: AppRow): Promise<{ namespace: string; name: string; public: boolean; paused: boolean }> {
+  private async gatewayView(app: AppRow): Promise<GatewayApp> {
     const rev = app.currentRevision ? await this.store.getRevision(app.namespace, app.name, app.currentRevision) : undefined;
     const latest = rev ?? (await this.store.listRevisions(app.namespace, app.name)).at(-1);
-    return { namespace: app.namespace, name: app.name, public: latest?.spec.public ?? false, paused: app.paused };
+    const domains = (await this.store.listDomains()).filter((d) => d.namespace === app.namespace && d.app === app.name).map((d) => d.domain);
+    return { namespace: app.namespace, name: app.name, public: latest?.spec.public ?? false, paused: app.paused, domains };
   }
 
-  /** Gives the gateway the token rows it checks requests against (after any change to them). */
+  /** Gives the gateway the token rows it checks requests against (after any change to them), and the key of browser sessions. */
   async syncTokens(): Promise<void> {
     this.tokens.invalidate();
-    await this.dp.setTokens(await this.store.listTokens());
+    const key = await this.store.setting('session-key', randomBytes(32).toString('base64'));
+    await this.dp.setTokens(await this.store.listTokens(), { key, ttlMs: this.opts.sessionTtlMs });
   }
 
   /**

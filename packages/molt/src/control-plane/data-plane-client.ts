@@ -3,7 +3,7 @@ import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest, UpgradeResult } from '../runtime/control-messages.js';
 import type { TokenRow } from '../store/types.js';
 import { PeerGone, RemoteError, RpcPeer } from '../data-plane/rpc.js';
-import type { DataPlaneWorker, TargetStats } from '../data-plane/protocol.js';
+import type { DataPlaneWorker, GatewayApp, TargetStats } from '../data-plane/protocol.js';
 import { LogHub, type LogLine } from './log-hub.js';
 import { type WorkerExit, type WorkerLaunch, WorkerStartError } from './worker-process.js';
 
@@ -119,11 +119,11 @@ export class DataPlaneClient {
   }
 
   /** What the gateway needs of every app (public, paused); apps not listed are dropped. */
-  syncApps(apps: { namespace: string; name: string; public: boolean; paused: boolean }[]): Promise<void> {
+  syncApps(apps: GatewayApp[]): Promise<void> {
     return this.call('apps.sync', { apps });
   }
 
-  setApp(app: { namespace: string; name: string; public: boolean; paused: boolean }): Promise<void> {
+  setApp(app: GatewayApp): Promise<void> {
     return this.call('app.set', app);
   }
 
@@ -132,8 +132,9 @@ export class DataPlaneClient {
   }
 
   /** The token rows the gateway checks requests against (hashes only). */
-  setTokens(rows: TokenRow[]): Promise<void> {
-    return this.call('tokens.set', { rows });
+  /** The token rows requests are checked against, and the key and lifetime of browser sessions made from them. */
+  setTokens(rows: TokenRow[], sessions: { key: string; ttlMs: number }): Promise<void> {
+    return this.call('tokens.set', { rows, sessions });
   }
 }
 

@@ -30,6 +30,10 @@ export interface ServerOptions {
   dataDir: string;
   host?: string;
   port?: number;
+  /** Domains whose hosts `<app>.<namespace>.<D>` and `<app>.<D>` route to apps at their root (`--domain`). */
+  domains?: string[];
+  /** How long a browser session made on an app's host lasts (default 12 hours). */
+  sessionTtlMs?: number;
   /** `postgres://…` to use PostgreSQL; default SQLite in the data dir. */
   databaseUrl?: string;
   maxUploadBytes?: number;
@@ -164,6 +168,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     maxQueue: opts.maxQueue ?? 1000,
     queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000,
+    domains: opts.domains ?? [],
     maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
     logLevel: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info',
     logFormat: opts.logFormat,
@@ -273,6 +278,8 @@ export async function runControlPlane(opts: ServerOptions): Promise<ControlPlane
   const store = await openStore(dataDir, opts.databaseUrl);
   const cp = new ControlPlane(store, dp, {
     dataDir,
+    domains: opts.domains ?? [],
+    sessionTtlMs: opts.sessionTtlMs ?? 12 * 60 * 60 * 1000,
     workerHost: '127.0.0.1',
     maxUploadBytes: opts.maxUploadBytes ?? 512 * 1024 * 1024,
     maxUploadFiles: opts.maxUploadFiles ?? 100_000,

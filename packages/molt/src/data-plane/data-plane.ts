@@ -8,13 +8,14 @@ import { pino, type Logger } from 'pino';
 import { TokenVerifier } from '../control-plane/auth.js';
 import { LogHub, type LogLine } from '../control-plane/log-hub.js';
 import { type WorkerExit, type WorkerHome, type WorkerLaunch, WorkerProcess } from '../control-plane/worker-process.js';
-import { answerClientError, Gateway, ROUTE_PREFIX } from '../gateway/gateway.js';
+import { answerClientError, Gateway } from '../gateway/gateway.js';
+import { Sessions } from '../gateway/sessions.js';
 import { RouteTable } from '../gateway/route-table.js';
 import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest } from '../runtime/control-messages.js';
 import type { TokenRow } from '../store/types.js';
 import { ApiProxy } from './api-proxy.js';
-import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, TAKEOVER_SOCKET, type TakeoverAnswer, type TakeoverRequest, type TargetStats } from './protocol.js';
+import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, type GatewayApp, TAKEOVER_SOCKET, type TakeoverAnswer, type TakeoverRequest, type TargetStats } from './protocol.js';
 import { RpcPeer } from './rpc.js';
 import { ControlChannel } from '../runtime/control-channel.js';
 import { runtimeId } from '../runtime/runtime-id.js';
@@ -37,6 +38,8 @@ export interface DataPlaneOptions {
   logLevel: string;
   /** How its own lines are printed on stderr, as the control plane prints events. */
   logFormat?: 'text' | 'json';
+  /** The server's domains: `<app>.<namespace>.<D>` routes to the app at its root. */
+  domains?: string[];
   /** What the control plane is started with (its own options, as JSON). */
   controlPlaneOptions: object;
   /** API requests that may wait while the control plane is down, and for how long. */
@@ -82,6 +85,7 @@ export class DataPlane {
   private readonly routes: RouteTable;
   private readonly logs: LogHub;
   private readonly tokens = new Map<string, TokenRow>();
+  private readonly tokensById = new Map<string, TokenRow>();
   private readonly verifier: TokenVerifier;
   private readonly gateway: Gateway;
   private readonly api: ApiProxy;
@@ -119,6 +123,7 @@ export class DataPlane {
     this.verifier = new TokenVerifier({ tokenByHash: async (hash) => this.tokens.get(hash) });
     this.gateway = new Gateway(this.routes, this.verifier, {
       upstreamTimeoutMs: opts.upstreamTimeoutMs,
+      domains: opts.domains,
       onUpstreamError: (info) => (this.opts.logFormat === 'text' ? this.say('warn', 'gateway.upstream-error', `${info.ns}/${info.app}: ${info.status} ${info.message} (request ${info.requestId})`) : this.log.warn(info, 'gateway upstream error')),
     });
     this.api = new ApiProxy({ socketPath: join(opts.dataDir, CONTROL_PLANE_SOCKET), maxWaiting: opts.apiQueue ?? 256, waitMs: opts.apiWaitMs ?? 15_000 });
@@ -231,13 +236,11 @@ export class DataPlane {
     const server = createServer({ maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
       // Handed over: every answer tells its client to reconnect, which reaches the new data plane.
       if (this.takeover === 'retiring') res.setHeader('connection', 'close');
-      if (req.url!.startsWith(ROUTE_PREFIX)) this.gateway.handle(req, res);
-      else this.api.handle(req, res);
+      if (!this.gateway.handle(req, res)) this.api.handle(req, res);
     });
     server.on('clientError', answerClientError);
     server.on('upgrade', (req, socket, head) => {
-      if (req.url?.startsWith(ROUTE_PREFIX)) this.gateway.handleUpgrade(req, socket, head);
-      else socket.destroy();
+      if (!this.gateway.handleUpgrade(req, socket, head)) socket.destroy();
     });
     server.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
@@ -548,27 +551,33 @@ export class DataPlane {
         }
         return out;
       },
-      'apps.sync': ({ apps }: { apps: { namespace: string; name: string; public: boolean; paused: boolean }[] }) => {
+      'apps.sync': ({ apps }: { apps: GatewayApp[] }) => {
         const keep = new Set(apps.map((a) => `${a.namespace}/${a.name}`));
         for (const a of this.routes.list()) if (!keep.has(`${a.namespace}/${a.name}`)) this.routes.deleteApp(a.namespace, a.name);
         for (const a of apps) this.setApp(a);
       },
-      'app.set': (a: { namespace: string; name: string; public: boolean; paused: boolean }) => this.setApp(a),
+      'app.set': (a: GatewayApp) => this.setApp(a),
       'app.delete': ({ namespace, name }: { namespace: string; name: string }) => this.routes.deleteApp(namespace, name),
-      'tokens.set': ({ rows }: { rows: TokenRow[] }) => {
+      'tokens.set': ({ rows, sessions }: { rows: TokenRow[]; sessions: { key: string; ttlMs: number } }) => {
         this.tokens.clear();
-        for (const r of rows) this.tokens.set(r.hash, r);
+        this.tokensById.clear();
+        for (const r of rows) {
+          this.tokens.set(r.hash, r);
+          this.tokensById.set(r.id, r);
+        }
         this.verifier.invalidate();
+        this.gateway.sessions = new Sessions({ key: Buffer.from(sessions.key, 'base64'), ttlMs: sessions.ttlMs }, (id) => this.tokensById.get(id));
       },
       'log.write': ({ namespace, app, entry }: { namespace: string; app: string; entry: LogLine }) => void this.writeLog(namespace, app, entry),
       'logs.flush': () => this.logs.flush(),
     };
   }
 
-  private setApp(a: { namespace: string; name: string; public: boolean; paused: boolean }): void {
+  private setApp(a: GatewayApp): void {
     const routes = this.routes.ensureApp(a.namespace, a.name);
     routes.public = a.public;
     routes.paused = a.paused;
+    this.routes.setDomains(routes, a.domains);
   }
 
   /**

@@ -23,6 +23,15 @@ export interface DataPlaneWorker {
   lastUpgrade?: { toRelease: string; ok: boolean; error?: string };
 }
 
+/** What the gateway knows of an app: who may call it, whether it runs, the hostnames it claimed. */
+export interface GatewayApp {
+  namespace: string;
+  name: string;
+  public: boolean;
+  paused: boolean;
+  domains: string[];
+}
+
 export interface TargetStats {
   outstanding: number;
   serverErrors: number;

@@ -4,7 +4,9 @@ import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { checkRow, type TokenVerifier } from '../control-plane/auth.js';
 import { MoltError, errorResponse } from '../errors.js';
+import { fitCookie, hostName, prefixLocation, underDomain } from './app-host.js';
 import type { AppRoutes, RouteTable } from './route-table.js';
+import { loginPage, PAGE_CSP, safeNext, type Sessions, Sessions as SessionCookies, takeSessionCookie } from './sessions.js';
 import type { Target } from './target.js';
 import { isRetryable, type UpstreamConnection } from './upstream.js';
 
@@ -16,7 +18,7 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
  * Request headers not forwarded: those of one hop (RFC 9110 §7.6.1), `expect` (this hop answered
  * it), and the ones the gateway sets itself.
  */
-const REQUEST_DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id']);
+const REQUEST_DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-prefix', 'x-request-id']);
 
 /** Response headers of one hop; the gateway's own connection sets its framing. */
 function isResponseHopByHop(name: string): boolean {
@@ -34,8 +36,11 @@ const MOLT_TOKEN = /(^|[\s,])molt_[1-9A-HJ-NP-Za-km-z]{8,}/;
 
 /** What the gateway needs from a request's headers, read in one pass over the raw list. */
 interface RequestFacts {
-  /** The first `Authorization` header (the one the token is checked from). */
-  authorization?: string;
+  /** The header the molt token is checked from: `Proxy-Authorization` with a molt token, else the
+   * `Authorization` with one, else the first `Authorization` (for the message that names it). */
+  token?: string;
+  /** molt's session cookie, taken out of `Cookie` (the app never sees it). */
+  session?: string;
   /** A transfer coding the gateway does not take (anything but chunked): the request is refused. */
   badCoding?: string;
   requestId?: string;
@@ -49,24 +54,38 @@ interface RequestFacts {
   chunked: boolean;
 }
 
+const hasMoltToken = (value: string) => value.includes('molt_') && MOLT_TOKEN.test(value);
+
 function readRequest(req: IncomingMessage): RequestFacts {
   const facts: RequestFacts = { lines: '', hasBody: false, chunked: false };
   const raw = req.rawHeaders;
   let length: string | undefined;
   let encoded = false;
+  let proxyToken: string | undefined;
+  let bearer: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
     const lower = name.toLowerCase();
     if (lower === 'authorization') {
-      facts.authorization ??= value;
+      facts.token ??= value;
       // The molt token is for the gateway; an app's own credentials pass through.
-      if (value.includes('molt_') && MOLT_TOKEN.test(value)) continue;
+      if (hasMoltToken(value)) {
+        bearer ??= value;
+        continue;
+      }
     } else if (lower === 'content-length') length = value;
-    else if (REQUEST_DROPPED.has(lower)) {
+    else if (lower === 'cookie' && value.includes('molt_session')) {
+      const { session, rest } = takeSessionCookie(value);
+      facts.session ??= session;
+      if (!rest) continue;
+      facts.lines += `${name}: ${rest}\r\n`;
+      continue;
+    } else if (REQUEST_DROPPED.has(lower)) {
       if (lower === 'host') facts.host = value;
       else if (lower === 'x-request-id') facts.requestId ??= value;
       else if (lower === 'x-forwarded-for') facts.forwardedFor = facts.forwardedFor ? `${facts.forwardedFor}, ${value}` : value;
+      else if (lower === 'proxy-authorization' && hasMoltToken(value)) proxyToken ??= value;
       else if (lower === 'transfer-encoding') {
         encoded = true;
         // Codings are of one hop: the gateway decodes none but chunked, so it cannot pass others on.
@@ -76,13 +95,24 @@ function readRequest(req: IncomingMessage): RequestFacts {
     }
     facts.lines += `${name}: ${value}\r\n`;
   }
+  // Google IAP's channel for apps that use Authorization themselves, then wherever the token is.
+  facts.token = proxyToken ?? bearer ?? facts.token;
   facts.hasBody = encoded || (length !== undefined && length !== '0');
   facts.chunked = encoded;
   return facts;
 }
 
+/** The Host header straight from the raw list (reading `req.headers` would build every header's entry). */
+function rawHost(raw: string[]): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') return raw[i + 1];
+  }
+  return undefined;
+}
+
 /** The request head sent to a worker: its request line, forwarded headers and the gateway's own. */
-function requestHead(req: IncomingMessage, path: string, facts: RequestFacts, requestId: string, extra = ''): string {
+function requestHead(req: IncomingMessage, path: string, prefix: string | undefined, facts: RequestFacts, requestId: string, extra = ''): string {
   const remote = req.socket.remoteAddress ?? '';
   let head = `${req.method} ${path} HTTP/1.1\r\n${facts.lines}`;
   head += `x-forwarded-for: ${facts.forwardedFor ? `${facts.forwardedFor}, ${remote}` : remote}\r\n`;
@@ -90,6 +120,7 @@ function requestHead(req: IncomingMessage, path: string, facts: RequestFacts, re
   if (facts.host) head += `x-forwarded-host: ${facts.host}\r\nhost: ${facts.host}\r\n`;
   else head += `host: ${req.socket.localAddress ?? 'localhost'}\r\n`;
   head += `x-request-id: ${requestId}\r\n`;
+  if (prefix) head += `x-forwarded-prefix: ${prefix}\r\n`;
   if (facts.chunked) head += 'transfer-encoding: chunked\r\n';
   return `${head}${extra}\r\n`;
 }
@@ -121,6 +152,8 @@ function forwardBody(req: IncomingMessage, conn: UpstreamConnection, chunked: bo
 export interface GatewayOptions {
   /** How long a worker has to start answering a request (headers) before 504. */
   upstreamTimeoutMs: number;
+  /** The server's domains (`--domain`): `<app>.<namespace>.<D>` and `<app>.<D>` route to apps at their root. */
+  domains?: string[];
   /** Told of every 502/504 with its request id; never called on the success path. */
   onUpstreamError?: (info: { requestId: string; ns: string; app: string; workerId: string; status: number; message: string }) => void;
 }
@@ -128,7 +161,12 @@ export interface GatewayOptions {
 interface ParsedRoute {
   namespace: string;
   app: string;
+  /** The path the app sees. */
   path: string;
+  /** `/api/routes/v1/<ns>/<app>` for a path route (sent as X-Forwarded-Prefix); none on an app's host. */
+  prefix?: string;
+  /** The app's hostname, when the request came by it. */
+  host?: string;
 }
 
 /** `/api/routes/v1/<ns>/<app>/<path>?q` → its parts; undefined when it is not such a path. */
@@ -142,7 +180,7 @@ export function parseRoute(url: string): ParsedRoute | undefined {
   const app = url.slice(a + 1, appEnd);
   if (!namespace || !app) return undefined;
   const rest = url.slice(appEnd);
-  return { namespace, app, path: rest.startsWith('/') ? rest : `/${rest}` };
+  return { namespace, app, path: rest.startsWith('/') ? rest : `/${rest}`, prefix: url.slice(0, appEnd) };
 }
 
 function unsupportedCoding(value: string): MoltError {
@@ -186,45 +224,94 @@ export function answerClientError(err: NodeJS.ErrnoException & { reason?: string
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\nconnection: close\r\n\r\n${payload}`);
 }
 
+/** The most of a login form the gateway reads. */
+const MAX_LOGIN_BODY = 8 * 1024;
+
+const isSecure = (req: IncomingMessage) => (req.socket as { encrypted?: boolean }).encrypted === true;
+
+/** A browser navigating (not a script or an API client): it gets a login page rather than a 401. */
+function wantsPage(req: IncomingMessage): boolean {
+  return (req.method === 'GET' || req.method === 'HEAD') && (req.headers.accept ?? '').includes('text/html');
+}
+
 /**
  * The data path: token check, route to the least busy ready worker, stream both ways.
  * It runs on the bare `node:http` request, outside the API framework.
  */
 export class Gateway {
+  /** Browser sessions, once the control plane has given their key. */
+  sessions?: Sessions;
+
   constructor(
     private readonly table: RouteTable,
     private readonly tokens: TokenVerifier,
     private readonly opts: GatewayOptions,
   ) {}
 
-  handle(req: IncomingMessage, res: ServerResponse): void {
-    const route = parseRoute(req.url ?? '');
+  /**
+   * Where a request goes: an app by its hostname (the whole path is the app's) or by a path route;
+   * undefined when it is the server's own (the API). A path route that names no app is an error.
+   */
+  private route(req: IncomingMessage): ParsedRoute | MoltError | undefined {
+    const url = req.url ?? '';
+    if (this.opts.domains?.length || this.table.hasDomains()) {
+      const host = hostName(rawHost(req.rawHeaders));
+      if (host) {
+        const claimed = this.table.byDomain(host);
+        const named = claimed ? { namespace: claimed.namespace, app: claimed.name } : underDomain(host, this.opts.domains ?? []);
+        if (named) return { ...named, path: url, host };
+      }
+    }
+    if (!url.startsWith(ROUTE_PREFIX)) return undefined;
+    return parseRoute(url) ?? new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>');
+  }
+
+  /** Serves a request for an app; false when it is not one (the API serves it). */
+  handle(req: IncomingMessage, res: ServerResponse): boolean {
+    const route = this.route(req);
+    if (route === undefined) return false;
     const facts = readRequest(req);
     const requestId = facts.requestId ?? randomUUID();
-    if (!route) {
-      sendError(res, new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>'), requestId);
-      return;
+    if (route instanceof MoltError) {
+      sendError(res, route, requestId);
+      return true;
     }
     if (facts.badCoding !== undefined) {
       // Its body has no framing molt can read, so nothing after it on this connection can be trusted.
       sendError(res, unsupportedCoding(facts.badCoding), requestId, true);
-      return;
+      return true;
     }
     const routes = this.table.app(route.namespace, route.app);
-    const authorized = this.authorize(facts.authorization, route, routes);
+    if (route.host && route.path.startsWith('/.molt/')) {
+      this.molt(req, res, route, routes, requestId);
+      return true;
+    }
+    const authorized = this.authorize(facts, route, routes);
+    const refused = (err: unknown) => {
+      // A browser on the app's own host signs in rather than reading a 401.
+      if (route.host && err instanceof MoltError && err.code === 'MOLT_ERR_UNAUTHENTICATED' && wantsPage(req)) {
+        res.writeHead(302, { location: `/.molt/login?next=${encodeURIComponent(route.path)}`, 'content-length': 0, 'x-request-id': requestId }).end();
+      } else sendError(res, err, requestId);
+    };
     if (authorized === true) this.dispatch(req, res, route, routes!, facts, requestId);
-    else
-      authorized.then(
-        () => this.dispatch(req, res, route, routes!, facts, requestId),
-        (err) => sendError(res, err, requestId),
-      );
+    else authorized.then(() => this.dispatch(req, res, route, routes!, facts, requestId), refused);
+    return true;
   }
 
   /** true when allowed now; a promise when the token must be looked up; throws nothing. */
-  private authorize(header: string | undefined, route: ParsedRoute, routes: AppRoutes | undefined): true | Promise<void> {
+  private authorize(facts: RequestFacts, route: ParsedRoute, routes: AppRoutes | undefined): true | Promise<void> {
     if (routes?.public) return true;
     try {
-      const cached = this.tokens.cached(header);
+      // A session is good on the host it was made for; a token wherever it is sent.
+      if (facts.session && route.host && !facts.token) {
+        const row = this.sessions?.verify(facts.session, route.host);
+        if (row) {
+          this.check(row, route, routes);
+          return true;
+        }
+        throw new MoltError('MOLT_ERR_UNAUTHENTICATED', 'the session has expired or its token was revoked; sign in again at /.molt/login');
+      }
+      const cached = this.tokens.cached(facts.token);
       if (cached !== undefined) {
         this.check(checkRow(cached), route, routes);
         return true;
@@ -232,7 +319,7 @@ export class Gateway {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.tokens.lookup(header).then((row) => this.check(row, route, routes));
+    return this.tokens.lookup(facts.token).then((row) => this.check(row, route, routes));
   }
 
   private check(row: { namespace: string; role: string }, route: ParsedRoute, routes: AppRoutes | undefined): void {
@@ -244,6 +331,66 @@ export class Gateway {
     }
   }
 
+  /**
+   * molt's own pages on an app's host, under `/.molt/`: the login form, the post that exchanges a
+   * token for a session cookie, and the logout. Nothing under it reaches the app.
+   */
+  private molt(req: IncomingMessage, res: ServerResponse, route: ParsedRoute & { host?: string }, routes: AppRoutes | undefined, requestId: string): void {
+    const url = new URL(route.path, 'http://app');
+    const secure = isSecure(req);
+    const page = (status: number, html: string): void => {
+      res
+        .writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'content-security-policy': PAGE_CSP, 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'x-request-id': requestId })
+        .end(req.method === 'HEAD' ? undefined : html);
+    };
+    const name = `${route.app}${route.namespace === 'default' ? '' : ` (${route.namespace})`}`;
+    if (!routes) return sendError(res, new MoltError('MOLT_ERR_APP_NOT_FOUND', `no app ${route.app} in namespace ${route.namespace}`), requestId);
+    if (url.pathname === '/.molt/login' && (req.method === 'GET' || req.method === 'HEAD')) return page(200, loginPage(name, safeNext(url.searchParams.get('next'))));
+    if (req.method !== 'POST' || (url.pathname !== '/.molt/login' && url.pathname !== '/.molt/logout')) {
+      return sendError(res, new MoltError('MOLT_ERR_NOT_FOUND', `${url.pathname} is molt's, not the app's: GET /.molt/login, POST /.molt/login, POST /.molt/logout`), requestId);
+    }
+    // A form posted from another site would sign the browser in or out without its user.
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== `${secure ? 'https' : 'http'}://${req.headers.host}`) {
+      return sendError(res, new MoltError('MOLT_ERR_FORBIDDEN', `a sign-in form must be posted from ${route.host} itself, not from ${origin.slice(0, 200)}`), requestId);
+    }
+    if (url.pathname === '/.molt/logout') {
+      res.writeHead(303, { location: '/.molt/login', 'set-cookie': SessionCookies.clear(secure), 'content-length': 0, 'x-request-id': requestId }).end();
+      return;
+    }
+    let body = '';
+    let tooLarge = false;
+    req.setEncoding('latin1');
+    req.on('data', (chunk: string) => {
+      if (tooLarge) return;
+      body += chunk;
+      if (body.length > MAX_LOGIN_BODY) {
+        tooLarge = true;
+        sendError(res, new MoltError('MOLT_ERR_UPLOAD_TOO_LARGE', `a sign-in form is at most ${MAX_LOGIN_BODY} bytes`), requestId, true);
+      }
+    });
+    req.on('end', () => {
+      if (tooLarge) return;
+      const form = new URLSearchParams(body);
+      const next = safeNext(form.get('next'));
+      const token = (form.get('token') ?? '').trim();
+      const retry = (status: number, problem: string) => page(status, loginPage(name, next, problem));
+      if (!this.sessions) return retry(503, 'molt is starting; try again in a moment');
+      if (!token) return retry(400, 'paste a token');
+      this.tokens.lookup(`Bearer ${token}`).then(
+        (row) => {
+          try {
+            this.check(row, route, routes);
+          } catch (err) {
+            return retry(403, (err as Error).message);
+          }
+          res.writeHead(303, { location: next, 'set-cookie': this.sessions!.cookie(route.host!, row, secure), 'content-length': 0, 'cache-control': 'no-store', 'x-request-id': requestId }).end();
+        },
+        (err) => retry(401, (err as Error).message),
+      );
+    });
+  }
+
   private dispatch(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, facts: RequestFacts, requestId: string): void {
     let acquired: Target | Promise<Target>;
     try {
@@ -252,7 +399,7 @@ export class Gateway {
       sendError(res, err, requestId);
       return;
     }
-    const head = requestHead(req, route.path, facts, requestId);
+    const head = requestHead(req, route.path, route.prefix, facts, requestId);
     if (acquired instanceof Promise) {
       acquired.then(
         (t) => this.proxy(req, res, route, routes, t, head, facts, requestId, false),
@@ -286,7 +433,12 @@ export class Gateway {
         const headers: string[] = [];
         for (let i = 0; i < raw.length; i += 2) {
           const name = raw[i]!;
-          if (!isResponseHopByHop(name)) headers.push(name, raw[i + 1]!);
+          if (isResponseHopByHop(name)) continue;
+          let value = raw[i + 1]!;
+          // Fitted to the route the client used (see app-host.ts).
+          if (name.length === 10 && name.toLowerCase() === 'set-cookie') value = fitCookie(value, route.prefix);
+          else if (name.length === 8 && route.prefix && name.toLowerCase() === 'location') value = prefixLocation(value, route.prefix, hostName(facts.host));
+          headers.push(name, value);
         }
         headers.push('x-request-id', requestId);
         if (status >= 500) target.serverErrors++;
@@ -336,24 +488,31 @@ export class Gateway {
     if (facts.hasBody && !retried) forwardBody(req, conn, facts.chunked);
   }
 
-  /** Passes an HTTP upgrade (WebSocket) through to a worker as raw bytes both ways. */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /** Passes an HTTP upgrade (WebSocket) through to a worker as raw bytes both ways; false when it is not for an app. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     const reject = (err: unknown) => {
       const { status, body } = errorResponse(err);
       const payload = JSON.stringify(body);
       socket.end(`HTTP/1.1 ${status} Error\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\nconnection: close\r\n\r\n${payload}`);
     };
-    const route = parseRoute(req.url ?? '');
-    if (!route) return reject(new MoltError('MOLT_ERR_NOT_FOUND', 'route paths look like /api/routes/v1/<namespace>/<app>/<path>'));
+    const route = this.route(req);
+    if (route === undefined) return false;
+    if (route instanceof MoltError) {
+      reject(route);
+      return true;
+    }
     const routes = this.table.app(route.namespace, route.app);
     const facts = readRequest(req);
-    if (facts.badCoding !== undefined) return reject(unsupportedCoding(facts.badCoding));
-    Promise.resolve(this.authorize(facts.authorization, route, routes))
+    if (facts.badCoding !== undefined) {
+      reject(unsupportedCoding(facts.badCoding));
+      return true;
+    }
+    Promise.resolve(this.authorize(facts, route, routes))
       .then(() => routes!.acquire())
       .then((target) => {
         target.begin();
         const upstream: Socket = connect(target.address);
-        const lines = requestHead(req, route.path, facts, facts.requestId ?? randomUUID(), `connection: Upgrade\r\nupgrade: ${req.headers.upgrade}\r\n`);
+        const lines = requestHead(req, route.path, route.prefix, facts, facts.requestId ?? randomUUID(), `connection: Upgrade\r\nupgrade: ${req.headers.upgrade}\r\n`);
         upstream.on('connect', () => {
           upstream.write(lines);
           if (head.length) upstream.write(head);
@@ -374,5 +533,6 @@ export class Gateway {
         socket.on('close', close);
       })
       .catch(reject);
+    return true;
   }
 }

@@ -18,6 +18,8 @@ interface Waiter {
 export class AppRoutes {
   targets: Target[] = [];
   public = false;
+  /** Hostnames the app claimed (its config's `domains`). */
+  domains: string[] = [];
   paused = false;
   private waiters: Waiter[] = [];
   private rr = 0;
@@ -114,6 +116,7 @@ export class AppRoutes {
 export class RouteTable {
   private readonly apps = new Map<string, AppRoutes>();
   private readonly byWorker = new Map<string, { routes: AppRoutes; target: Target }>();
+  private readonly domains = new Map<string, AppRoutes>();
 
   /** Why no worker of an app will come (the control plane says); undefined while one is on its way. */
   explainNoWorker: (namespace: string, name: string) => Promise<string | undefined> | undefined = () => undefined;
@@ -134,6 +137,23 @@ export class RouteTable {
     return routes;
   }
 
+  /** Whether any app claimed a hostname (the gateway reads Host only then, or with --domain). */
+  hasDomains(): boolean {
+    return this.domains.size > 0;
+  }
+
+  /** The app that claimed `host`. */
+  byDomain(host: string): AppRoutes | undefined {
+    return this.domains.get(host);
+  }
+
+  /** Routes exactly `domains` to the app (the store made them unique). */
+  setDomains(routes: AppRoutes, domains: string[]): void {
+    for (const d of routes.domains) if (this.domains.get(d) === routes) this.domains.delete(d);
+    routes.domains = domains;
+    for (const d of domains) this.domains.set(d, routes);
+  }
+
   /** Every app routed. */
   list(): AppRoutes[] {
     return [...this.apps.values()];
@@ -144,6 +164,7 @@ export class RouteTable {
     if (!routes) return;
     routes.rejectWaiters(new MoltError('MOLT_ERR_APP_NOT_FOUND', `app ${namespace}/${name} was deleted`));
     for (const t of routes.targets) this.removeWorker(t.workerId);
+    this.setDomains(routes, []);
     this.apps.delete(`${namespace}/${name}`);
   }
 

@@ -72,9 +72,9 @@ export async function buildRelease(dir: string, opts: { file?: string; outDir?: 
   return { id: treeHash(scanned.tree), dir: outDir, manifest, spec, appDir, scanned };
 }
 
-/** The hash of the config fields that change how the app runs (not how many workers it has). */
+/** The hash of the config fields that change how the app runs (not how many workers it has, nor where it is routed from). */
 export function configHash(spec: AppSpec): string {
-  const { workers: _w, rollout: _r, hot: _h, ...rest } = spec;
+  const { workers: _w, rollout: _r, hot: _h, domains: _d, ...rest } = spec;
   return sha256(JSON.stringify(rest, Object.keys(rest).sort()));
 }
 

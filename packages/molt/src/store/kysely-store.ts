@@ -3,7 +3,7 @@ import type { Store } from './store.js';
 import { type Database, migrations } from './schema.js';
 import { MoltError } from '../errors.js';
 import { revisionStatus, rolloutPhase, type StateMachine, workerStatus } from './lifecycle.js';
-import type { AppRow, EventRow, LeaseRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutProgress, RolloutRow, TimerRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
+import type { AppRow, DomainRow, EventRow, LeaseRow, NamespaceQuota, NamespaceRow, ReleaseRow, RevisionRow, RolloutPhase, RolloutProgress, RolloutRow, TimerRow, TokenRow, VolumeGrantRow, VolumeRevisionRow, VolumeRow, WorkerRow, WorkerStatus } from './types.js';
 
 type Row<T extends keyof Database> = Selectable<Database[T]>;
 
@@ -57,6 +57,13 @@ function boolPatch(patch: object): Record<string, unknown> {
 }
 
 /** The Store over any kysely dialect; the dialect folders only build the `Kysely` instance. */
+/** Rolls a claim of hostnames back when one of them is another app's. */
+class DomainTaken extends Error {
+  constructor(readonly holder: DomainRow) {
+    super(`${holder.domain} is held by ${holder.namespace}/${holder.app}`);
+  }
+}
+
 export class KyselyStore implements Store {
   constructor(
     private readonly db: Kysely<Database>,
@@ -286,6 +293,7 @@ export class KyselyStore implements Store {
       for (const table of ['revisions', 'workers', 'rollouts', 'events', 'timers'] as const) {
         await trx.deleteFrom(table).where('namespace', '=', namespace).where('app', '=', name).execute();
       }
+      await trx.deleteFrom('domains').where('namespace', '=', namespace).where('app', '=', name).execute();
       await trx.deleteFrom('apps').where('namespace', '=', namespace).where('name', '=', name).execute();
     });
   }
@@ -396,6 +404,45 @@ export class KyselyStore implements Store {
       .where('deletedAt', '>=', since)
       .executeTakeFirst();
     return Number(r?.n ?? 0);
+  }
+
+  async claimDomains(namespace: string, app: string, domains: string[], dryRun = false): Promise<DomainRow | undefined> {
+    const heldByOther = (db: Kysely<Database>) =>
+      domains.length === 0
+        ? Promise.resolve(undefined)
+        : db
+            .selectFrom('domains')
+            .selectAll()
+            .where('domain', 'in', domains)
+            .where((eb) => eb.or([eb('namespace', '!=', namespace), eb('app', '!=', app)]))
+            .orderBy('domain')
+            .executeTakeFirst();
+    if (dryRun) return heldByOther(this.db);
+    try {
+      await this.db.transaction().execute(async (tx) => {
+        const createdAt = new Date().toISOString();
+        // A concurrent claim of the same name waits on its key, then finds it held below.
+        for (const domain of domains) await tx.insertInto('domains').values({ domain, namespace, app, createdAt }).onConflict((oc) => oc.column('domain').doNothing()).execute();
+        const holder = await heldByOther(tx);
+        if (holder) throw new DomainTaken(holder);
+        let gone = tx.deleteFrom('domains').where('namespace', '=', namespace).where('app', '=', app);
+        if (domains.length > 0) gone = gone.where('domain', 'not in', domains);
+        await gone.execute();
+      });
+    } catch (err) {
+      if (err instanceof DomainTaken) return err.holder;
+      throw err;
+    }
+    return undefined;
+  }
+
+  async listDomains(): Promise<DomainRow[]> {
+    return this.db.selectFrom('domains').selectAll().orderBy('domain').execute();
+  }
+
+  async setting(name: string, initial: string): Promise<string> {
+    await this.db.insertInto('settings').values({ name, value: initial }).onConflict((oc) => oc.column('name').doNothing()).execute();
+    return (await this.db.selectFrom('settings').select('value').where('name', '=', name).executeTakeFirstOrThrow()).value;
   }
 
   async putTimer(timer: TimerRow): Promise<void> {

@@ -58,6 +58,8 @@ export interface Database {
     finishedAt: string | null;
     progress: string | null;
   };
+  domains: { domain: string; namespace: string; app: string; createdAt: string };
+  settings: { name: string; value: string };
   timers: { key: string; id: string; kind: string; namespace: string; app: string; dueAt: string; payload: string };
   volumes: { id: string; namespace: string; name: string; latestSeq: number; createdAt: string; updatedAt: string };
   heartbeats: { name: string; at: string };
@@ -293,6 +295,20 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .addColumn('payload', 'text', (c) => c.notNull())
           .execute();
         await db.schema.createIndex('workers_failed').on('workers').columns(['namespace', 'app', 'status', 'deletedAt']).execute();
+      },
+    },
+    '0009-domains-and-settings': {
+      async up(db: Kysely<any>) {
+        // Hostnames apps claimed; the primary key is what makes a claim unique across the server.
+        await db.schema
+          .createTable('domains')
+          .addColumn('domain', 'text', (c) => c.primaryKey())
+          .addColumn('namespace', 'text', (c) => c.notNull())
+          .addColumn('app', 'text', (c) => c.notNull())
+          .addColumn('createdAt', 'text', (c) => c.notNull())
+          .execute();
+        // Values the whole server shares once made (the key that signs browser sessions).
+        await db.schema.createTable('settings').addColumn('name', 'text', (c) => c.primaryKey()).addColumn('value', 'text', (c) => c.notNull()).execute();
       },
     },
   };

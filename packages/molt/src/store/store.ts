@@ -1,5 +1,6 @@
 import type {
   AppRow,
+  DomainRow,
   EventRow,
   LeaseRow,
   NamespaceQuota,
@@ -122,6 +123,16 @@ export interface Store {
   getRolloutProgress(id: string): Promise<RolloutProgress | undefined>;
   /** How many workers of an app ended in ERROR since `since` (crashes and failed starts: what backoff counts). */
   countFailedWorkers(namespace: string, app: string, since: string): Promise<number>;
+
+  /**
+   * Makes `domains` exactly the hostnames the app holds, all or none: when another app holds one
+   * of them nothing changes and that holder is returned. `dryRun` only looks.
+   */
+  claimDomains(namespace: string, app: string, domains: string[], dryRun?: boolean): Promise<DomainRow | undefined>;
+  /** Every claimed hostname. */
+  listDomains(): Promise<DomainRow[]>;
+  /** A setting the whole server shares: the one stored, or `initial` stored now if there is none (the first writer wins). */
+  setting(name: string, initial: string): Promise<string>;
 
   /** Sets a timer (replacing the one of the same key). */
   putTimer(timer: TimerRow): Promise<void>;

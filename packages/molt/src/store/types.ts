@@ -235,6 +235,14 @@ export interface TimerRow {
   payload: Record<string, unknown>;
 }
 
+/** A hostname an app claimed (`domains` in its config): one app per name on the whole server. */
+export interface DomainRow {
+  domain: string;
+  namespace: string;
+  app: string;
+  createdAt: string;
+}
+
 /** Who holds a lease (the control plane that leads), until when, and what it says of itself. */
 export interface LeaseRow {
   name: string;

@@ -8,6 +8,7 @@ import { ControlChannel } from '../../runtime/control-channel.js';
 import { fileURLToPath } from 'node:url';
 import type { UpdateResult } from '../../control-plane/app-service.js';
 import { ApiError, Client } from '../client.js';
+import { SERVER_DOMAIN } from '../../config/validate-config.js';
 import { MoltError } from '../../errors.js';
 import { followRollout, pushRelease } from '../deploy.js';
 import { run, say } from '../output.js';
@@ -18,6 +19,12 @@ function positive(value: string, flag: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new MoltError('MOLT_ERR_BAD_REQUEST', `${flag} must be a whole number of at least 1 (got ${JSON.stringify(value)})`);
   return n;
+}
+
+function serverDomain(value: string): string {
+  const domain = value.toLowerCase().replace(/\.$/, '');
+  if (!SERVER_DOMAIN.test(domain)) throw new MoltError('MOLT_ERR_BAD_REQUEST', `--domain ${JSON.stringify(value)} is not a domain name; give one such as apps.example.com (without scheme, port or path), or localhost on this machine`);
+  return domain;
 }
 
 function defaultDataDir(): string {
@@ -89,6 +96,8 @@ export function serverCommand(program: Command): void {
     .option('--data-dir <dir>', 'where state, blobs and logs live (env MOLT_DATA_DIR)', defaultDataDir())
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0 = any free port)', '7070')
+    .option('--domain <domain...>', 'route <app>.<namespace>.<domain> and <app>.<domain> (default namespace) to each app at its root path')
+    .option('--session-hours <n>', 'how long a browser session made on an app\'s host lasts', '12')
     .option('--database-url <url>', 'postgres://… to keep state in PostgreSQL (env MOLT_DATABASE_URL; default: SQLite in the data dir)', process.env.MOLT_DATABASE_URL)
     .option('--max-upload-bytes <n>', 'largest upload accepted', String(512 * 1024 * 1024))
     .option('--max-upload-files <n>', 'most files a release or volume revision may have', '100000')
@@ -118,6 +127,8 @@ export function serverCommand(program: Command): void {
         dataDir: string;
         host: string;
         port: string;
+        domain?: string[];
+        sessionHours: string;
         databaseUrl?: string;
         maxUploadBytes: string;
         maxUploadFiles: string;
@@ -152,6 +163,8 @@ export function serverCommand(program: Command): void {
           dataDir,
           host: opts.host,
           port: Number(opts.port),
+          domains: (opts.domain ?? []).map(serverDomain),
+          sessionTtlMs: positive(opts.sessionHours, '--session-hours') * 60 * 60 * 1000,
           databaseUrl: opts.databaseUrl || undefined,
           maxUploadBytes: Number(opts.maxUploadBytes),
           maxUploadFiles: Number(opts.maxUploadFiles),
