@@ -23,7 +23,7 @@ export function run(cmd, args, opts = {}) {
 }
 
 export async function startMolt(extraArgs = [], dataDir = tmp()) {
-  const child = spawn(process.execPath, [MOLT, 'server', '--data-dir', dataDir, '--port', '0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(process.env.MOLT_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.MOLT_BENCH_PROFILE}`] : []), MOLT, 'server', '--data-dir', dataDir, '--port', '0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (c) => (out += c));
   child.stderr.on('data', (c) => (out += c));
