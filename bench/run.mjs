@@ -5,6 +5,7 @@ import { benchVolumes } from './volumes.mjs';
 import { benchHot } from './hot.mjs';
 import { benchSandbox } from './sandbox.mjs';
 import { benchPlatform, benchScale } from './platform.mjs';
+import { benchBuilds } from './builds.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -94,6 +95,17 @@ if (want('hot')) {
   console.log('| ---: | ---: | --- |');
   for (const r of h.rss) console.log(`| ${fmt(r.upgrades)} | ${fmt(r.rssMiB, 1)} | ${r.worker} |`);
   console.log(`\n${fmt(h.upgrades)} upgrades served by ${h.workersUsed} worker process(es) in turn (recycled when over budget)`);
+}
+
+if (want('builds')) {
+  const apps = await benchBuilds({ rounds });
+  console.log('\n| `molt release build` | release size | cold | unchanged | one module changed | dependency added |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const a of apps) {
+    const ms = (step) => `${fmt(median(a.steps[step]))} ms`;
+    console.log(`| ${a.label} | ${a.size} MiB | ${ms('cold')} | ${ms('unchanged')} | ${ms('one module changed')} | ${ms('dependency added')} |`);
+  }
+  for (const a of apps) console.log(`\n${a.label}: ${Object.entries(a.work).map(([k, v]) => `${k}: ${v}`).join('; ')}`);
 }
 
 if (want('sandbox')) {

@@ -18,8 +18,8 @@ describe('releases', () => {
     expect(a.manifest.dependencyHash).toMatch(/^[0-9a-f]{64}$/);
     expect(a.manifest.configHash).toMatch(/^[0-9a-f]{64}$/);
     expect(a.manifest.modules).toEqual([
-      { path: 'app.js', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: ['greeting.js'], processes: [], codeChange: false, configChange: false },
-      { path: 'greeting.js', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: [], processes: [], codeChange: false, configChange: false },
+      { path: 'app.js', source: 'app.ts', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: ['greeting.js'], processes: [], codeChange: false, configChange: false },
+      { path: 'greeting.js', source: 'greeting.ts', hash: expect.stringMatching(/^[0-9a-f]{64}$/), imports: [], processes: [], codeChange: false, configChange: false },
     ]);
     // Compiled one by one: app.js imports greeting.js instead of inlining it.
     expect(readFileSync(join(a.dir, 'app.js'), 'utf8')).toContain('from "./greeting.js"');
@@ -30,7 +30,7 @@ describe('releases', () => {
     expect(c.manifest.modules[1].hash).not.toBe(a.manifest.modules[1].hash);
   });
 
-  it('uploads only the blobs the server lacks: a second build with one changed file sends one file', async () => {
+  it('uploads only the blobs the server lacks: a second build with one changed file sends that module, its map and the manifest', async () => {
     const dir = copyExample('hono-hello');
     const first = await server.molt(['release', 'build', '--push'], { cwd: dir });
     expect(first.code, first.stderr).toBe(0);
@@ -39,8 +39,8 @@ describe('releases', () => {
     writeFileSync(join(dir, 'index.ts'), readFileSync(join(dir, 'index.ts'), 'utf8').replace('hello from hono', 'hello again from hono'));
     const second = await server.molt(['release', 'build', '--push'], { cwd: dir });
     const [, files, bytes] = /uploading (\d+) new file\(s\) \((\d+) B\)/.exec(second.stderr)!;
-    // index.js changed, and the manifest that records its hash.
-    expect(Number(files)).toBe(2);
+    // index.js changed, its source map, and the manifest that records its hash.
+    expect(Number(files)).toBe(3);
     expect(Number(bytes)).toBeLessThan(Number(firstBytes) / 50);
     const list = JSON.parse((await server.molt(['release', 'list', '--json'])).stdout);
     expect(list).toHaveLength(2);

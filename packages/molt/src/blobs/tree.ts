@@ -27,7 +27,12 @@ export function treeHash(tree: Tree): string {
 
 /** The content hashes of a tree's files (a hash repeats when files share content). */
 export function fileHashes(tree: Tree): string[] {
-  return tree.entries.flatMap((e) => (e.type === 'file' ? [e.hash] : []));
+  return fileEntries(tree).map((e) => e.hash);
+}
+
+/** The tree's file entries (not its links). */
+export function fileEntries(tree: Tree): Extract<TreeEntry, { type: 'file' }>[] {
+  return tree.entries.filter((e): e is Extract<TreeEntry, { type: 'file' }> => e.type === 'file');
 }
 
 export function treeSize(tree: Tree): number {
@@ -188,7 +193,7 @@ export interface HashIndex {
  * How long after a scan began a file must not have changed for its mtime to be trusted: the
  * mtime granularity of its file system (whole seconds on some, nanoseconds on most).
  */
-const racyMs = (mtimeMs: number) => (Number.isInteger(mtimeMs / 1000) ? 2000 : 50);
+export const racyMs = (mtimeMs: number) => (Number.isInteger(mtimeMs / 1000) ? 2000 : 50);
 
 /**
  * Reads a local directory into a tree. Links that leave the directory, devices, FIFOs and

@@ -1,6 +1,6 @@
 import type { BuiltRelease } from '../release/build-release.js';
 import type { EventRow, ReleaseRow } from '../store/types.js';
-import type { Client } from './client.js';
+import { ApiError, type Client } from './client.js';
 
 export type Say = (line: string) => void;
 
@@ -11,11 +11,29 @@ export async function pushRelease(client: Client, namespace: string, dir: string
   const { planUpload, uploadArchive } = await import('./upload.js');
   const built = await buildRelease(dir, { file });
   const files = built.scanned.tree.entries.length;
-  say(`built release ${built.id.slice(0, 12)} of ${built.spec.name}: ${built.manifest.modules.length} module(s), ${files} file(s)`);
+  say(`built release ${built.id.slice(0, 12)} of ${built.spec.name}: ${built.manifest.modules.length} module(s), ${files} file(s) (${describeWork(built)})`);
+  if (built.cached) {
+    // Built and pushed before (`molt release build --push`): nothing to send.
+    const known = await client.request<{ release: ReleaseRow }>('GET', `/api/v1/namespaces/${namespace}/releases/${built.id}`).catch((err) => {
+      if (err instanceof ApiError && err.code === 'MOLT_ERR_RELEASE_NOT_FOUND') return undefined;
+      throw err;
+    });
+    if (known?.release.id === built.id) {
+      say(`release ${built.id.slice(0, 12)} is on the server already; nothing to upload`);
+      return { built, release: known.release };
+    }
+  }
   const plan = await planUpload(client, `/api/v1/namespaces/${namespace}/blobs/missing`, built.scanned);
   say(`uploading ${plan.paths.length} new file(s) (${plan.bytes} B); the server has the rest`);
   const res = await client.upload<{ release: ReleaseRow }>(`/api/v1/namespaces/${namespace}/releases`, uploadArchive(built.dir, built.scanned, plan));
   return { built, release: res.release };
+}
+
+/** What a build had to do: nothing (a cache hit), or which of its steps ran. */
+export function describeWork(built: BuiltRelease): string {
+  if (built.cached) return 'unchanged: nothing compiled or copied';
+  const { compiled, dependenciesCopied } = built.work;
+  return `${compiled} module(s) compiled, dependencies ${dependenciesCopied ? 'copied' : 'reused'}`;
 }
 
 function clock(iso: string): string {

@@ -1,11 +1,11 @@
-import { build, type Plugin } from 'esbuild';
-import { cpSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { build, type Plugin, version as esbuildVersion } from 'esbuild';
+import { cpSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, extname, join, relative, resolve, sep } from 'node:path';
 import type { AppSpec } from '../config/app-spec.js';
 import { loadAppConfig } from '../config/load-config.js';
 import { MoltError } from '../errors.js';
 import { sha256 } from '../ids.js';
-import { scanTree, treeHash, type ScannedTree } from '../blobs/tree.js';
+import { fileEntries, type HashIndex, racyMs, scanTree, type Tree, treeHash, type ScannedTree } from '../blobs/tree.js';
 import type { ReleaseManifest } from '../store/types.js';
 
 export { MANIFEST_FILE } from './manifest.js';
@@ -20,17 +20,82 @@ export interface BuiltRelease {
   spec: AppSpec;
   appDir: string;
   scanned: ScannedTree;
+  /** Nothing needed compiling, resolving or copying: the last build's output was still right. */
+  cached: boolean;
+  /** What this build did: modules compiled, whether dependencies were copied (else the last build's were kept). */
+  work: { compiled: number; dependenciesCopied: boolean };
 }
 
 const toPosix = (p: string) => p.split(sep).join('/');
 /** `lib/x.ts` → `lib/x.js`: where a module's compiled output lives in the release. */
 const outputPath = (rel: string) => toPosix(rel).replace(/\.(tsx?|mts|cts|jsx|mjs|cjs)$/, '.js');
 
+/** What a build keeps beside its output, to redo only what changed the next time (`<out>.cache.json`). */
+interface BuildCache {
+  /** Builds of another format, esbuild or Node start over. */
+  toolchain: string;
+  /** The entry the graph was asked from. */
+  entry: string;
+  /** When the inputs below were read (their mtimes are trusted only if older, by the racy margin). */
+  readAt: number;
+  /** Every app file the last module graph read: [size, mtimeMs, sha256]. */
+  inputs: Record<string, [number, number, string]>;
+  /** Files whose change makes every module stale (package.json, tsconfig.json, data files modules bundle). */
+  shared: string[];
+  /** mtimes of the directories those files are in: a new file there may change how an import resolves. */
+  dirs: Record<string, number>;
+  /** The module graph (app-relative sources and the sources each imports). */
+  graph: [string, string[]][];
+  /** What the copied node_modules was made from, and the name@version list it holds. */
+  depsKey: string;
+  deps: string[];
+  /** Hashes of the release files, so an unchanged file is not read again. */
+  index: HashIndex;
+  /** The release's tree as that build scanned it: a build with nothing to do reuses it whole. */
+  tree: Tree;
+}
+
+/** What else a compiled module depends on: the cache's format, esbuild and Node. */
+const TOOLCHAIN = `2 esbuild ${esbuildVersion} node ${process.versions.node}`;
+
+/** Writes a release file only when its content differs, so its mtime (and the hash index) hold. */
+function writeIfChanged(file: string, text: string): void {
+  if (existsSync(file) && readFileSync(file, 'utf8') === text) return;
+  writeFileSync(file, text);
+}
+
+function readCache(file: string): BuildCache | undefined {
+  try {
+    const cache = JSON.parse(readFileSync(file, 'utf8')) as BuildCache;
+    return cache.toolchain === TOOLCHAIN ? cache : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A file's [size, mtimeMs, sha256], reusing the recorded hash while size and mtime say it is unchanged. */
+function fileState(abs: string, known: [number, number, string] | undefined, readAt: number): [number, number, string] | undefined {
+  let st;
+  try {
+    st = statSync(abs);
+  } catch {
+    return undefined;
+  }
+  if (known && known[0] === st.size && known[1] === st.mtimeMs && st.mtimeMs < readAt - racyMs(st.mtimeMs)) return known;
+  return [st.size, st.mtimeMs, sha256(readFileSync(abs))];
+}
+
 /**
  * Builds a content-addressed release of the app in `dir`: every app module compiled on its own
  * (the module graph is kept, imports rewritten to the compiled files), package.json, lockfile,
  * production node_modules and `molt-release.json`. The release id is its tree's hash, so an
  * unchanged app builds to the same id.
+ *
+ * Builds are incremental, keyed on content: the module graph is asked of esbuild again only when a
+ * file it read (or a directory holding one) changed, a module is compiled again only when its source
+ * changed (all of them when the graph's members change), dependencies are copied again only when
+ * package.json's dependencies or the lockfile changed, and the release files are hashed again only
+ * where they changed. `cached` says that nothing needed doing.
  */
 export async function buildRelease(dir: string, opts: { file?: string; outDir?: string } = {}): Promise<BuiltRelease> {
   const { spec, appDir } = await loadAppConfig(dir, opts.file);
@@ -39,11 +104,51 @@ export async function buildRelease(dir: string, opts: { file?: string; outDir?: 
     throw new MoltError('MOLT_ERR_INVALID_CONFIG', `entry ${spec.entry} does not exist in ${appDir}; set \`entry\` in the app config to your entry module`);
   }
   const outDir = opts.outDir ?? join(appDir, '.molt', 'build');
-  rmSync(outDir, { recursive: true, force: true });
+  const cacheFile = `${outDir}.cache.json`;
+  const before = existsSync(join(outDir, MANIFEST_FILE)) ? readCache(cacheFile) : undefined;
+  // Written again only after a build completes: a build cut short leaves no cache to trust.
+  rmSync(cacheFile, { force: true });
+  if (!before) rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
+  const readAt = Date.now();
 
-  const graph = await moduleGraph(appDir, entryAbs);
-  await compileModules(appDir, outDir, [...graph.keys()]);
+  const pkg = readPackageJson(appDir);
+  const lockfile = findUp(appDir, 'package-lock.json');
+  const inputs: BuildCache['inputs'] = {};
+  const state = (rel: string) => {
+    const s = fileState(resolve(appDir, rel), before?.inputs[rel], before?.readAt ?? 0);
+    if (s) inputs[rel] = s;
+    return s;
+  };
+  // The graph of the last build holds while every file it read and every directory they sit in is as it was.
+  const entry = toPosix(relative(appDir, entryAbs));
+  const unchanged =
+    before !== undefined &&
+    before.entry === entry &&
+    Object.entries(before.inputs).every(([rel, known]) => state(rel)?.[2] === known[2]) &&
+    Object.entries(before.dirs).every(([d, mtime]) => {
+      try {
+        return statSync(resolve(appDir, d)).mtimeMs === mtime;
+      } catch {
+        return false;
+      }
+    });
+  const { graph, shared } = unchanged ? { graph: new Map(before.graph), shared: before.shared } : await moduleGraph(appDir, entryAbs);
+  const dirs: BuildCache['dirs'] = {};
+  for (const rel of shared) state(rel);
+  for (const rel of graph.keys()) {
+    state(rel);
+    const d = dirname(rel);
+    dirs[d] = statSync(resolve(appDir, d)).mtimeMs;
+  }
+
+  // Modules whose source changed, or all when the graph has other members than before or a file
+  // every module may depend on changed.
+  const changed = (rel: string) => before!.inputs[rel]?.[2] !== inputs[rel]?.[2];
+  const allStale = before === undefined || before.graph.length !== graph.size || !before.graph.every(([rel]) => graph.has(rel)) || shared.some(changed) || before.shared.some((rel) => !shared.includes(rel));
+  const stale = [...graph.keys()].filter((rel) => allStale || changed(rel) || !existsSync(join(outDir, outputPath(rel))));
+  if (before) for (const [rel] of before.graph) if (!graph.has(rel)) for (const f of [outputPath(rel), `${outputPath(rel)}.map`]) rmSync(join(outDir, f), { force: true });
+  if (stale.length > 0) await compileModules(appDir, outDir, [...graph.keys()], stale);
 
   const modules = [...graph.entries()].map(([rel, imports]) => {
     const path = outputPath(rel);
@@ -52,11 +157,17 @@ export async function buildRelease(dir: string, opts: { file?: string; outDir?: 
   });
   modules.sort((a, b) => (a.path < b.path ? -1 : 1));
 
-  const pkg = readPackageJson(appDir);
-  writeFileSync(join(outDir, 'package.json'), `${JSON.stringify({ ...pkg, type: 'module' }, null, 2)}\n`);
-  const lockfile = findUp(appDir, 'package-lock.json');
-  if (lockfile) cpSync(lockfile, join(outDir, 'package-lock.json'));
-  const deps = copyProductionDependencies(appDir, pkg, join(outDir, 'node_modules'));
+  writeIfChanged(join(outDir, 'package.json'), `${JSON.stringify({ ...pkg, type: 'module' }, null, 2)}\n`);
+  if (lockfile) writeIfChanged(join(outDir, 'package-lock.json'), readFileSync(lockfile, 'utf8'));
+  else rmSync(join(outDir, 'package-lock.json'), { force: true });
+  const depsKey = sha256(JSON.stringify([pkg.dependencies ?? {}, lockfile ? sha256(readFileSync(lockfile)) : null]));
+  let deps: string[];
+  const reuseDeps = before?.depsKey === depsKey && existsSync(join(outDir, 'node_modules'));
+  if (reuseDeps) deps = before!.deps;
+  else {
+    rmSync(join(outDir, 'node_modules'), { recursive: true, force: true });
+    deps = copyProductionDependencies(appDir, pkg, join(outDir, 'node_modules'));
+  }
 
   const manifest: ReleaseManifest = {
     app: spec.name,
@@ -67,9 +178,15 @@ export async function buildRelease(dir: string, opts: { file?: string; outDir?: 
     entry: outputPath(relative(appDir, entryAbs)),
     modules,
   };
-  writeFileSync(join(outDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
-  const scanned = await scanTree(outDir);
-  return { id: treeHash(scanned.tree), dir: outDir, manifest, spec, appDir, scanned };
+  const text = `${JSON.stringify(manifest, null, 2)}\n`;
+  // Nothing compiled or copied and the same manifest: the files are the last build's, and so is its tree.
+  const cached = unchanged && stale.length === 0 && reuseDeps && readFileSync(join(outDir, MANIFEST_FILE), 'utf8') === text;
+  if (!cached) writeFileSync(join(outDir, MANIFEST_FILE), text);
+  const index: HashIndex = before?.index ?? { indexedAt: 0, entries: {} };
+  const scanned = cached ? { tree: before!.tree, files: new Map(fileEntries(before!.tree).map((e) => [e.hash, join(outDir, e.path)])) } : await scanTree(outDir, undefined, index);
+  const cache: BuildCache = { toolchain: TOOLCHAIN, entry, readAt, inputs, shared, dirs, graph: [...graph.entries()], depsKey, deps, index, tree: scanned.tree };
+  writeFileSync(cacheFile, JSON.stringify(cache));
+  return { id: treeHash(scanned.tree), dir: outDir, manifest, spec, appDir, scanned, cached, work: { compiled: stale.length, dependenciesCopied: !reuseDeps } };
 }
 
 /** The hash of the config fields that change how the app runs (not how many workers it has, nor where it is routed from). */
@@ -90,8 +207,12 @@ export function moduleTraits(code: string): { processes: string[]; codeChange: b
   return { processes, codeChange: /\bcodeChange\s*[:(]/.test(code), configChange: /export\s+(async\s+)?(function\s+configChange|(const|let)\s+configChange)\b|export\s*\{[^}]*\bconfigChange\b/.test(code) };
 }
 
-/** Local modules reachable from the entry, each with the local modules it imports (paths relative to appDir). */
-async function moduleGraph(appDir: string, entryAbs: string): Promise<Map<string, string[]>> {
+/**
+ * Local modules reachable from the entry, each with the local modules it imports (paths relative to
+ * appDir), and the other app files a compile reads: data files modules bundle (JSON, text), the
+ * package.json and tsconfig.json esbuild resolves with.
+ */
+async function moduleGraph(appDir: string, entryAbs: string): Promise<{ graph: Map<string, string[]>; shared: string[] }> {
   let result;
   try {
     result = await build({
@@ -110,16 +231,28 @@ async function moduleGraph(appDir: string, entryAbs: string): Promise<Map<string
     throw new MoltError('MOLT_ERR_BAD_RELEASE', `the app does not compile: ${(err as Error).message}`, { cause: err });
   }
   const graph = new Map<string, string[]>();
+  const shared = new Set<string>();
   for (const [input, info] of Object.entries(result.metafile.inputs)) {
-    if (!CODE.has(extname(input)) || input.includes('node_modules/')) continue;
+    if (input.includes('node_modules/')) continue;
+    if (!CODE.has(extname(input))) {
+      shared.add(input);
+      continue;
+    }
     const imports = info.imports.filter((i) => !i.external && CODE.has(extname(i.path)) && !i.path.includes('node_modules/')).map((i) => i.path);
     graph.set(input, [...new Set(imports)]);
   }
-  return graph;
+  for (const name of ['package.json', 'tsconfig.json', 'jsconfig.json']) {
+    const found = findUp(appDir, name);
+    if (found) shared.add(toPosix(relative(appDir, found)));
+  }
+  return { graph, shared: [...shared].sort() };
 }
 
-/** Compiles each module alone; imports of other app modules stay imports, pointed at the compiled file. */
-async function compileModules(appDir: string, outDir: string, modules: string[]): Promise<void> {
+/**
+ * Compiles each of `compile` alone; imports of other app modules (any of `modules`) stay imports,
+ * pointed at the compiled file.
+ */
+async function compileModules(appDir: string, outDir: string, modules: string[], compile: string[]): Promise<void> {
   const local = new Set(modules.map((m) => resolve(appDir, m)));
   const keepImports: Plugin = {
     name: 'molt-keep-module-graph',
@@ -137,7 +270,7 @@ async function compileModules(appDir: string, outDir: string, modules: string[])
   try {
     await build({
       absWorkingDir: appDir,
-      entryPoints: [...local],
+      entryPoints: compile.map((m) => resolve(appDir, m)),
       outdir: outDir,
       outbase: appDir,
       outExtension: { '.js': '.js' },
@@ -155,7 +288,7 @@ async function compileModules(appDir: string, outDir: string, modules: string[])
   } catch (err) {
     throw new MoltError('MOLT_ERR_BAD_RELEASE', `the app does not compile: ${(err as Error).message}`, { cause: err });
   }
-  for (const rel of modules) relocateSourceMap(appDir, outDir, outputPath(rel));
+  for (const rel of compile) relocateSourceMap(appDir, outDir, outputPath(rel));
 }
 
 /**

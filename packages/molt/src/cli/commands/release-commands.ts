@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { ReleaseRow } from '../../store/types.js';
 import { Client } from '../client.js';
 import { namespaceOf, sourceOptions } from '../context.js';
-import { pushRelease } from '../deploy.js';
+import { describeWork, pushRelease } from '../deploy.js';
 import { printJson, run, say } from '../output.js';
 import { stamp, table } from '../table.js';
 import { describeUpgrade, planFile, serverSide } from '../plan-view.js';
@@ -31,6 +31,7 @@ export function releaseCommands(program: Command): void {
         if (opts.json) return printJson({ id: built.id, dir: built.dir, manifest: built.manifest });
         console.log(`release ${built.id}`);
         console.log(`  app ${built.manifest.app} ${built.manifest.version}, node ${built.manifest.node}, ${built.manifest.modules.length} module(s), ${built.scanned.tree.entries.length} file(s)`);
+        console.log(`  ${describeWork(built)}`);
         console.log(`  in ${built.dir}`);
       }),
     );
