@@ -1,7 +1,7 @@
 // Shared pieces of the benchmarks: a molt server child process, wrk runs, nginx and a plain Node proxy.
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { request } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
+import { connect, createServer as createNetServer } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -27,11 +27,11 @@ export async function startMolt(extraArgs = [], dataDir = tmp()) {
   let out = '';
   child.stdout.on('data', (c) => (out += c));
   child.stderr.on('data', (c) => (out += c));
-  while (!/listening on (http:\/\/\S+)/.test(out)) {
+  while (!/listening on (https?:\/\/\S+)/.test(out)) {
     if (child.exitCode !== null) throw new Error(out);
     await sleep(50);
   }
-  const url = /listening on (http:\/\/\S+)/.exec(out)[1];
+  const url = /listening on (https?:\/\/\S+)/.exec(out)[1];
   const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
   const env = { ...process.env, MOLT_SERVER: url, MOLT_TOKEN: token, MOLT_CONFIG_DIR: join(dataDir, 'cli'), MOLT_CACHE_DIR: join(dataDir, 'cache') };
   return {
@@ -39,7 +39,7 @@ export async function startMolt(extraArgs = [], dataDir = tmp()) {
     dataDir,
     token,
     pid: child.pid,
-    molt: (args, cwd) => run(process.execPath, [MOLT, ...args], { cwd, env }),
+    molt: (args, cwd, extraEnv = {}) => run(process.execPath, [MOLT, ...args], { cwd, env: { ...env, ...extraEnv } }),
     async api(path) {
       const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } });
       return res.json();
@@ -72,7 +72,7 @@ function toMs(v) {
 
 /** Runs wrk (loopback only) and parses req/s, p50, p99 and errors. */
 export async function wrk(url, { seconds = 10, connections = 32, threads = 1, headers = {} } = {}) {
-  if (!/^http:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/.test(url)) throw new Error('benchmarks only load loopback');
+  if (!/^https?:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/.test(url)) throw new Error('benchmarks only load loopback');
   const args = [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--latency'];
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
   args.push(url);
@@ -112,7 +112,7 @@ export function getFromWorker(upstream, path = '/') {
 }
 
 /** nginx with one worker process as a reverse proxy with upstream keep-alive. */
-export async function startNginx(upstream) {
+export async function startNginx(upstream, tls) {
   const dir = tmp('molt-nginx-');
   const port = await new Promise((r) => {
     const srv = createNetServer().listen(0, '127.0.0.1', () => {
@@ -137,8 +137,8 @@ http {
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
   server {
-    listen 127.0.0.1:${port};
-    location / {
+    listen 127.0.0.1:${port}${tls ? ' ssl' : ''};
+${tls ? `    ssl_certificate ${tls.cert};\n    ssl_certificate_key ${tls.key};\n    ssl_session_cache shared:SSL:1m;\n` : ''}    location / {
       proxy_pass http://worker;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -151,13 +151,32 @@ http {
   const child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
   for (let i = 0; i < 100; i++) {
     try {
-      await fetch(`http://127.0.0.1:${port}/`);
+      await connectLoopback(port);
       break;
     } catch {
       await sleep(50);
     }
   }
-  return { url: `http://127.0.0.1:${port}`, pid: child.pid, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
+  return { url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, pid: child.pid, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
+}
+
+/** Resolves once something accepts connections on the loopback port. */
+function connectLoopback(port) {
+  return new Promise((ok, fail) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.destroy();
+      ok();
+    });
+    socket.on('error', fail);
+  });
+}
+
+/** A self-signed certificate for localhost and 127.0.0.1 (openssl), the same for nginx and molt. */
+export function selfSignedCertificate(dir = tmp('molt-cert-')) {
+  const cert = join(dir, 'bench.crt');
+  const key = join(dir, 'bench.key');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,DNS:bench.localhost,IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'pipe' });
+  return { cert, key };
 }
 
 /** The plain proxy a Node user would write: node:http with a keep-alive agent, piping both ways. */
@@ -176,5 +195,5 @@ http.createServer((req, res) => {
 }).listen(0, '127.0.0.1', function () { process.send(this.address().port); });`;
   const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const port = await new Promise((r) => child.once('message', r));
-  return { url: `http://127.0.0.1:${port}`, pid: child.pid, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
+  return { url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, pid: child.pid, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
 }

@@ -6,6 +6,7 @@ import { benchHot } from './hot.mjs';
 import { benchSandbox } from './sandbox.mjs';
 import { benchPlatform, benchScale } from './platform.mjs';
 import { benchBuilds } from './builds.mjs';
+import { benchTls } from './tls.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -95,6 +96,19 @@ if (want('hot')) {
   console.log('| ---: | ---: | --- |');
   for (const r of h.rss) console.log(`| ${fmt(r.upgrades)} | ${fmt(r.rssMiB, 1)} | ${r.worker} |`);
   console.log(`\n${fmt(h.upgrades)} upgrades served by ${h.workersUsed} worker process(es) in turn (recycled when over budget)`);
+}
+
+if (want('tls')) {
+  const results = await benchTls({ seconds, rounds });
+  console.log('\n| target | req/s | × nginx (same scheme) | p50 ms | p99 ms | errors |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  let base = 0;
+  for (const [name, runs] of results) {
+    const rps = median(runs.map((r) => r.rps));
+    if (name.startsWith('nginx')) base = rps;
+    const errors = runs.reduce((a, r) => a + r.non2xx + r.socketErrors, 0);
+    console.log(`| ${name} | ${fmt(rps)} | ${(rps / base).toFixed(2)} | ${median(runs.map((r) => r.p50)).toFixed(2)} | ${median(runs.map((r) => r.p99)).toFixed(2)} | ${errors} |`);
+  }
 }
 
 if (want('builds')) {

@@ -83,12 +83,12 @@ export class ServerProcess {
     this.child.stderr!.on('data', (c: Buffer) => (this.output += c.toString()));
     const deadline = Date.now() + 20_000;
     // The server prints its URL, then where the admin token is (or, standing by, who leads): wait for both lines.
-    while (!/listening on (http:\/\/\S+)/.test(this.output) || !/admin token[ :]|standing by: /.test(this.output)) {
+    while (!/listening on (https?:\/\/\S+)/.test(this.output) || !/admin token[ :]|standing by: /.test(this.output)) {
       if (this.child.exitCode !== null) throw new Error(`server exited: ${this.output}`);
       if (Date.now() > deadline) throw new Error(`server did not start: ${this.output}`);
       await sleep(50);
     }
-    this.url = /listening on (http:\/\/\S+)/.exec(this.output)![1]!;
+    this.url = /listening on (https?:\/\/\S+)/.exec(this.output)![1]!;
     // A standby made none: the tokens are the leader's (a test sets one).
     if (existsSync(join(this.dataDir, 'admin-token'))) this.adminToken = readFileSync(join(this.dataDir, 'admin-token'), 'utf8').trim();
     return this;

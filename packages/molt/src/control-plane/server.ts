@@ -8,6 +8,7 @@ import { type ControlPlaneReady, DataPlane } from '../data-plane/data-plane.js';
 import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET } from '../data-plane/protocol.js';
 import { errorResponse, MoltError } from '../errors.js';
 import { answerClientError } from '../gateway/gateway.js';
+import { type TlsFiles, tlsServerOptions } from '../gateway/tls.js';
 import { newId, newToken, sha256 } from '../ids.js';
 import { openStore } from '../store/open-store.js';
 import { describeLeader, Leadership } from './leadership.js';
@@ -32,6 +33,8 @@ export interface ServerOptions {
   port?: number;
   /** Domains whose hosts `<app>.<namespace>.<D>` and `<app>.<D>` route to apps at their root (`--domain`). */
   domains?: string[];
+  /** HTTPS on the port: a default certificate and key, and certificates by SNI (PEM files). */
+  tls?: TlsFiles;
   /** How long a browser session made on an app's host lasts (default 12 hours). */
   sessionTtlMs?: number;
   /** `postgres://…` to use PostgreSQL; default SQLite in the data dir. */
@@ -149,6 +152,8 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
   let lock = lockDataDir(dataDir);
   let databaseUrl: string | undefined;
   try {
+    // Every certificate is read and checked before anything starts: a bad one is named now.
+    if (opts.tls) tlsServerOptions(opts.tls);
     databaseUrl = databaseOf(dataDir, opts.databaseUrl);
   } catch (err) {
     lock.release();
@@ -169,6 +174,7 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     queueTimeoutMs: opts.queueTimeoutMs ?? 30_000,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 60_000,
     domains: opts.domains ?? [],
+    tls: opts.tls,
     maxLogBytes: (opts.maxLogMb ?? 16) * 1024 * 1024,
     logLevel: opts.logLevel ?? process.env.MOLT_LOG_LEVEL ?? 'info',
     logFormat: opts.logFormat,

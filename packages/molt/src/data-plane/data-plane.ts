@@ -10,6 +10,8 @@ import { LogHub, type LogLine } from '../control-plane/log-hub.js';
 import { type WorkerExit, type WorkerHome, type WorkerLaunch, WorkerProcess } from '../control-plane/worker-process.js';
 import { answerClientError, Gateway } from '../gateway/gateway.js';
 import { Sessions } from '../gateway/sessions.js';
+import { type TlsFiles, tlsServerOptions } from '../gateway/tls.js';
+import { createServer as createHttpsServer } from 'node:https';
 import { RouteTable } from '../gateway/route-table.js';
 import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest } from '../runtime/control-messages.js';
@@ -38,6 +40,8 @@ export interface DataPlaneOptions {
   logLevel: string;
   /** How its own lines are printed on stderr, as the control plane prints events. */
   logFormat?: 'text' | 'json';
+  /** HTTPS: the default certificate and key, and certificates chosen by SNI (PEM files). */
+  tls?: TlsFiles;
   /** The server's domains: `<app>.<namespace>.<D>` routes to the app at its root. */
   domains?: string[];
   /** What the control plane is started with (its own options, as JSON). */
@@ -233,11 +237,13 @@ export class DataPlane {
   }
 
   private async listen(): Promise<void> {
-    const server = createServer({ maxHeaderSize: 16 * 1024 }, (req: IncomingMessage, res: ServerResponse) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       // Handed over: every answer tells its client to reconnect, which reaches the new data plane.
       if (this.takeover === 'retiring') res.setHeader('connection', 'close');
       if (!this.gateway.handle(req, res)) this.api.handle(req, res);
-    });
+    };
+    // HTTPS on the same port logic; upstream, to the workers, stays plain HTTP/1.1 with keep-alive.
+    const server: Server = this.opts.tls ? createHttpsServer({ maxHeaderSize: 16 * 1024, ...tlsServerOptions(this.opts.tls) }, handler) : createServer({ maxHeaderSize: 16 * 1024 }, handler);
     server.on('clientError', answerClientError);
     server.on('upgrade', (req, socket, head) => {
       if (!this.gateway.handleUpgrade(req, socket, head)) socket.destroy();
@@ -252,7 +258,7 @@ export class DataPlane {
     const { port, address, family } = server.address() as AddressInfo;
     const host = family === 'IPv6' ? `[${address}]` : address === '0.0.0.0' ? '127.0.0.1' : address;
     this.port = port;
-    this.url = `http://${host}:${port}`;
+    this.url = `${this.opts.tls ? 'https' : 'http'}://${host}:${port}`;
   }
 
   /**

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { UpdateResult } from '../../control-plane/app-service.js';
 import { ApiError, Client } from '../client.js';
 import { SERVER_DOMAIN } from '../../config/validate-config.js';
+import type { TlsFiles } from '../../gateway/tls.js';
 import { MoltError } from '../../errors.js';
 import { followRollout, pushRelease } from '../deploy.js';
 import { run, say } from '../output.js';
@@ -25,6 +26,17 @@ function serverDomain(value: string): string {
   const domain = value.toLowerCase().replace(/\.$/, '');
   if (!SERVER_DOMAIN.test(domain)) throw new MoltError('MOLT_ERR_BAD_REQUEST', `--domain ${JSON.stringify(value)} is not a domain name; give one such as apps.example.com (without scheme, port or path), or localhost on this machine`);
   return domain;
+}
+
+function tlsFiles(opts: { tlsCert?: string; tlsKey?: string; tlsSni?: string[] }): TlsFiles | undefined {
+  if (!opts.tlsCert && !opts.tlsKey && !opts.tlsSni?.length) return undefined;
+  if (!opts.tlsCert || !opts.tlsKey) throw new MoltError('MOLT_ERR_BAD_REQUEST', 'HTTPS needs both --tls-cert and --tls-key (the default certificate, for clients that send no SNI or a name with no certificate of its own)');
+  const sni = (opts.tlsSni ?? []).map((s) => {
+    const m = /^([^=]+)=([^,]+),(.+)$/.exec(s);
+    if (!m || !SERVER_DOMAIN.test(m[1]!.replace(/^\*\./, ''))) throw new MoltError('MOLT_ERR_BAD_REQUEST', `--tls-sni ${JSON.stringify(s)} is not <host>=<cert file>,<key file>; write e.g. --tls-sni shop.example.com=shop.crt,shop.key`);
+    return { host: m[1]!, cert: resolve(m[2]!), key: resolve(m[3]!) };
+  });
+  return { cert: resolve(opts.tlsCert), key: resolve(opts.tlsKey), sni };
 }
 
 function defaultDataDir(): string {
@@ -97,6 +109,9 @@ export function serverCommand(program: Command): void {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0 = any free port)', '7070')
     .option('--domain <domain...>', 'route <app>.<namespace>.<domain> and <app>.<domain> (default namespace) to each app at its root path')
+    .option('--tls-cert <file>', 'serve HTTPS on the port with this PEM certificate (with --tls-key)')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .option('--tls-sni <host=cert,key...>', 'another certificate for a hostname (or *.domain), chosen by SNI; repeatable')
     .option('--session-hours <n>', 'how long a browser session made on an app\'s host lasts', '12')
     .option('--database-url <url>', 'postgres://… to keep state in PostgreSQL (env MOLT_DATABASE_URL; default: SQLite in the data dir)', process.env.MOLT_DATABASE_URL)
     .option('--max-upload-bytes <n>', 'largest upload accepted', String(512 * 1024 * 1024))
@@ -129,6 +144,9 @@ export function serverCommand(program: Command): void {
         port: string;
         domain?: string[];
         sessionHours: string;
+        tlsCert?: string;
+        tlsKey?: string;
+        tlsSni?: string[];
         databaseUrl?: string;
         maxUploadBytes: string;
         maxUploadFiles: string;
@@ -164,6 +182,7 @@ export function serverCommand(program: Command): void {
           host: opts.host,
           port: Number(opts.port),
           domains: (opts.domain ?? []).map(serverDomain),
+          tls: tlsFiles(opts),
           sessionTtlMs: positive(opts.sessionHours, '--session-hours') * 60 * 60 * 1000,
           databaseUrl: opts.databaseUrl || undefined,
           maxUploadBytes: Number(opts.maxUploadBytes),
