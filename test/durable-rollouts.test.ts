@@ -180,4 +180,27 @@ export default {
     const events = await server.events('waiter');
     expect(events.some((e) => e.type === 'worker.pending' && e.message.startsWith(`worker ${pending.id} still PENDING after the control plane restarted`))).toBe(true);
   });
+
+  it('an update cut short before its rollout was recorded fails its revision with the reason, and can be run again', async () => {
+    const dir = simpleApp(tempDir(), { name: 'unstarted', body: 'v1' });
+    expect((await server.molt(['app', 'create'], { cwd: dir })).code).toBe(0);
+    // What a control plane killed between taking the app's lock and recording the rollout leaves behind.
+    await server.stop('SIGKILL');
+    await server.sql(
+      `INSERT INTO revisions (namespace, app, revision, "releaseId", spec, status, reason, cause, "createdAt", volumes)
+       SELECT namespace, app, 2, "releaseId", spec, 'pending', NULL, 'update', "createdAt", volumes FROM revisions WHERE app = ? AND revision = 1`,
+      ['unstarted'],
+    );
+    await server.sql(`UPDATE apps SET "rolloutId" = ? WHERE name = ?`, ['never-recorded', 'unstarted']);
+    await server.start();
+    const cut = await history('unstarted');
+    expect(cut.current).toBe(1);
+    expect(cut.revisions.map((r) => r.status)).toEqual(['active', 'failed']);
+    expect((cut.revisions[1] as { reason?: string }).reason).toBe('the server stopped before its rollout started; run the update again');
+    simpleApp(dir, { name: 'unstarted', body: 'v3' });
+    const again = await server.molt(['app', 'update'], { cwd: dir });
+    expect(again.code, again.stderr).toBe(0);
+    expect((await history('unstarted')).revisions.map((r) => r.status)).toEqual(['superseded', 'failed', 'active']);
+    expect(await (await fetch(server.route('default', 'unstarted', '/'), { headers: auth() })).text()).toBe('v3');
+  });
 });

@@ -229,8 +229,9 @@ export class RolloutEngine {
       if (news.includes(w.id)) crash = `new worker ${w.id} crashed after it became ready`;
     });
 
+    // A control plane that died between recording the rollout and this write left the revision pending.
+    if (!resumed || to.status === 'pending') await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
     if (!resumed) {
-      await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
       await ev(
         'rollout.started',
         rollout.fromRevision === 0
@@ -315,8 +316,9 @@ export class RolloutEngine {
     const envChanged = !sameEnv(from.spec.env, to.spec.env);
     const envChange = envChanged ? { env: { from: from.spec.env, to: to.spec.env } } : {};
     const envBack = envChanged ? { env: { from: to.spec.env, to: from.spec.env } } : {};
+    // A control plane that died between recording the rollout and this write left the revision pending.
+    if (!resumed || to.status === 'pending') await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
     if (!resumed) {
-      await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
       await ev(
         'rollout.started',
         `hot upgrade from revision ${from.revision} to ${to.revision} (release ${from.releaseId.slice(0, 12)} → ${to.releaseId.slice(0, 12)}): ${workers.length} worker(s), one at a time, ${hot.up.length} step(s)`,
