@@ -18,7 +18,7 @@ describe('rollout state survives a kill -9 of the control plane', () => {
   const auth = () => ({ authorization: `Bearer ${server.adminToken}` });
   type Worker = { id: string; pid: number; status: string; revision: number; createdAt: string; detail: string | null };
   const workersOf = async (app: string, all = false) => (await server.api('GET', `/api/v1/namespaces/default/apps/${app}/workers${all ? '?all=1' : ''}`)).body.workers as Worker[];
-  const history = async (app: string) => JSON.parse((await server.molt(['app', 'history', '--json', '--app', app])).stdout) as { current: number; revisions: { revision: number; status: string }[] };
+  const history = async (app: string) => JSON.parse((await server.molt(['app', 'history', '--json', '--app', app])).stdout) as { current: number; revisions: { revision: number; status: string; reason: string | null }[] };
   const killControlPlane = async () => {
     const cp = processes().find((p) => p.argv[0] === `molt: control-plane ${dataDir}`)!;
     process.kill(cp.pid, 'SIGKILL');
@@ -196,7 +196,7 @@ export default {
     const cut = await history('unstarted');
     expect(cut.current).toBe(1);
     expect(cut.revisions.map((r) => r.status)).toEqual(['active', 'failed']);
-    expect((cut.revisions[1] as { reason?: string }).reason).toBe('the server stopped before its rollout started; run the update again');
+    expect(cut.revisions[1]!.reason).toBe('the server stopped before its rollout started; run the update again');
     simpleApp(dir, { name: 'unstarted', body: 'v3' });
     const again = await server.molt(['app', 'update'], { cwd: dir });
     expect(again.code, again.stderr).toBe(0);

@@ -337,15 +337,18 @@ export class AppService {
 
   private async deploy(app: AppRow, releaseId: string, spec: AppSpec, volumes: ResolvedVolume[], cause: string, plan: UpdatePlan, hot?: HotRollout): Promise<UpdateResult> {
     const rolloutId = await this.cp.rollouts.claim(app);
+    let rev: RevisionRow | undefined;
     try {
       await this.claimDomains(app.namespace, app.name, spec);
       const revisions = await this.cp.store.listRevisions(app.namespace, app.name);
       const next = (revisions.at(-1)?.revision ?? 0) + 1;
-      const rev = await this.insertRevision(app, next, releaseId, spec, volumes, cause);
+      rev = await this.insertRevision(app, next, releaseId, spec, volumes, cause);
       await this.cp.syncRoutes(app.namespace, app.name);
       const rollout = await this.cp.rollouts.start(rolloutId, app, rev, hot);
       return { app: app.name, revision: next, rollout, dryRun: false, ...plan };
     } catch (err) {
+      // Its rollout never started (start throws only before it runs): the revision will not run unless asked again.
+      if (rev) await this.cp.store.setRevisionStatus(app.namespace, app.name, rev.revision, 'failed', `its rollout could not start: ${err instanceof Error ? err.message : String(err)}`).catch(() => {});
       await this.cp.rollouts.release(app);
       throw err;
     }

@@ -213,14 +213,11 @@ export class ControlPlane {
     }
     for (const app of apps) {
       // A lock whose rollout is over (or was never recorded) is released.
-      const key = `${app.namespace}/${app.name}`;
-      if (app.rolloutId && !resumable.has(key) && (await this.store.getRollout(app.rolloutId))?.phase !== 'running') await this.store.updateApp(app.namespace, app.name, { rolloutId: null });
-      // A revision recorded by an update whose rollout never started: it will not run unless asked again.
-      for (const rev of await this.store.listRevisions(app.namespace, app.name)) {
-        if (rev.status === 'pending' && !(resumable.has(key) && rollouts.get(key)!.toRevision === rev.revision)) {
-          await this.store.setRevisionStatus(app.namespace, app.name, rev.revision, 'failed', `${who} stopped before its rollout started; run the update again`);
-        }
-      }
+      if (!app.rolloutId || resumable.has(`${app.namespace}/${app.name}`) || (await this.store.getRollout(app.rolloutId))?.phase === 'running') continue;
+      await this.store.updateApp(app.namespace, app.name, { rolloutId: null });
+      // An update that died between recording its revision and its rollout: the revision will not run unless asked again.
+      const last = (await this.store.listRevisions(app.namespace, app.name)).at(-1);
+      if (last?.status === 'pending') await this.store.setRevisionStatus(app.namespace, app.name, last.revision, 'failed', `${who} stopped before its rollout started; run the update again`);
     }
     await this.dp.syncApps(await Promise.all(apps.map((a) => this.gatewayView(a))));
     for (const s of strays) await this.supervisor.stopWorker(s.id, { drainTimeoutMs: 30_000, graceMs: 5000, reason: s.reason });

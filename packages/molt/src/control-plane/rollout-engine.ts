@@ -145,7 +145,10 @@ export class RolloutEngine {
   private launch(rollout: RolloutRow, to: RevisionRow, hot?: HotRollout, resumed?: Resumed): void {
     const app = { namespace: rollout.namespace, name: rollout.app };
     // A bug in a rollout (an illegal transition, a store error) is an error event, not a crash of the server that serves every app.
-    const run = (hot ? this.runHot(rollout, to, hot, resumed) : this.run(rollout, to, resumed))
+    // The revision is deploying from the rollout's first step on; one resumed before that step is still pending.
+    const deploying = to.status === 'pending' ? this.store.setRevisionStatus(app.namespace, app.name, to.revision, 'deploying') : Promise.resolve();
+    const run = deploying
+      .then(() => (hot ? this.runHot(rollout, to, hot, resumed) : this.run(rollout, to, resumed)))
       .catch(async (err) => {
         this.events.internalError(app.namespace, app.name, err);
         // The app is not left locked: the rollout ends failed (if it had not ended) and the lock goes.
@@ -229,8 +232,6 @@ export class RolloutEngine {
       if (news.includes(w.id)) crash = `new worker ${w.id} crashed after it became ready`;
     });
 
-    // A control plane that died between recording the rollout and this write left the revision pending.
-    if (!resumed || to.status === 'pending') await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
     if (!resumed) {
       await ev(
         'rollout.started',
@@ -316,8 +317,6 @@ export class RolloutEngine {
     const envChanged = !sameEnv(from.spec.env, to.spec.env);
     const envChange = envChanged ? { env: { from: from.spec.env, to: to.spec.env } } : {};
     const envBack = envChanged ? { env: { from: to.spec.env, to: from.spec.env } } : {};
-    // A control plane that died between recording the rollout and this write left the revision pending.
-    if (!resumed || to.status === 'pending') await this.store.setRevisionStatus(namespace, app, to.revision, 'deploying');
     if (!resumed) {
       await ev(
         'rollout.started',
