@@ -45,7 +45,7 @@ describe('rollout state survives a kill -9 of the control plane', () => {
     expect(result.requests).toBeGreaterThan(100);
     expect([...result.statuses.keys()]).toEqual([200]);
     const events = await server.events('rolling');
-    // One old worker may have been draining already (it is stopped at once, its requests done).
+    // One old worker may have been draining already: the data plane finishes its drain, then it stops.
     expect(events.find((e) => e.type === 'rollout.resumed')?.message).toMatch(
       /^the control plane restarted during the rollout: resuming the rolling update to revision 2: 1 of 2 new worker\(s\) ready, [12] old to replace$/,
     );

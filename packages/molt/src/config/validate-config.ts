@@ -3,6 +3,8 @@ import { NAME } from '../names.js';
 import type { AppConfig, AppSpec } from './app-spec.js';
 
 /** A volume of the app's namespace, or `owner-namespace/name`. */
+/** How long a worker taken out of service has for its requests in flight, unless its config says (`rollout.drainTimeoutMs`). */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 const VOLUME_REF = /^([a-z][a-z0-9-]{0,62}\/)?[a-z][a-z0-9-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const REVISION = /^\d{6}-[0-9a-f]{3}$/;
@@ -196,7 +198,7 @@ export function validateAppConfig(input: unknown, source = 'app config', limits:
     }
   }
 
-  const rollout = { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: 30_000, stopGraceMs: 5_000 };
+  const rollout = { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS, stopGraceMs: 5_000 };
   if (c.rollout !== undefined) {
     if (!isObject(c.rollout)) p.add('rollout', `must be an object (got ${show(c.rollout)})`, 'set e.g. rollout: { maxSurge: 1 }');
     else {
@@ -205,7 +207,7 @@ export function validateAppConfig(input: unknown, source = 'app config', limits:
       if (rollout.maxSurge === 0 && rollout.maxUnavailable === 0) {
         p.add('rollout', 'has maxSurge 0 and maxUnavailable 0, so no worker could ever be replaced', 'set maxSurge: 1 (a new worker beside the old ones) or maxUnavailable: 1 (replace in place)');
       }
-      rollout.drainTimeoutMs = positiveInt(p, 'rollout.drainTimeoutMs', c.rollout.drainTimeoutMs, 30_000, 0, LIMITS.longestWaitMs);
+      rollout.drainTimeoutMs = positiveInt(p, 'rollout.drainTimeoutMs', c.rollout.drainTimeoutMs, DEFAULT_DRAIN_TIMEOUT_MS, 0, LIMITS.longestWaitMs);
       rollout.stopGraceMs = positiveInt(p, 'rollout.stopGraceMs', c.rollout.stopGraceMs, 5_000, 0, LIMITS.longestWaitMs);
     }
   }

@@ -24,6 +24,7 @@ import { Scheduler } from './resources/scheduler.js';
 import { VolumeService } from './volume-service.js';
 import { describeExit } from './worker-process.js';
 import { listDir } from '../list-dir.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from '../config/validate-config.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -75,6 +76,8 @@ export class ControlPlane {
   readonly timers: DurableTimers;
   private heartbeat?: NodeJS.Timeout;
   private recovering = true;
+  /** Workers recovery found left over, draining before they stop (see retire). */
+  private readonly retiring = new Set<Promise<unknown>>();
   private closing = false;
 
   constructor(
@@ -181,10 +184,11 @@ export class ControlPlane {
         continue;
       }
       if (info && info.state !== 'exited') {
-        // Half-started (its start was the previous control plane's), draining (its stop was), or of no app: it goes.
-        await this.dp.stopWorker(w.id, 5000).catch(() => {});
+        // Half-started (its start was the previous control plane's), draining (its stop was), or of no app: it goes,
+        // drained first (it may have been routed still, or have requests in flight); recorded once it is gone.
         const detail = w.status === 'TERMINATING' ? (w.detail ?? 'stopped: it was draining when the control plane restarted') : 'stopped: the control plane restarted while it started';
-        await this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() });
+        const drainMs = (await this.store.getRevision(w.namespace, w.app, w.revision))?.spec.rollout.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+        this.retire(w.id, drainMs, () => this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() }));
         continue;
       }
       const exit = info?.exit;
@@ -198,7 +202,7 @@ export class ControlPlane {
       if (crash && rollout && (rollout.strategy === 'hot' || w.revision === rollout.toRevision)) crashedDuring.set(`${w.namespace}/${w.app}`, `worker ${w.id} crashed while the control plane was down (${describeExit(exit!)})`);
     }
     // Processes the store does not know as live: nothing decides for them, so they stop.
-    for (const info of running.values()) if (info.state !== 'exited') await this.dp.stopWorker(info.id, 5000).catch(() => {});
+    for (const info of running.values()) if (info.state !== 'exited') this.retire(info.id, DEFAULT_DRAIN_TIMEOUT_MS);
     // Exits are recorded now: the data plane may forget them.
     for (const id of exited) this.dp.forgetWorker(id);
     // A rollout that cannot go on (its revision or its plan is gone) fails, with the reason.
@@ -331,11 +335,22 @@ export class ControlPlane {
    * workers are kept for the next server to adopt, when nothing is waited for and nothing is
    * stopped: the next control plane resumes from the store and the workers, as after a crash.
    */
+  /** Drains and stops a worker no one wants, in the background (recovery does not wait on its drain); `then` once it is gone. */
+  private retire(id: string, drainMs: number, then?: () => Promise<unknown>): void {
+    const done = this.dp
+      .retireWorker(id, drainMs, 5000)
+      .then(then)
+      .catch(() => {})
+      .finally(() => this.retiring.delete(done));
+    this.retiring.add(done);
+  }
+
   async close(opts: { keepWorkers?: boolean } = {}): Promise<void> {
     this.closing = true;
     clearInterval(this.heartbeat);
     this.timers.close();
     if (opts.keepWorkers) return this.supervisor.detach();
+    await Promise.allSettled(this.retiring);
     await this.rollouts.waitAll().catch(() => {});
     await this.supervisor.shutdown(10_000);
   }

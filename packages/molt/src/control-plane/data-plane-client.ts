@@ -94,6 +94,14 @@ export class DataPlaneClient {
     return this.call<WorkerExit>('worker.stop', { id, graceMs });
   }
 
+  /**
+   * Drains a worker (nothing new; `drainMs` for its requests in flight), then stops it (SIGKILL after
+   * `graceMs`); how it exited. The data plane finishes it even if this control plane dies.
+   */
+  retireWorker(id: string, drainMs: number, graceMs: number): Promise<WorkerExit> {
+    return this.call<WorkerExit>('worker.retire', { id, drainMs, graceMs });
+  }
+
   /** How a worker ended is recorded: the data plane may drop it. */
   forgetWorker(id: string): void {
     this.call('worker.forget', { id }).catch(() => {});
@@ -102,11 +110,6 @@ export class DataPlaneClient {
   /** Starts sending the app's requests to a worker that passed readiness. */
   addRoute(namespace: string, app: string, workerId: string, address: WorkerAddress): Promise<void> {
     return this.call('route.add', { namespace, app, workerId, address });
-  }
-
-  /** Sends a worker nothing new; resolves when its in-flight requests are done. */
-  drainRoute(workerId: string): Promise<void> {
-    return this.call('route.drain', { workerId });
   }
 
   removeRoute(workerId: string): void {
@@ -214,9 +217,18 @@ export class RemoteWorker {
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
-  async stop(graceMs: number): Promise<WorkerExit> {
+  stop(graceMs: number): Promise<WorkerExit> {
+    return this.ended(this.dp.stopWorker(this.id, graceMs));
+  }
+
+  /** Drained (`drainMs` for its requests in flight), then stopped as `stop` does. */
+  retire(drainMs: number, graceMs: number): Promise<WorkerExit> {
+    return this.ended(this.dp.retireWorker(this.id, drainMs, graceMs));
+  }
+
+  private async ended(stopped: Promise<WorkerExit>): Promise<WorkerExit> {
     try {
-      const exit = await this.dp.stopWorker(this.id, graceMs);
+      const exit = await stopped;
       this.exited(exit);
       return exit;
     } catch (err) {

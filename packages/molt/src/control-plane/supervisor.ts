@@ -490,12 +490,7 @@ export class Supervisor {
     const base = { namespace: row.namespace, app: row.app, workerId, rolloutId: opts.rolloutId ?? null };
     await this.setStatus(live, 'TERMINATING', 'DRAINING', opts.reason ?? null);
     await this.events.append({ ...base, type: 'worker.draining', message: `worker ${workerId} drains${opts.reason ? `: ${opts.reason}` : ''}` });
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.dp.drainRoute(workerId).catch(() => {}), new Promise<void>((r) => (timer = setTimeout(r, opts.drainTimeoutMs)))]);
-    clearTimeout(timer);
-    proc.send({ type: 'drain' });
-    this.dp.removeRoute(workerId);
-    const exit = await proc.stop(opts.graceMs);
+    const exit = await proc.retire(opts.drainTimeoutMs, opts.graceMs);
     this.live.delete(workerId);
     await this.setStatus(live, 'TERMINATED', null, row.detail ?? (exit.signal === 'SIGKILL' ? 'killed after the grace period' : null));
     await this.events.append({ ...base, type: 'worker.terminated', message: `worker ${workerId} terminated (${describeExit(exit)})` });

@@ -98,6 +98,8 @@ export class DataPlane {
   private readonly upgrading = new Set<string>();
   /** How each worker's last swap ended (see DataPlaneWorker.lastUpgrade). */
   private readonly lastUpgrades = new Map<string, NonNullable<DataPlaneWorker['lastUpgrade']>>();
+  /** Workers being drained and stopped, at a control plane's request: a second ask waits on the same stop. */
+  private readonly retiring = new Map<string, Promise<WorkerExit>>();
   private readonly home: WorkerHome;
   /** Questions to the control plane under way, per app (see explain). */
   private readonly explaining = new Map<string, Promise<string | undefined>>();
@@ -154,6 +156,30 @@ export class DataPlane {
       closeSync(this.opts.takeoverStatusFd);
     }
     return info;
+  }
+
+  /**
+   * Takes a worker out of service: the gateway sends it nothing new and its requests in flight get
+   * `drainMs` to finish; then it is told to close its idle connections, its route goes, and it is
+   * stopped (SIGTERM, SIGKILL after `graceMs`). The data plane carries this through on its own, so a
+   * control plane that dies meanwhile (or the next one, asking again) never cuts a drain short.
+   */
+  private retireWorker(id: string, drainMs: number, graceMs: number): Promise<WorkerExit> {
+    const proc = this.workers.get(id);
+    if (!proc) return Promise.resolve({ code: null, signal: null, expected: true });
+    let exit = this.retiring.get(id);
+    if (!exit) {
+      exit = (async () => {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([this.routes.drainWorker(id), new Promise<void>((r) => (timer = setTimeout(r, drainMs)))]);
+        clearTimeout(timer);
+        proc.send({ type: 'drain' });
+        this.routes.removeWorker(id);
+        return proc.stop(graceMs);
+      })().finally(() => this.retiring.delete(id));
+      this.retiring.set(id, exit);
+    }
+    return exit;
   }
 
   /**
@@ -522,6 +548,7 @@ export class DataPlane {
         const w = this.workers.get(id);
         return w ? w.stop(graceMs) : { code: null, signal: null, expected: true };
       },
+      'worker.retire': ({ id, drainMs, graceMs }: { id: string; drainMs: number; graceMs: number }) => this.retireWorker(id, drainMs, graceMs),
       'worker.forget': ({ id }: { id: string }) => {
         if (this.workers.get(id)?.phase === 'exited') this.workers.delete(id);
       },
@@ -547,7 +574,6 @@ export class DataPlane {
       'route.add': ({ namespace, app, workerId, address }: { namespace: string; app: string; workerId: string; address: WorkerAddress }) => {
         if (!this.routes.target(workerId)) this.routes.addWorker(namespace, app, workerId, address);
       },
-      'route.drain': ({ workerId }: { workerId: string }) => this.routes.drainWorker(workerId),
       'route.remove': ({ workerId }: { workerId: string }) => this.routes.removeWorker(workerId),
       'route.stats': ({ workerIds }: { workerIds: string[] }) => {
         const out: Record<string, TargetStats> = {};
