@@ -17,3 +17,5 @@ export { runtime } from './runtime-api.js';
 export { defineProcess, processRuntime } from './process.js';
 export type { CodeChange, Handler, HandlerResult, ProcessHandle, ProcessSpec } from './process.js';
 export type { RuntimeInfo, VolumeInfo } from './runtime-api.js';
+export { upgradeWebSocket, webSocketRuntime } from './websocket.js';
+export type { UpgradeWebSocketOptions, WebSocketUpgrade } from './websocket.js';

@@ -10,6 +10,7 @@ interface ResolveContext {
 type NextResolve = (specifier: string, context: ResolveContext) => Promise<{ url: string }>;
 
 let moltAppUrl = '';
+const SUBPATHS = new Set(['@molt/app/hono']);
 
 export function initialize(data: { moltAppUrl: string }): void {
   moltAppUrl = data.moltAppUrl;
@@ -17,5 +18,7 @@ export function initialize(data: { moltAppUrl: string }): void {
 
 export async function resolve(specifier: string, context: ResolveContext, next: NextResolve): Promise<{ url: string; shortCircuit?: boolean }> {
   if (specifier === '@molt/app') return { url: moltAppUrl, shortCircuit: true };
+  // Its subpaths (`@molt/app/hono`) are files beside its entry.
+  if (SUBPATHS.has(specifier)) return { url: new URL(`./${specifier.slice('@molt/app/'.length)}.js`, moltAppUrl).href, shortCircuit: true };
   return next(specifier, context);
 }

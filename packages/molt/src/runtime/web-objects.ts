@@ -50,9 +50,16 @@ const urlKey = Symbol('molt.url');
 const headersKey = Symbol('molt.headers');
 const realRequest = Symbol('molt.realRequest');
 
+/** What answers a request: its response, or the socket of an upgrade request. Its close before the end aborts the request's signal. */
+interface Answer {
+  readonly closed: boolean;
+  readonly writableFinished: boolean;
+  once(event: 'close', listener: () => void): unknown;
+}
+
 interface LazyRequest extends Request {
   [incoming]: IncomingMessage;
-  [outgoing]: ServerResponse;
+  [outgoing]: Answer;
   [urlKey]: string;
   [headersKey]?: Headers;
   [realRequest]?: Request;
@@ -122,7 +129,7 @@ Object.setPrototypeOf(requestPrototype, NativeRequest.prototype);
  * A `Request` for a Node request that builds the real one only when the app needs more than
  * method, URL and headers. Throws on a Host header that makes no valid URL.
  */
-export function lazyRequest(req: IncomingMessage, res: ServerResponse): Request {
+export function lazyRequest(req: IncomingMessage, res: Answer): Request {
   const lazy = Object.create(requestPrototype) as LazyRequest;
   lazy[incoming] = req;
   lazy[outgoing] = res;
@@ -205,7 +212,10 @@ class MoltResponse {
   declare [realResponse]?: Response;
 
   constructor(body?: BodyInit | null, init?: ResponseInit) {
-    if (isSimple(body, init)) {
+    if (init?.status === 101 && body == null) {
+      // An upgrade's answer, or a copy a framework made of it (Hono's middleware does).
+      this[realResponse] = switchingProtocols(init.headers);
+    } else if (isSimple(body, init)) {
       this[bodyKey] = body as SimpleBody;
       this[initKey] = init as SimpleInit | undefined;
     } else {
@@ -222,6 +232,17 @@ class MoltResponse {
 forwardToReal(MoltResponse.prototype, materializeResponse, ['body', 'bodyUsed', 'headers', 'ok', 'redirected', 'status', 'statusText', 'type', 'url']);
 Object.setPrototypeOf(MoltResponse.prototype, NativeResponse.prototype);
 Object.setPrototypeOf(MoltResponse, NativeResponse); // Response.json(), .error(), .redirect()
+
+/**
+ * A `101 Switching Protocols` response, what `upgradeWebSocket` returns for `fetch` to answer with.
+ * The platform's `Response` refuses 101 (only a server makes one): this is a bodiless response whose
+ * status says 101; its headers are the app's to add to (they go with the handshake).
+ */
+export function switchingProtocols(headers?: HeadersInit): Response {
+  const response = new NativeResponse(null, { headers });
+  Object.defineProperties(response, { status: { value: 101 }, statusText: { value: 'Switching Protocols' }, ok: { value: false } });
+  return response;
+}
 
 /** What the worker writes for a light response no one has read: status, flat headers, body. */
 export interface PlainResponse {

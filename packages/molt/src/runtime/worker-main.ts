@@ -15,13 +15,14 @@ import { MOLT_APP_ENTRY } from './molt-app-entry.js';
 import { ControlChannel } from './control-channel.js';
 import type { ServerToWorker, UpgradeResult, WorkerToServer } from './control-messages.js';
 import { type AppSlot, fetchHandler } from './serve-fetch.js';
+import { WebSockets } from './web-socket.js';
 import { installWebObjects } from './web-objects.js';
 import { HotUpgrader, type ProcessRuntime } from './hot-upgrade.js';
 import { MANIFEST_FILE } from '../release/manifest.js';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { appExport } from './app-export.js';
 import type { ReleaseManifest } from '../store/types.js';
-import type { AppModule } from '@molt/app';
+import type { AppModule, webSocketRuntime as WebSocketRuntime } from '@molt/app';
 
 // `ps` names it, as it names the data plane and the control plane.
 if (process.env.MOLT_WORKER_ID) process.title = `molt: worker ${process.env.MOLT_WORKER_ID} ${process.env.MOLT_NAMESPACE}/${process.env.MOLT_APP}`;
@@ -154,7 +155,9 @@ try {
 }
 
 const slot: AppSlot = { app };
-const { processRuntime } = (await import(pathToFileURL(MOLT_APP_ENTRY).href)) as { processRuntime: ProcessRuntime };
+const { processRuntime, webSocketRuntime } = (await import(pathToFileURL(MOLT_APP_ENTRY).href)) as { processRuntime: ProcessRuntime; webSocketRuntime: typeof WebSocketRuntime };
+const webSockets = new WebSockets(slot, (err) => console.error('molt: WebSocket upgrade failed:', err));
+webSocketRuntime.install(webSockets.upgradeWebSocket);
 const linksDir = process.env.MOLT_LINKS_DIR ?? join(releaseDir, '..', '.links', String(process.pid));
 upgrader = existsSync(join(releaseDir, MANIFEST_FILE)) ? new HotUpgrader(slot, process.env.MOLT_RELEASE ?? 'local', releaseDir, processRuntime, linksDir) : undefined;
 const server = createServer(
@@ -166,9 +169,10 @@ server.keepAliveTimeout = 65_000;
 server.headersTimeout = 66_000;
 server.requestTimeout = 0;
 server.on('upgrade', (req, socket, head) => {
+  // The raw hook, for Node libraries, when the app has one; else `fetch`, where upgradeWebSocket(request) serves.
   // Asked with `in`: a router Proxy answers every property with a function, so it has none of its own.
   if ('upgrade' in slot.app && typeof slot.app.upgrade === 'function') slot.app.upgrade(req, socket, head);
-  else socket.end('HTTP/1.1 426 Upgrade Required\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  else webSockets.handle(req, socket, head);
 });
 
 function drain(): void {
@@ -180,8 +184,9 @@ function drain(): void {
 
 async function shutdown(): Promise<void> {
   drain();
-  // In-flight requests finish; the server's SIGKILL after its grace period bounds this.
-  await new Promise<void>((resolvePromise) => server.close(() => resolvePromise()));
+  // In-flight requests finish and open WebSockets are closed with 1001 (their drain deadline has
+  // passed: the data plane stops a worker after it); the SIGKILL after the grace period bounds this.
+  await Promise.all([new Promise<void>((resolvePromise) => server.close(() => resolvePromise())), webSockets.closeAll('the worker stops', 2000)]);
   process.exit(0);
 }
 

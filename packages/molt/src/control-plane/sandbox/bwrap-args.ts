@@ -128,7 +128,7 @@ export function bwrapArgs(spec: SandboxSpec, statusFd: number): string[] {
   plan.add('--ro-bind', spec.releasesDir, SANDBOX.releases);
   plan.add('--bind', spec.runDir, SANDBOX.run);
   for (const v of spec.volumes) plan.add('--ro-bind', v.path, join(SANDBOX.volumes, v.ref));
-  for (const dir of spec.runtime) plan.add('--ro-bind', dir, dir);
+  for (const dir of spec.runtime) plan.add('--ro-bind', existsSync(dir) ? realpathSync(dir) : dir, dir);
   addNode(plan);
   plan.add('--ro-bind', spec.moltApp, spec.moltApp).add('--symlink', spec.moltApp, '/node_modules/@molt/app');
   if (spec.passwd) plan.add('--ro-bind', spec.passwd.passwd, '/etc/passwd').add('--ro-bind', spec.passwd.group, '/etc/group');
@@ -140,9 +140,25 @@ export function dropTo(uid: number): string[] {
   return ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--'];
 }
 
-/** The runtime directories a sandbox must show, given the worker entry's path (`<pkg>/dist/runtime/worker-main.js`). */
+/** Packages the worker runtime imports (its WebSockets), shown to a sandbox where Node finds them from the runtime. */
+const RUNTIME_PACKAGES = ['ws'];
+
+/**
+ * The runtime directories a sandbox must show, given the worker entry's path (`<pkg>/dist/runtime/worker-main.js`),
+ * each where Node looks for it from there: a package is found at `…/node_modules/<name>` even when that
+ * path goes through a link (a linked install, pnpm), and is bound there from where it really is.
+ */
 export function runtimeDirs(workerMain: string): string[] {
   const dist = dirname(dirname(workerMain));
   // package.json says the compiled files are ES modules.
-  return [dist, join(dirname(dist), 'package.json')];
+  return [dist, join(dirname(dist), 'package.json'), ...RUNTIME_PACKAGES.map((name) => lookupPath(dirname(workerMain), name))];
+}
+
+/** Where Node's resolution from `dir` finds package `name` (the first `node_modules/<name>` up the tree). */
+function lookupPath(dir: string, name: string): string {
+  for (let at = dir; ; at = dirname(at)) {
+    const candidate = join(at, 'node_modules', name);
+    if (existsSync(join(candidate, 'package.json'))) return candidate;
+    if (dirname(at) === at) throw new Error(`the worker runtime needs the package ${name}, which is not installed above ${dir}; reinstall molt (npm ci)`);
+  }
 }
