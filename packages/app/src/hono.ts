@@ -51,24 +51,26 @@ function accept(c: Context, events: Events, options?: UpgradeWebSocketOptions): 
   const { socket, response } = upgrade(c.req.raw, { ...(offered ? { protocol: offered } : {}), ...options });
   const ws = context(socket);
   socket.binaryType = 'arraybuffer';
-  const run = (fn: (() => unknown) | undefined) => {
-    try {
-      const result = fn?.();
-      if (result instanceof Promise) result.catch((err: unknown) => fail(err));
-    } catch (err) {
-      fail(err);
-    }
-  };
+  // What a handler throws (or rejects with) goes to onError, as Hono's adapters do; without one it is thrown.
   const fail = (err: unknown) => {
     if (!events.onError) throw err;
     const event = new Event('error');
     Object.defineProperty(event, 'error', { value: err });
     events.onError(event, ws);
   };
-  socket.onopen = (evt) => run(events.onOpen && (() => events.onOpen!(evt, ws)));
-  socket.onmessage = (evt) => run(events.onMessage && (() => events.onMessage!(evt, ws)));
-  socket.onclose = (evt) => run(events.onClose && (() => events.onClose!(evt, ws)));
-  socket.onerror = (evt) => run(events.onError && (() => events.onError!(evt, ws)));
+  const on = <E>(handler: ((evt: E, ws: WSContext<WebSocket>) => unknown) | undefined, evt: E) => {
+    if (!handler) return;
+    try {
+      const result = handler(evt, ws);
+      if (result instanceof Promise) result.catch(fail);
+    } catch (err) {
+      fail(err);
+    }
+  };
+  socket.onopen = (evt) => on(events.onOpen, evt);
+  socket.onmessage = (evt) => on(events.onMessage, evt);
+  socket.onclose = (evt) => on(events.onClose, evt);
+  socket.onerror = (evt) => on(events.onError, evt);
   return response;
 }
 

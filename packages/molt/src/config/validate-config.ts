@@ -2,9 +2,9 @@ import { MoltError } from '../errors.js';
 import { NAME } from '../names.js';
 import type { AppConfig, AppSpec } from './app-spec.js';
 
-/** A volume of the app's namespace, or `owner-namespace/name`. */
 /** How long a worker taken out of service has for its requests in flight, unless its config says (`rollout.drainTimeoutMs`). */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+/** A volume of the app's namespace, or `owner-namespace/name`. */
 const VOLUME_REF = /^([a-z][a-z0-9-]{0,62}\/)?[a-z][a-z0-9-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const REVISION = /^\d{6}-[0-9a-f]{3}$/;

@@ -330,11 +330,6 @@ export class ControlPlane {
     await this.dp.setTokens(await this.store.listTokens(), { key, ttlMs: this.opts.sessionTtlMs });
   }
 
-  /**
-   * Stops: rollouts under way finish, then every worker is drained and stopped — unless the
-   * workers are kept for the next server to adopt, when nothing is waited for and nothing is
-   * stopped: the next control plane resumes from the store and the workers, as after a crash.
-   */
   /** Drains and stops a worker no one wants, in the background (recovery does not wait on its drain); `then` once it is gone. */
   private retire(id: string, drainMs: number, then?: () => Promise<unknown>): void {
     const done = this.dp
@@ -345,6 +340,11 @@ export class ControlPlane {
     this.retiring.add(done);
   }
 
+  /**
+   * Stops: rollouts under way finish, then every worker is drained and stopped — unless the
+   * workers are kept for the next server to adopt, when nothing is waited for and nothing is
+   * stopped: the next control plane resumes from the store and the workers, as after a crash.
+   */
   async close(opts: { keepWorkers?: boolean } = {}): Promise<void> {
     this.closing = true;
     clearInterval(this.heartbeat);

@@ -18,6 +18,7 @@ import { type DetailStatus, type WorkerStatus, workerStatus } from '../store/lif
 import { type Cgroups, describeLimits, type WorkerCgroup } from './resources/cgroups.js';
 import type { Allocation, Scheduler } from './resources/scheduler.js';
 import { type Isolation, namespaceUid } from './sandbox/isolation.js';
+import { waitAtMost } from '../wait.js';
 
 /** The timer kind of a crashed app's replacement after its backoff; its key is `replaceKey`. */
 const REPLACE = 'replace';
@@ -411,10 +412,7 @@ export class Supervisor {
   async exitsWithin(workerId: string, ms: number): Promise<boolean> {
     const live = this.live.get(workerId);
     if (!live) return true;
-    let timer: NodeJS.Timeout | undefined;
-    const ended = await Promise.race([live.proc.waitExit().then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
-    clearTimeout(timer);
-    return ended;
+    return (await waitAtMost(live.proc.waitExit().then(() => true), ms)) ?? false;
   }
 
   /** `OOM: …` when the kernel killed the worker at its memory limit. */

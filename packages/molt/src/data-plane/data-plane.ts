@@ -24,6 +24,7 @@ import { runtimeId } from '../runtime/runtime-id.js';
 import type { Duplex } from 'node:stream';
 import { stillRuns, WorkerRecords } from './worker-records.js';
 import { listDir } from '../list-dir.js';
+import { waitAtMost } from '../wait.js';
 
 /** Where the serving data plane's pid is written (systemd's PIDFile=, see docs/architecture.md). */
 const MAIN_PID_FILE = 'server.pid.main';
@@ -170,9 +171,7 @@ export class DataPlane {
     let exit = this.retiring.get(id);
     if (!exit) {
       exit = (async () => {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([this.routes.drainWorker(id), new Promise<void>((r) => (timer = setTimeout(r, drainMs)))]);
-        clearTimeout(timer);
+        await waitAtMost(this.routes.drainWorker(id), drainMs);
         proc.send({ type: 'drain' });
         this.routes.removeWorker(id);
         return proc.stop(graceMs);

@@ -23,6 +23,16 @@ function bodySource(response: Response): string | Uint8Array | undefined {
   return typeof source === 'string' || source instanceof Uint8Array ? source : undefined;
 }
 
+/** Headers as Node writes them, `[name, value, …]`, each Set-Cookie its own pair (never joined). */
+export function flatHeaders(headers: Headers): string[] {
+  const flat: string[] = [];
+  headers.forEach((value, name) => {
+    if (name !== 'set-cookie') flat.push(name, value);
+  });
+  for (const cookie of headers.getSetCookie()) flat.push('set-cookie', cookie);
+  return flat;
+}
+
 /**
  * Writes a web `Response` to a Node response. Each chunk is written as the app produces it,
  * so server-sent events flow one by one; writing waits for `drain` when the client is slow.
@@ -34,12 +44,7 @@ export async function writeResponse(res: ServerResponse, response: Response): Pr
     res.end(plain.body ?? undefined);
     return;
   }
-  const headers: string[] = [];
-  response.headers.forEach((value, name) => {
-    if (name === 'set-cookie') return;
-    headers.push(name, value);
-  });
-  for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', cookie);
+  const headers = flatHeaders(response.headers);
   const source = bodySource(response);
   if (source !== undefined) {
     if (!response.headers.has('content-length')) headers.push('content-length', String(typeof source === 'string' ? Buffer.byteLength(source) : source.byteLength));

@@ -212,12 +212,12 @@ class MoltResponse {
   declare [realResponse]?: Response;
 
   constructor(body?: BodyInit | null, init?: ResponseInit) {
-    if (init?.status === 101 && body == null) {
-      // An upgrade's answer, or a copy a framework made of it (Hono's middleware does).
-      this[realResponse] = switchingProtocols(init.headers);
-    } else if (isSimple(body, init)) {
+    if (isSimple(body, init)) {
       this[bodyKey] = body as SimpleBody;
       this[initKey] = init as SimpleInit | undefined;
+    } else if (init?.status === 101 && body == null) {
+      // An upgrade's answer, or a copy a framework made of it (Hono's middleware does); isSimple takes no 101.
+      this[realResponse] = switchingProtocols(init.headers);
     } else {
       this[realResponse] = new NativeResponse(body, init);
     }

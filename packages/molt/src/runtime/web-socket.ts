@@ -9,7 +9,8 @@ import { type IncomingMessage, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket as WsSocket, type RawData } from 'ws';
 import type { UpgradeWebSocketOptions, WebSocketUpgrade } from '@molt/app';
-import type { AppSlot } from './serve-fetch.js';
+import { type AppSlot, flatHeaders } from './serve-fetch.js';
+import { waitAtMost } from '../wait.js';
 import { lazyRequest, plainResponse, switchingProtocols } from './web-objects.js';
 
 /** What a close that never got a close frame reports (RFC 6455 §7.1.5). */
@@ -66,30 +67,11 @@ export class ServerWebSocket extends EventTarget {
     return this.ws?.bufferedAmount ?? 0;
   }
 
-  get onopen(): Handler {
-    return this.handler('open');
-  }
-  set onopen(fn: Handler) {
-    this.setHandler('open', fn);
-  }
-  get onmessage(): Handler {
-    return this.handler('message');
-  }
-  set onmessage(fn: Handler) {
-    this.setHandler('message', fn);
-  }
-  get onclose(): Handler {
-    return this.handler('close');
-  }
-  set onclose(fn: Handler) {
-    this.setHandler('close', fn);
-  }
-  get onerror(): Handler {
-    return this.handler('error');
-  }
-  set onerror(fn: Handler) {
-    this.setHandler('error', fn);
-  }
+  // The `on…` event handler attributes, defined below the class for its four events.
+  declare onopen: Handler;
+  declare onmessage: Handler;
+  declare onclose: Handler;
+  declare onerror: Handler;
 
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState === 0) throw new DOMException('the WebSocket is not open yet: send from its open event', 'InvalidStateError');
@@ -169,11 +151,13 @@ export class ServerWebSocket extends EventTarget {
     return this.binaryType === 'arraybuffer' ? buffer : new Blob([buffer]);
   }
 
-  private handler(type: string): Handler {
+  /** What `on<type>` reads. */
+  handler(type: string): Handler {
     return this.handlers.get(type)?.fn ?? null;
   }
 
-  private setHandler(type: string, fn: Handler): void {
+  /** What setting `on<type>` does: one listener in the list, replaced by the next handler set. */
+  setHandler(type: string, fn: Handler): void {
     const old = this.handlers.get(type);
     if (old) this.removeEventListener(type, old.listener);
     this.handlers.delete(type);
@@ -182,6 +166,17 @@ export class ServerWebSocket extends EventTarget {
     this.handlers.set(type, { fn, listener });
     this.addEventListener(type, listener);
   }
+}
+
+for (const type of ['open', 'message', 'close', 'error']) {
+  Object.defineProperty(ServerWebSocket.prototype, `on${type}`, {
+    get(this: ServerWebSocket) {
+      return this.handler(type);
+    },
+    set(this: ServerWebSocket, fn: Handler) {
+      this.setHandler(type, fn);
+    },
+  });
 }
 
 /** An upgrade request on its way through `fetch`. */
@@ -273,19 +268,14 @@ export class WebSockets {
     const sockets = [...this.open];
     const closed = Promise.all(sockets.map((s) => (s.readyState === 3 ? undefined : new Promise((r) => s.addEventListener('close', r, { once: true })))));
     for (const s of sockets) s.goAway(reason);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
-    clearTimeout(timer);
+    await waitAtMost(closed, graceMs);
     for (const s of sockets) s.terminate();
   }
 
   private complete(pending: Pending, up: NonNullable<Pending['upgrade']>, response: Response): void {
-    const extra: string[] = [];
-    response.headers.forEach((value, name) => {
-      if (!HANDSHAKE_HEADERS.has(name) && name !== 'set-cookie') extra.push(`${name}: ${value}`);
-    });
-    for (const cookie of response.headers.getSetCookie()) extra.push(`set-cookie: ${cookie}`);
-    pending.extraHeaders = extra;
+    const flat = flatHeaders(response.headers);
+    pending.extraHeaders = [];
+    for (let i = 0; i < flat.length; i += 2) if (!HANDSHAKE_HEADERS.has(flat[i]!)) pending.extraHeaders.push(`${flat[i]}: ${flat[i + 1]}`);
     this.server.handleUpgrade(pending.req, pending.socket, pending.head, (ws) => {
       this.open.add(up.socket);
       up.socket.addEventListener('close', () => this.open.delete(up.socket), { once: true });
@@ -330,8 +320,5 @@ function rawResponse(status: number, statusText: string, headers: string[], body
 async function writtenResponse(response: Response): Promise<Buffer> {
   const plain = plainResponse(response);
   if (plain) return rawResponse(plain.status, plain.statusText ?? '', plain.headers, plain.body ?? '');
-  const headers: string[] = [];
-  response.headers.forEach((value, name) => name !== 'set-cookie' && headers.push(name, value));
-  for (const cookie of response.headers.getSetCookie()) headers.push('set-cookie', cookie);
-  return rawResponse(response.status, response.statusText, headers, new Uint8Array(await response.arrayBuffer()));
+  return rawResponse(response.status, response.statusText, flatHeaders(response.headers), new Uint8Array(await response.arrayBuffer()));
 }
