@@ -195,5 +195,5 @@ http.createServer((req, res) => {
 }).listen(0, '127.0.0.1', function () { process.send(this.address().port); });`;
   const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const port = await new Promise((r) => child.once('message', r));
-  return { url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, pid: child.pid, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
+  return { url: `http://127.0.0.1:${port}`, pid: child.pid, stop: () => new Promise((r) => { child.once('exit', r); child.kill('SIGTERM'); }) };
 }

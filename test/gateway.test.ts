@@ -3,6 +3,19 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServerProcess, simpleApp, sleep, tempDir, writeApp } from './helpers.js';
 
+/** Writes raw bytes and reads until the server closes the connection (or 5 s pass). */
+function rawExchange(port: number, data: string): Promise<string> {
+  return new Promise((resolvePromise) => {
+    const socket = connect(port, '127.0.0.1');
+    let out = '';
+    socket.on('data', (c) => (out += c.toString('latin1')));
+    socket.on('close', () => resolvePromise(out));
+    socket.on('error', () => resolvePromise(out));
+    setTimeout(() => socket.destroy(), 5000);
+    socket.write(data);
+  });
+}
+
 describe('the gateway', () => {
   const server = new ServerProcess(tempDir(), ['--upstream-timeout-ms', '1500', '--queue-timeout-ms', '4000', '--max-queue', '5']);
   let invoker: string;
@@ -82,6 +95,76 @@ describe('the gateway', () => {
     expect((await big.arrayBuffer()).byteLength).toBe(32 << 20);
     // The same keep-alive connections serve on after all of that.
     expect(await (await fetch(server.route('default', 'gw', '/'), { headers: auth() })).text()).toBe('hello');
+  });
+
+  it('speaks HTTP/1.1 on a raw connection: pipelined app and API requests in order, HTTP/1.0, Expect, no Host, bad bytes', async () => {
+    const port = Number(new URL(server.url).port);
+    const app = `Host: 127.0.0.1\r\nAuthorization: Bearer ${invoker}\r\n`;
+    const admin = `Host: 127.0.0.1\r\nAuthorization: Bearer ${server.adminToken}\r\n`;
+    // Three requests in one write: a slow app request, an API request, an app request with a body.
+    // Each is answered after the one before it, whole, and the last one's close ends the connection.
+    const pipelined = await rawExchange(
+      port,
+      `GET /api/routes/v1/default/gw/slow?ms=300 HTTP/1.1\r\n${app}\r\n` +
+        `GET /api/v1/namespaces/default/apps/gw HTTP/1.1\r\n${admin}\r\n` +
+        `POST /api/routes/v1/default/gw/count HTTP/1.1\r\n${app}Content-Length: 7\r\nConnection: close\r\n\r\nabcdefg`,
+    );
+    // Bodies end with no newline: the next status line follows the last byte of the one before.
+    const statuses = [...pipelined.matchAll(/HTTP\/1\.1 (\d{3}) [A-Z]/g)].map((m) => m[1]);
+    expect(statuses).toEqual(['200', '200', '200']);
+    const slowAt = pipelined.indexOf('slow done');
+    const apiAt = pipelined.indexOf('"name":"gw"');
+    const countAt = pipelined.lastIndexOf('\r\n\r\n7');
+    expect(slowAt).toBeGreaterThan(0);
+    expect(apiAt).toBeGreaterThan(slowAt);
+    expect(countAt).toBeGreaterThan(apiAt);
+    expect(pipelined.toLowerCase()).toContain('connection: close');
+
+    // HTTP/1.0: answered, then the connection closes (no keep-alive asked for).
+    const old = await rawExchange(port, `GET /api/routes/v1/default/gw/ HTTP/1.0\r\n${app}\r\n`);
+    expect(old).toMatch(/^HTTP\/1\.1 200/);
+    expect(old.endsWith('hello')).toBe(true);
+
+    // Expect: 100-continue gets its interim answer before the body is sent, then the app's answer.
+    const expectFlow = await new Promise<string>((resolvePromise, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      let out = '';
+      socket.on('data', (c) => {
+        out += c.toString('latin1');
+        if (out.startsWith('HTTP/1.1 100 Continue\r\n\r\n') && !out.includes('200')) socket.write('12345');
+      });
+      socket.on('close', () => resolvePromise(out));
+      socket.on('error', reject);
+      socket.write(`POST /api/routes/v1/default/gw/count HTTP/1.1\r\n${app}Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`);
+      setTimeout(() => socket.destroy(), 5000);
+    });
+    expect(expectFlow).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK/);
+    expect(expectFlow.endsWith('\r\n\r\n5')).toBe(true);
+
+    // HTTP/1.1 without Host is refused, as RFC 9112 says; bytes that are not HTTP get a JSON 400.
+    const hostless = await rawExchange(port, `GET /api/routes/v1/default/gw/ HTTP/1.1\r\nAuthorization: Bearer ${invoker}\r\n\r\n`);
+    expect(hostless).toMatch(/^HTTP\/1\.1 400/);
+    const garbage = await rawExchange(port, 'NOT HTTP AT ALL\r\n\r\n');
+    expect(garbage).toMatch(/^HTTP\/1\.1 400/);
+    expect(garbage).toContain('MOLT_ERR_BAD_REQUEST');
+
+    // One keep-alive connection carries app, API and app requests in turn.
+    const socket = connect(port, '127.0.0.1');
+    const answers: string[] = [];
+    let buffer = '';
+    socket.on('data', (c) => (buffer += c.toString('latin1')));
+    const next = async (request: string, until: string) => {
+      socket.write(request);
+      const deadline = Date.now() + 5000;
+      while (!buffer.includes(until) && Date.now() < deadline) await sleep(10);
+      answers.push(buffer);
+      buffer = '';
+    };
+    await next(`GET /api/routes/v1/default/gw/ HTTP/1.1\r\n${app}\r\n`, 'hello');
+    await next(`GET /api/v1/namespaces/default/apps/gw HTTP/1.1\r\n${admin}\r\n`, '"name":"gw"');
+    await next(`GET /api/routes/v1/default/gw/slow?ms=1 HTTP/1.1\r\n${app}\r\n`, 'slow done');
+    socket.destroy();
+    expect(answers.map((a) => a.slice(0, 15))).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
   });
 
   it('spreads requests over ready workers by least outstanding requests', async () => {

@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,10 +7,10 @@ import { pino, type Logger } from 'pino';
 import { TokenVerifier } from '../control-plane/auth.js';
 import { LogHub, type LogLine } from '../control-plane/log-hub.js';
 import { type WorkerExit, type WorkerHome, type WorkerLaunch, WorkerProcess } from '../control-plane/worker-process.js';
-import { answerClientError, Gateway } from '../gateway/gateway.js';
+import { Front } from '../gateway/front.js';
+import { Gateway } from '../gateway/gateway.js';
 import { Sessions } from '../gateway/sessions.js';
-import { type TlsFiles, tlsServerOptions } from '../gateway/tls.js';
-import { createServer as createHttpsServer } from 'node:https';
+import type { TlsFiles } from '../gateway/tls.js';
 import { RouteTable } from '../gateway/route-table.js';
 import type { WorkerAddress } from '../gateway/target.js';
 import type { ServerToWorker, UpgradeRequest } from '../runtime/control-messages.js';
@@ -105,7 +104,7 @@ export class DataPlane {
   /** Questions to the control plane under way, per app (see explain). */
   private readonly explaining = new Map<string, Promise<string | undefined>>();
   private readonly log: Logger;
-  private server?: Server;
+  private front?: Front;
   private rpcServer?: NetServer;
   private peer?: RpcPeer;
   private child?: ChildProcess;
@@ -262,24 +261,23 @@ export class DataPlane {
   }
 
   private async listen(): Promise<void> {
-    const handler = (req: IncomingMessage, res: ServerResponse) => {
-      // Handed over: every answer tells its client to reconnect, which reaches the new data plane.
-      if (this.takeover === 'retiring') res.setHeader('connection', 'close');
-      if (!this.gateway.handle(req, res)) this.api.handle(req, res);
-    };
-    // HTTPS on the same port logic; upstream, to the workers, stays plain HTTP/1.1 with keep-alive.
-    const server: Server = this.opts.tls ? createHttpsServer({ maxHeaderSize: 16 * 1024, ...tlsServerOptions(this.opts.tls) }, handler) : createServer({ maxHeaderSize: 16 * 1024 }, handler);
-    server.on('clientError', answerClientError);
-    server.on('upgrade', (req, socket, head) => {
-      if (!this.gateway.handleUpgrade(req, socket, head)) socket.destroy();
+    // App requests are parsed and answered on the front's own connections; the API through node:http.
+    const front = new Front({
+      gateway: this.gateway,
+      api: (req, res) => this.api.handle(req, res),
+      tls: this.opts.tls,
+      maxHeaderSize: 16 * 1024,
+      keepAliveTimeoutMs: 65_000,
+      headersTimeoutMs: 60_000,
+      requestTimeoutMs: 300_000,
     });
-    server.keepAliveTimeout = 65_000;
+    const server = front.server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       if (this.opts.listenFd !== undefined) server.listen({ fd: this.opts.listenFd }, () => resolve());
       else server.listen(this.opts.port, this.opts.host, () => resolve());
     });
-    this.server = server;
+    this.front = front;
     const { port, address, family } = server.address() as AddressInfo;
     const host = family === 'IPv6' ? `[${address}]` : address === '0.0.0.0' ? '127.0.0.1' : address;
     this.port = port;
@@ -331,9 +329,9 @@ export class DataPlane {
    */
   private async handOver(req: TakeoverRequest, progress: (line: string) => void): Promise<number> {
     if (this.takeover) throw new Error('a takeover of this server is already under way');
-    if (!this.server || !this.opts.lock) throw new Error('this server cannot be taken over (it is not listening yet)');
+    if (!this.front || !this.opts.lock) throw new Error('this server cannot be taken over (it is not listening yet)');
     this.takeover = 'running';
-    const listenFd = (this.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const listenFd = (this.front.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof listenFd !== 'number' || listenFd < 0) {
       this.takeover = undefined;
       throw new Error('the listening socket has no file descriptor to hand over');
@@ -399,23 +397,25 @@ export class DataPlane {
    */
   private async retire(): Promise<void> {
     this.takeover = 'retiring';
+    const front = this.front!;
+    front.retiring = true;
     // API requests still coming on open connections (and those that waited during the handover) go
     // to the new control plane: it listens on the same socket path.
     this.api.setUp(true);
-    const server = this.server!;
-    // net.Server's close: stop accepting, but leave open connections be (http's would close idle ones at once).
-    NetServer.prototype.close.call(server);
+    const server = front.server;
+    // Stop accepting, but leave open connections be.
+    server.close();
     // Each answer from now on closes its connection. A connection still idle after a second is one
     // whose client moved on: it is closed; one with a request in flight (a stream) is waited for.
     const deadline = Date.now() + (this.opts.takeoverDrainMs ?? 30_000);
     const idleAfter = Date.now() + 1000;
     const connections = () => new Promise<number>((r) => server.getConnections((_err, n) => r(n ?? 0)));
     while (Date.now() < deadline && (await connections()) > 0) {
-      if (Date.now() > idleAfter) server.closeIdleConnections();
+      if (Date.now() > idleAfter) front.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 50));
     }
     const cut = await connections();
-    server.closeAllConnections();
+    front.closeAllConnections();
     await this.logs.flush();
     this.say('info', 'takeover.retired', `handed over to the new data plane; ${cut} connection(s) cut at the drain deadline`);
     this.opts.onRetired?.();
@@ -621,11 +621,7 @@ export class DataPlane {
     await this.stopControlPlane(keep ? 'SIGUSR2' : 'SIGTERM');
     if (keep) for (const w of this.workers.values()) w.release();
     else await Promise.all([...this.workers.values()].map((w) => w.stop(5000)));
-    if (this.server) {
-      const closed = new Promise<void>((r) => this.server!.close(() => r()));
-      this.server.closeAllConnections();
-      await closed;
-    }
+    await this.front?.close();
     this.rpcServer?.close();
     this.takeoverServer?.close();
     this.peer?.close();

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http';
+import { type IncomingHttpHeaders, type OutgoingHttpHeaders, STATUS_CODES } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { checkRow, type TokenVerifier } from '../control-plane/auth.js';
@@ -11,6 +11,35 @@ import type { Target } from './target.js';
 import { isRetryable, type UpstreamConnection } from './upstream.js';
 
 export const ROUTE_PREFIX = '/api/routes/v1/';
+
+/**
+ * What the gateway reads of a request: `node:http`'s `IncomingMessage`, or the front's own lighter
+ * request for the connections it parses itself (front.ts).
+ */
+export interface GatewayRequest {
+  readonly method?: string;
+  readonly url?: string;
+  readonly rawHeaders: string[];
+  readonly headers: IncomingHttpHeaders;
+  readonly socket: { readonly remoteAddress?: string; readonly localAddress?: string };
+  on(event: 'data', listener: (chunk: any) => void): unknown;
+  on(event: 'end', listener: () => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  setEncoding(encoding: BufferEncoding): unknown;
+}
+
+/** What the gateway does with a response: `ServerResponse`, or the front's own writer. */
+export interface GatewayResponse {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  writeHead(status: number, headers?: OutgoingHttpHeaders): GatewayResponse;
+  writeHead(status: number, reason: string, headers: string[]): GatewayResponse;
+  write(chunk: Buffer): boolean;
+  end(chunk?: string): unknown;
+  once(event: 'drain' | 'close', listener: () => void): unknown;
+  destroy(): unknown;
+}
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -56,7 +85,7 @@ interface RequestFacts {
 
 const hasMoltToken = (value: string) => value.includes('molt_') && MOLT_TOKEN.test(value);
 
-function readRequest(req: IncomingMessage): RequestFacts {
+function readRequest(req: GatewayRequest): RequestFacts {
   const facts: RequestFacts = { lines: '', hasBody: false, chunked: false };
   const raw = req.rawHeaders;
   let length: string | undefined;
@@ -112,7 +141,7 @@ function rawHost(raw: string[]): string | undefined {
 }
 
 /** The request head sent to a worker: its request line, forwarded headers and the gateway's own. */
-function requestHead(req: IncomingMessage, path: string, prefix: string | undefined, facts: RequestFacts, requestId: string, extra = ''): string {
+function requestHead(req: GatewayRequest, path: string, prefix: string | undefined, facts: RequestFacts, requestId: string, extra = ''): string {
   const remote = req.socket.remoteAddress ?? '';
   let head = `${req.method} ${path} HTTP/1.1\r\n${facts.lines}`;
   head += `x-forwarded-for: ${facts.forwardedFor ? `${facts.forwardedFor}, ${remote}` : remote}\r\n`;
@@ -126,7 +155,7 @@ function requestHead(req: IncomingMessage, path: string, prefix: string | undefi
 }
 
 /** Streams a request body to the worker, with backpressure; chunked when it has no length. */
-function forwardBody(req: IncomingMessage, conn: UpstreamConnection, chunked: boolean): void {
+function forwardBody(req: GatewayRequest, conn: UpstreamConnection, chunked: boolean): void {
   const socket = conn.socket;
   const onDrain = () => req.resume();
   req.on('data', (chunk: Buffer) => {
@@ -158,7 +187,7 @@ export interface GatewayOptions {
   onUpstreamError?: (info: { requestId: string; ns: string; app: string; workerId: string; status: number; message: string }) => void;
 }
 
-interface ParsedRoute {
+export interface ParsedRoute {
   namespace: string;
   app: string;
   /** The path the app sees. */
@@ -188,7 +217,7 @@ function unsupportedCoding(value: string): MoltError {
 }
 
 /** Sends a gateway error: JSON `{ error: { code, message } }` with the status of its code. */
-function sendError(res: ServerResponse, err: unknown, requestId?: string, close = false): void {
+function sendError(res: GatewayResponse, err: unknown, requestId?: string, close = false): void {
   const { status, body } = errorResponse(err);
   if (res.headersSent) {
     res.destroy();
@@ -227,10 +256,10 @@ export function answerClientError(err: NodeJS.ErrnoException & { reason?: string
 /** The most of a login form the gateway reads. */
 const MAX_LOGIN_BODY = 8 * 1024;
 
-const isSecure = (req: IncomingMessage) => (req.socket as { encrypted?: boolean }).encrypted === true;
+const isSecure = (req: GatewayRequest) => (req.socket as { encrypted?: boolean }).encrypted === true;
 
 /** A browser navigating (not a script or an API client): it gets a login page rather than a 401. */
-function wantsPage(req: IncomingMessage): boolean {
+function wantsPage(req: GatewayRequest): boolean {
   return (req.method === 'GET' || req.method === 'HEAD') && (req.headers.accept ?? '').includes('text/html');
 }
 
@@ -252,10 +281,9 @@ export class Gateway {
    * Where a request goes: an app by its hostname (the whole path is the app's) or by a path route;
    * undefined when it is the server's own (the API). A path route that names no app is an error.
    */
-  private route(req: IncomingMessage): ParsedRoute | MoltError | undefined {
-    const url = req.url ?? '';
+  routeOf(url: string, rawHeaders: string[]): ParsedRoute | MoltError | undefined {
     if (this.opts.domains?.length || this.table.hasDomains()) {
-      const host = hostName(rawHost(req.rawHeaders));
+      const host = hostName(rawHost(rawHeaders));
       if (host) {
         const claimed = this.table.byDomain(host);
         const named = claimed ? { namespace: claimed.namespace, app: claimed.name } : underDomain(host, this.opts.domains ?? []);
@@ -267,24 +295,30 @@ export class Gateway {
   }
 
   /** Serves a request for an app; false when it is not one (the API serves it). */
-  handle(req: IncomingMessage, res: ServerResponse): boolean {
-    const route = this.route(req);
+  handle(req: GatewayRequest, res: GatewayResponse): boolean {
+    const route = this.routeOf(req.url ?? '', req.rawHeaders);
     if (route === undefined) return false;
+    this.serve(req, res, route);
+    return true;
+  }
+
+  /** Serves a request for an app, whose route `routeOf` gave. */
+  serve(req: GatewayRequest, res: GatewayResponse, route: ParsedRoute | MoltError): void {
     const facts = readRequest(req);
     const requestId = facts.requestId ?? randomUUID();
     if (route instanceof MoltError) {
       sendError(res, route, requestId);
-      return true;
+      return;
     }
     if (facts.badCoding !== undefined) {
       // Its body has no framing molt can read, so nothing after it on this connection can be trusted.
       sendError(res, unsupportedCoding(facts.badCoding), requestId, true);
-      return true;
+      return;
     }
     const routes = this.table.app(route.namespace, route.app);
     if (route.host && route.path.startsWith('/.molt/')) {
       this.molt(req, res, route, routes, requestId);
-      return true;
+      return;
     }
     const authorized = this.authorize(facts, route, routes);
     const refused = (err: unknown) => {
@@ -295,7 +329,6 @@ export class Gateway {
     };
     if (authorized === true) this.dispatch(req, res, route, routes!, facts, requestId);
     else authorized.then(() => this.dispatch(req, res, route, routes!, facts, requestId), refused);
-    return true;
   }
 
   /** true when allowed now; a promise when the token must be looked up; throws nothing. */
@@ -335,7 +368,7 @@ export class Gateway {
    * molt's own pages on an app's host, under `/.molt/`: the login form, the post that exchanges a
    * token for a session cookie, and the logout. Nothing under it reaches the app.
    */
-  private molt(req: IncomingMessage, res: ServerResponse, route: ParsedRoute & { host?: string }, routes: AppRoutes | undefined, requestId: string): void {
+  private molt(req: GatewayRequest, res: GatewayResponse, route: ParsedRoute & { host?: string }, routes: AppRoutes | undefined, requestId: string): void {
     const url = new URL(route.path, 'http://app');
     const secure = isSecure(req);
     const page = (status: number, html: string): void => {
@@ -391,7 +424,7 @@ export class Gateway {
     });
   }
 
-  private dispatch(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, facts: RequestFacts, requestId: string): void {
+  private dispatch(req: GatewayRequest, res: GatewayResponse, route: ParsedRoute, routes: AppRoutes, facts: RequestFacts, requestId: string): void {
     let acquired: Target | Promise<Target>;
     try {
       acquired = routes.acquire();
@@ -408,7 +441,7 @@ export class Gateway {
     } else this.proxy(req, res, route, routes, acquired, head, facts, requestId, false);
   }
 
-  private proxy(req: IncomingMessage, res: ServerResponse, route: ParsedRoute, routes: AppRoutes, target: Target, head: string, facts: RequestFacts, requestId: string, retried: boolean): void {
+  private proxy(req: GatewayRequest, res: GatewayResponse, route: ParsedRoute, routes: AppRoutes, target: Target, head: string, facts: RequestFacts, requestId: string, retried: boolean): void {
     target.begin();
     const conn = target.pool.acquire();
     let active = true;
@@ -489,13 +522,13 @@ export class Gateway {
   }
 
   /** Passes an HTTP upgrade (WebSocket) through to a worker as raw bytes both ways; false when it is not for an app. */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+  handleUpgrade(req: GatewayRequest, socket: Duplex, head: Buffer): boolean {
     const reject = (err: unknown) => {
       const { status, body } = errorResponse(err);
       const payload = JSON.stringify(body);
       socket.end(`HTTP/1.1 ${status} Error\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\nconnection: close\r\n\r\n${payload}`);
     };
-    const route = this.route(req);
+    const route = this.routeOf(req.url ?? '', req.rawHeaders);
     if (route === undefined) return false;
     if (route instanceof MoltError) {
       reject(route);
