@@ -5,6 +5,7 @@
  * control plane, a worker, a sandbox) fails the run, named, and is killed. It also runs the
  * run's PostgreSQL server (test/postgres.ts), for the store's tests and the suite's run on it.
  */
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +34,16 @@ function processesUnder(root: string): { pid: number; cmdline: string }[] {
     .filter((p) => p.pid !== process.pid && (p.cmdline.includes(root) || p.cwd.startsWith(root) || holdsFileUnder(p.pid, root)));
 }
 
+/**
+ * The suite's workers run sandboxed, as in use: without bubblewrap the run fails here, saying how to
+ * install it, rather than in tests that assume a sandbox's layout.
+ */
+function requireBubblewrap(): void {
+  if (spawnSync('bwrap', ['--version']).error) throw new Error('the tests run workers under bubblewrap, which is not installed: apt-get install -y bubblewrap (.ci/run does)');
+}
+
 export default async function setup(): Promise<() => Promise<void>> {
+  requireBubblewrap();
   const root = mkdtempSync(join(tmpdir(), 'molt-run-'));
   // Tests that run molt as another user need to reach their data dirs through it.
   chmodSync(root, 0o755);
