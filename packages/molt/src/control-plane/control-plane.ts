@@ -274,11 +274,10 @@ export class ControlPlane {
   private async failCutShort(r: RolloutRow, app: AppRow | undefined, who: string): Promise<void> {
     const serving = app?.currentRevision ? `revision ${app.currentRevision} keeps serving` : 'the app has no revision that served: fix it, then `molt app update`';
     const reason = `${who} restarted during the rollout and it cannot go on; ${serving}`;
-    await this.store.finishRollout(r.id, 'failed', reason);
     const target = await this.store.getRevision(r.namespace, r.app, r.toRevision);
     if (target && (target.status === 'pending' || target.status === 'deploying')) await this.store.setRevisionStatus(r.namespace, r.app, r.toRevision, 'failed', reason);
     this.rollouts.lastFailure.set(`${r.namespace}/${r.app}`, reason);
-    await this.events.append({ namespace: r.namespace, app: r.app, rolloutId: r.id, level: 'warn', type: 'rollout.failed', message: `rollout to revision ${r.toRevision} failed: ${reason}` });
+    await this.events.finishRollout(r.id, 'failed', reason, { namespace: r.namespace, app: r.app, level: 'warn', type: 'rollout.failed', message: `rollout to revision ${r.toRevision} failed: ${reason}` });
   }
 
   /** The data plane's workers once none is swapping modules (bounded: a swap has its own timeout). */

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Store } from '../store/store.js';
-import type { EventRow } from '../store/types.js';
+import type { EventRow, RolloutPhase } from '../store/types.js';
 
 export type NewEvent = Omit<EventRow, 'id' | 'ts' | 'app' | 'rolloutId' | 'workerId' | 'level'> &
   Partial<Pick<EventRow, 'app' | 'rolloutId' | 'workerId' | 'level'>>;
@@ -17,16 +17,18 @@ export class EventLog {
   }
 
   async append(e: NewEvent): Promise<EventRow> {
-    const row = await this.store.appendEvent({
-      ts: new Date().toISOString(),
-      namespace: e.namespace,
-      app: e.app ?? null,
-      rolloutId: e.rolloutId ?? null,
-      workerId: e.workerId ?? null,
-      level: e.level ?? 'info',
-      type: e.type,
-      message: e.message,
-    });
+    return this.publish(await this.store.appendEvent(toRow(e)));
+  }
+
+  /**
+   * Ends a rollout and writes its final event in one store transaction, then publishes the event:
+   * whoever sees the rollout ended can read that event.
+   */
+  async finishRollout(rolloutId: string, phase: RolloutPhase, reason: string | null, e: Omit<NewEvent, 'rolloutId'>): Promise<EventRow> {
+    return this.publish((await this.store.finishRollout(rolloutId, phase, reason, toRow({ ...e, rolloutId })))!);
+  }
+
+  private publish(row: EventRow): EventRow {
     this.bus.emit('event', row);
     return row;
   }
@@ -44,4 +46,17 @@ export class EventLog {
     this.bus.on('event', fn);
     return () => this.bus.off('event', fn);
   }
+}
+
+function toRow(e: NewEvent): Omit<EventRow, 'id'> {
+  return {
+    ts: new Date().toISOString(),
+    namespace: e.namespace,
+    app: e.app ?? null,
+    rolloutId: e.rolloutId ?? null,
+    workerId: e.workerId ?? null,
+    level: e.level ?? 'info',
+    type: e.type,
+    message: e.message,
+  };
 }

@@ -151,9 +151,10 @@ export class RolloutEngine {
       .then(() => (hot ? this.runHot(rollout, to, hot, resumed) : this.run(rollout, to, resumed)))
       .catch(async (err) => {
         this.events.internalError(app.namespace, app.name, err);
-        // The app is not left locked: the rollout ends failed (if it had not ended) and the lock goes.
-        await this.store.finishRollout(rollout.id, 'failed', `internal error: ${err instanceof Error ? err.message : String(err)}`).catch(() => {});
+        // The app is not left locked: the lock goes and the rollout ends failed (if it had not ended).
+        const reason = `internal error: ${err instanceof Error ? err.message : String(err)}`;
         await this.unlock(app.namespace, app.name).catch(() => {});
+        await this.events.finishRollout(rollout.id, 'failed', reason, { namespace: app.namespace, app: app.name, level: 'error', type: 'rollout.failed', message: `revision ${to.revision} failed: ${reason}` }).catch(() => {});
       });
     void this.track(rollout.id, run);
   }
@@ -220,6 +221,8 @@ export class RolloutEngine {
     const { namespace, app } = rollout;
     const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'info') =>
       this.events.append({ namespace, app, rolloutId: rollout.id, type, message, level });
+    const final = (phase: 'succeeded' | 'failed', reason: string | null, message: string) =>
+      this.events.finishRollout(rollout.id, phase, reason, { namespace, app, type: `rollout.${phase}`, message, level: phase === 'failed' ? 'error' : 'info' });
     const { workers: desired } = to.spec;
     const { maxSurge, maxUnavailable, drainTimeoutMs, stopGraceMs } = to.spec.rollout;
     // The target's workers are new (only a resumed rollout finds some ready already); the rest are old.
@@ -265,9 +268,8 @@ export class RolloutEngine {
       await this.unlock(namespace, app, { currentRevision: to.revision, permanentRevision: null, probationUntil: null });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (previous > 0) await this.store.setRevisionStatus(namespace, app, previous, 'superseded');
-      await this.store.finishRollout(rollout.id, 'succeeded');
       this.lastFailure.delete(`${namespace}/${app}`);
-      await ev('rollout.succeeded', `revision ${to.revision} serves all traffic`);
+      await final('succeeded', null, `revision ${to.revision} serves all traffic`);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       const serving = rollout.fromRevision > 0 ? `revision ${rollout.fromRevision} keeps serving` : 'the app has no revision that serves yet';
@@ -276,10 +278,9 @@ export class RolloutEngine {
       await Promise.all(news.map((id) => this.supervisor.stopWorker(id, { drainTimeoutMs, graceMs: stopGraceMs, rolloutId: rollout.id, reason: 'rollout aborted' })));
       await Promise.all(stops);
       await this.store.setRevisionStatus(namespace, app, to.revision, 'failed', reason);
-      await this.store.finishRollout(rollout.id, 'failed', reason);
       await this.supervisor.dropPending(namespace, app, to.revision, 'its rollout was aborted');
       await this.unlock(namespace, app);
-      await ev('rollout.failed', `revision ${to.revision} failed: ${reason}`, 'error');
+      await final('failed', reason, `revision ${to.revision} failed: ${reason}`);
       // Old workers drained during the rollout are replaced so the app is back to its size.
       await this.supervisor.reconcile(namespace, app).catch(() => {});
     } finally {
@@ -299,6 +300,8 @@ export class RolloutEngine {
     const opts = { ...DEFAULT_HOT, ...to.spec.hot };
     const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'info', workerId: string | null = null) =>
       this.events.append({ namespace, app, rolloutId: rollout.id, workerId, type, message, level });
+    const final = (phase: 'succeeded' | 'failed', reason: string | null, message: string) =>
+      this.events.finishRollout(rollout.id, phase, reason, { namespace, app, type: `rollout.${phase}`, message, level: phase === 'failed' ? 'error' : 'info' });
     // The order `worker list` shows: oldest first; the first is the canary.
     const workers = this.supervisor
       .workersOf(namespace, app)
@@ -377,8 +380,7 @@ export class RolloutEngine {
       await this.unlock(namespace, app, { currentRevision: to.revision, permanentRevision: permanent, probationUntil });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (from.revision > 0) await this.store.setRevisionStatus(namespace, app, from.revision, 'superseded');
-      await this.store.finishRollout(rollout.id, 'succeeded');
-      await ev('rollout.succeeded', `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
+      await final('succeeded', null, `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
       this.watchProbation(namespace, app, probationUntil);
       for (const id of overBudget) await this.queueRecycle(namespace, app, id, to, { message: `retains more than ${opts.maxRetainedModules} module versions`, reason: 'too many retained module versions' });
     } catch (err) {
@@ -399,9 +401,8 @@ export class RolloutEngine {
         }
       }
       await this.store.setRevisionStatus(namespace, app, to.revision, 'ghosted', reason);
-      await this.store.finishRollout(rollout.id, 'failed', reason);
       await this.unlock(namespace, app);
-      await ev('rollout.failed', `revision ${to.revision} failed: ${reason}; release ${to.releaseId.slice(0, 12)} is not tried hot again until \`molt app update --retry\``, 'error');
+      await final('failed', reason, `revision ${to.revision} failed: ${reason}; release ${to.releaseId.slice(0, 12)} is not tried hot again until \`molt app update --retry\``);
       await this.supervisor.reconcile(namespace, app).catch(() => {});
     } finally {
       unsubscribe();
@@ -492,8 +493,7 @@ export class RolloutEngine {
     }
     if (permanent.status !== 'active') await this.store.setRevisionStatus(namespace, app, permanent.revision, 'active');
     await this.unlock(namespace, app, { currentRevision: permanent.revision, permanentRevision: null, probationUntil: null });
-    await this.store.finishRollout(rolloutId, 'succeeded', reason);
-    await ev('rollout.succeeded', `revision ${permanent.revision} serves all traffic again`, 'info');
+    await this.events.finishRollout(rolloutId, 'succeeded', reason, { namespace, app, type: 'rollout.succeeded', message: `revision ${permanent.revision} serves all traffic again` });
     await this.supervisor.reconcile(namespace, app).catch(() => {});
   }
 
@@ -534,12 +534,12 @@ export class RolloutEngine {
       const stillThere = mine.some((w) => w.id === workerId);
       if (stillThere && !(resumed && mine.length > rev.spec.workers)) await this.supervisor.startWorker(rev, rolloutId);
       await this.supervisor.stopWorker(workerId, { drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, graceMs: rev.spec.rollout.stopGraceMs, rolloutId, reason: `recycled: ${why.reason}` });
-      await this.store.finishRollout(rolloutId, 'succeeded', `recycled worker ${workerId}`);
-      await this.events.append({ namespace, app, workerId, rolloutId, level: 'info', type: 'worker.recycled', message: `worker ${workerId} replaced (${why.reason})` });
+      await this.events.finishRollout(rolloutId, 'succeeded', `recycled worker ${workerId}`, { namespace, app, workerId, type: 'worker.recycled', message: `worker ${workerId} replaced (${why.reason})` });
     } catch (err) {
       const message = `could not recycle worker ${workerId}: ${err instanceof Error ? err.message : String(err)}`;
-      await this.store.finishRollout(rolloutId, 'failed', message).catch(() => {});
-      await this.events.append({ namespace, app, workerId, rolloutId, level: 'error', type: 'worker.recycle.failed', message });
+      const failed = { namespace, app, workerId, level: 'error' as const, type: 'worker.recycle.failed', message };
+      // A rollout that had already ended (the error came after) still gets the event.
+      await this.events.finishRollout(rolloutId, 'failed', message, failed).catch(() => this.events.append({ ...failed, rolloutId }));
     } finally {
       await this.unlock(namespace, app);
     }

@@ -56,6 +56,11 @@ function boolPatch(patch: object): Record<string, unknown> {
   return out;
 }
 
+async function insertEvent(db: Kysely<Database>, event: Omit<EventRow, 'id'>): Promise<EventRow> {
+  const row = await db.insertInto('events').values(event as Database['events']).returning('id').executeTakeFirstOrThrow();
+  return { ...event, id: Number(row.id) };
+}
+
 /** The Store over any kysely dialect; the dialect folders only build the `Kysely` instance. */
 /** Rolls a claim of hostnames back when one of them is another app's. */
 class DomainTaken extends Error {
@@ -365,15 +370,18 @@ export class KyselyStore implements Store {
     await this.db.insertInto('rollouts').values(rollout).execute();
   }
 
-  async finishRollout(id: string, phase: RolloutPhase, reason: string | null = null): Promise<void> {
-    await transition(
-      rolloutPhase,
-      `rollout ${id}`,
-      phase,
-      async () => (await this.db.selectFrom('rollouts').select('phase').where('id', '=', id).executeTakeFirst())?.phase as RolloutPhase | undefined,
-      async (from) => (await this.db.updateTable('rollouts').set({ phase, reason, finishedAt: new Date().toISOString() }).where('id', '=', id).where('phase', '=', from).executeTakeFirst()).numUpdatedRows,
-      () => new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${id}`),
-    );
+  async finishRollout(id: string, phase: RolloutPhase, reason: string | null = null, event?: Omit<EventRow, 'id'>): Promise<EventRow | undefined> {
+    return this.db.transaction().execute(async (tx) => {
+      await transition(
+        rolloutPhase,
+        `rollout ${id}`,
+        phase,
+        async () => (await tx.selectFrom('rollouts').select('phase').where('id', '=', id).executeTakeFirst())?.phase as RolloutPhase | undefined,
+        async (from) => (await tx.updateTable('rollouts').set({ phase, reason, finishedAt: new Date().toISOString() }).where('id', '=', id).where('phase', '=', from).executeTakeFirst()).numUpdatedRows,
+        () => new MoltError('MOLT_ERR_NOT_FOUND', `no rollout ${id}`),
+      );
+      return event ? insertEvent(tx, event) : undefined;
+    });
   }
 
   async getRollout(id: string): Promise<RolloutRow | undefined> {
@@ -533,8 +541,7 @@ export class KyselyStore implements Store {
   }
 
   async appendEvent(event: Omit<EventRow, 'id'>): Promise<EventRow> {
-    const row = await this.db.insertInto('events').values(event as Database['events']).returning('id').executeTakeFirstOrThrow();
-    return { ...event, id: Number(row.id) };
+    return insertEvent(this.db, event);
   }
 
   async listEvents(filter: { namespace?: string; app?: string; rolloutId?: string; afterId?: number; limit?: number }): Promise<EventRow[]> {

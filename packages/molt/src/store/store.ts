@@ -111,8 +111,12 @@ export interface Store {
 
   /** Records a rollout. */
   insertRollout(rollout: RolloutRow): Promise<void>;
-  /** Ends a rollout (`succeeded` or `failed`, with the reason); throws `IllegalTransition` unless it was running. */
-  finishRollout(id: string, phase: RolloutPhase, reason?: string | null): Promise<void>;
+  /**
+   * Ends a rollout (`succeeded` or `failed`, with the reason); throws `IllegalTransition` unless it
+   * was running. With `event`, that event is written in the same transaction (a rollout is never
+   * seen ended without its final event) and returned.
+   */
+  finishRollout(id: string, phase: RolloutPhase, reason?: string | null, event?: Omit<EventRow, 'id'>): Promise<EventRow | undefined>;
   /** One rollout. */
   getRollout(id: string): Promise<RolloutRow | undefined>;
   /** Rollouts still marked running (for recovery at start). */

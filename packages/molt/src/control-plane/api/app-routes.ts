@@ -161,11 +161,9 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
       reply.raw.on('close', () => unsubscribe());
     }
     let ended = false;
-    let lastWait: NodeJS.Timeout | undefined;
     const finish = () => {
       if (ended) return;
       ended = true;
-      clearTimeout(lastWait);
       unsubscribe();
       out.end();
     };
@@ -174,11 +172,11 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
     for (const e of [...stored, ...queued]) done = emit(e) || done;
     backlogDone = true;
     if (rollout && !done && !ended && (await cp.store.getRollout(rollout))?.phase !== 'running') {
-      // The rollout is recorded as ended a moment before its last event is written: that event is
-      // read again from the store, or awaited from the subscription, so a follower always gets it.
+      // It ended after the backlog was read: its final event was written with its end, so it is in
+      // the store now (or is a recycle's, which has no rollout.* event), and the stream ends.
       const rest = await cp.store.listEvents({ namespace: ns, app, rolloutId: rollout, afterId: last, limit: 10_000 });
-      for (const e of rest) done = emit(e) || done;
-      if (!done && !ended) lastWait = setTimeout(finish, 5000);
+      for (const e of rest) emit(e);
+      done = true;
     }
     if (done || !follow) finish();
   });
