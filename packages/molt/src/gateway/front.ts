@@ -251,11 +251,8 @@ class FrontResponse extends EventEmitter implements GatewayResponse {
     if (!this.headersSent) this.writeHead(200);
     const socket = this.socket;
     socket.cork();
-    if (chunk !== undefined && chunk.length > 0) this.write(chunk);
-    if (this.head) {
-      socket.write(this.head, 'latin1');
-      this.head = '';
-    }
+    // Writes the head if it is still pending, and the last chunk if there is one.
+    this.write(chunk ?? '');
     if (this.chunked) socket.write('0\r\n\r\n', 'latin1');
     socket.uncork();
     this.ended = true;
