@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { BlobStore } from '../blobs/blob-store.js';
 import { removeTree } from '../blobs/materialize.js';
 import type { Store } from '../store/store.js';
-import type { AppRow, RevisionRow, RolloutRow } from '../store/types.js';
+import type { AppRow, RevisionRow, RolloutRow, TokenRow } from '../store/types.js';
+import { Sessions } from '../gateway/sessions.js';
 import type { DataPlaneWorker, GatewayApp } from '../data-plane/protocol.js';
 import { DurableTimers } from './durable-timers.js';
 import { AppService } from './app-service.js';
@@ -64,6 +65,10 @@ export class ControlPlane {
   readonly events: EventLog;
   readonly logs: RemoteLogHub;
   readonly tokens: TokenVerifier;
+  /** Token rows by id (for sessions), as of the last syncTokens. */
+  private tokenRows = new Map<string, TokenRow>();
+  /** The dashboard's browser sessions (see dashboard.ts), once the session key is read. */
+  sessions?: Sessions;
   readonly supervisor: Supervisor;
   readonly rollouts: RolloutEngine;
   readonly apps: AppService;
@@ -326,7 +331,10 @@ export class ControlPlane {
   async syncTokens(): Promise<void> {
     this.tokens.invalidate();
     const key = await this.store.setting('session-key', randomBytes(32).toString('base64'));
-    await this.dp.setTokens(await this.store.listTokens(), { key, ttlMs: this.opts.sessionTtlMs });
+    const rows = await this.store.listTokens();
+    this.tokenRows = new Map(rows.map((r) => [r.id, r]));
+    this.sessions ??= new Sessions({ key: Buffer.from(key, 'base64'), ttlMs: this.opts.sessionTtlMs }, (id) => this.tokenRows.get(id));
+    await this.dp.setTokens(rows, { key, ttlMs: this.opts.sessionTtlMs });
   }
 
   /** Drains and stops a worker no one wants, in the background (recovery does not wait on its drain); `then` once it is gone. */

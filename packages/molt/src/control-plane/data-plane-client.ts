@@ -4,6 +4,7 @@ import type { ServerToWorker, UpgradeRequest, UpgradeResult } from '../runtime/c
 import type { TokenRow } from '../store/types.js';
 import { PeerGone, RemoteError, RpcPeer } from '../data-plane/rpc.js';
 import type { DataPlaneWorker, GatewayApp, TargetStats } from '../data-plane/protocol.js';
+import type { MetricPoint, MetricTotals } from '../data-plane/metrics.js';
 import { LogHub, type LogLine } from './log-hub.js';
 import { type WorkerExit, type WorkerLaunch, WorkerStartError } from './worker-process.js';
 
@@ -119,6 +120,16 @@ export class DataPlaneClient {
   /** Outstanding requests and 5xx answers per worker, as the gateway counts them. */
   targetStats(workerIds: string[]): Promise<Record<string, TargetStats>> {
     return this.call('route.stats', { workerIds });
+  }
+
+  /** An app's figures after `since` (ms since the epoch): requests, errors, latency, workers' CPU and memory. */
+  metricPoints(namespace: string, app: string, since?: number): Promise<{ intervalMs: number; points: MetricPoint[] }> {
+    return this.call('metrics.points', { namespace, app, since });
+  }
+
+  /** Every app's and worker's totals, for Prometheus. */
+  metricTotals(): Promise<MetricTotals> {
+    return this.call('metrics.totals');
   }
 
   /** What the gateway needs of every app (public, paused); apps not listed are dropped. */

@@ -22,6 +22,7 @@ import { namespaceRoutes } from './api/namespace-routes.js';
 import { releaseRoutes } from './api/release-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
 import { ControlPlane } from './control-plane.js';
+import { authenticate, dashboardRoutes } from './dashboard.js';
 import { DataPlaneClient, RemoteLogHub } from './data-plane-client.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { CONTROL_SOCKET_NAME } from './sandbox/bwrap-args.js';
@@ -76,6 +77,10 @@ export interface ServerOptions {
   keepWorkers?: boolean;
   /** How long a data plane that was taken over finishes in-flight requests before it cuts the rest. */
   takeoverDrainMs?: number;
+  /** How often the dashboard's figures are read (default 5000 ms). */
+  metricsIntervalMs?: number;
+  /** `host:port` where Prometheus may scrape `/metrics` without a token (`--metrics-listen`). */
+  metricsListen?: string;
 }
 
 export interface MoltServer {
@@ -125,7 +130,7 @@ function buildApi(cp: ControlPlane): FastifyInstance {
   api.register(
     async (v1) => {
       v1.addHook('onRequest', async (req) => {
-        req.principal = await cp.tokens.verify(req.headers.authorization);
+        req.principal = await authenticate(cp, req);
       });
       namespaceRoutes(v1, ctx);
       tokenRoutes(v1, ctx);
@@ -136,6 +141,7 @@ function buildApi(cp: ControlPlane): FastifyInstance {
     },
     { prefix: '/api/v1' },
   );
+  dashboardRoutes(api, cp);
   return api;
 }
 
@@ -184,6 +190,8 @@ export async function startServer(opts: ServerOptions): Promise<MoltServer> {
     listenFd,
     takeoverStatusFd,
     takeoverDrainMs: opts.takeoverDrainMs,
+    metricsIntervalMs: opts.metricsIntervalMs,
+    metricsListen: opts.metricsListen,
     lock: {
       release: () => lock.release(),
       retake: () => {

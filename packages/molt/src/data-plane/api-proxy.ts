@@ -82,6 +82,8 @@ export class ApiProxy {
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
     headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
+    // Whether the client's connection is TLS: the dashboard's session cookie is Secure then.
+    headers['x-forwarded-proto'] = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
     const bodiless = IDEMPOTENT.has(req.method ?? '') && !req.headers['content-length'] && !req.headers['transfer-encoding'];
     let answered = false;
     /** The rest of the client's body goes nowhere: read and dropped. */

@@ -18,6 +18,8 @@ import type { TokenRow } from '../store/types.js';
 import { ApiProxy } from './api-proxy.js';
 import { CONTROL_PLANE_SOCKET, DATA_PLANE_SOCKET, type DataPlaneWorker, type GatewayApp, TAKEOVER_SOCKET, type TakeoverAnswer, type TakeoverRequest, type TargetStats } from './protocol.js';
 import { RpcPeer } from './rpc.js';
+import { listenMetrics, Metrics, parseListen } from './metrics.js';
+import type { Server as HttpServer } from 'node:http';
 import { ControlChannel } from '../runtime/control-channel.js';
 import { runtimeId } from '../runtime/runtime-id.js';
 import type { Duplex } from 'node:stream';
@@ -59,6 +61,10 @@ export interface DataPlaneOptions {
   takeoverStatusFd?: number;
   /** How long an old data plane finishes in-flight requests after a takeover before it cuts the rest. */
   takeoverDrainMs?: number;
+  /** How often the dashboard's figures are read (default 5 s); they are kept for an hour. */
+  metricsIntervalMs?: number;
+  /** `host:port` to serve `/metrics` on for Prometheus, without a token (only what is reachable there may read it). */
+  metricsListen?: string;
   /** The data dir's lock: let go of for a takeover's new data plane, taken again if it fails. */
   lock?: { release(): void; retake(): void };
   /** Called when this data plane has handed over to a new one and drained: the process should exit. */
@@ -104,6 +110,8 @@ export class DataPlane {
   /** Questions to the control plane under way, per app (see explain). */
   private readonly explaining = new Map<string, Promise<string | undefined>>();
   private readonly log: Logger;
+  private readonly metrics: Metrics;
+  private metricsServer?: HttpServer;
   private front?: Front;
   private rpcServer?: NetServer;
   private peer?: RpcPeer;
@@ -133,6 +141,12 @@ export class DataPlane {
       onUpstreamError: (info) => (this.opts.logFormat === 'text' ? this.say('warn', 'gateway.upstream-error', `${info.ns}/${info.app}: ${info.status} ${info.message} (request ${info.requestId})`) : this.log.warn(info, 'gateway upstream error')),
     });
     this.api = new ApiProxy({ socketPath: join(opts.dataDir, CONTROL_PLANE_SOCKET), maxWaiting: opts.apiQueue ?? 256, waitMs: opts.apiWaitMs ?? 15_000 });
+    if (opts.metricsListen) parseListen(opts.metricsListen);
+    this.metrics = new Metrics(
+      () => this.routes.list(),
+      () => [...this.workers.values()].filter((w) => w.phase !== 'exited').map((w) => ({ id: w.id, namespace: w.launch.namespace, app: w.launch.app, pid: w.pid })),
+      opts.metricsIntervalMs,
+    );
   }
 
   /**
@@ -141,6 +155,8 @@ export class DataPlane {
    */
   async start(): Promise<ControlPlaneReady> {
     await this.adoptWorkers();
+    this.metrics.start();
+    this.listenMetrics();
     await this.listenRpc();
     const ready = new Promise<ControlPlaneReady>((resolve, reject) => (this.firstReady = { resolve, reject }));
     this.spawnControlPlane();
@@ -395,8 +411,24 @@ export class DataPlane {
    * connections with `Connection: close`, waits for in-flight requests up to the drain deadline,
    * then closes what is left and exits.
    */
+  /**
+   * `--metrics-listen`: a data plane that takes over from another finds the address still held by
+   * it until it retires, so binding is tried again every second.
+   */
+  private listenMetrics(first = true): void {
+    if (!this.opts.metricsListen || this.closing) return;
+    listenMetrics(this.opts.metricsListen, () => this.metrics.totals()).then(
+      (server) => (this.closing ? server.close() : (this.metricsServer = server)),
+      (err: Error) => {
+        if (first) this.say('warn', 'metrics.listen', `${err.message}; trying again every second`);
+        setTimeout(() => this.listenMetrics(false), 1000).unref();
+      },
+    );
+  }
+
   private async retire(): Promise<void> {
     this.takeover = 'retiring';
+    this.metricsServer?.close();
     const front = this.front!;
     front.retiring = true;
     // API requests still coming on open connections (and those that waited during the handover) go
@@ -582,6 +614,8 @@ export class DataPlane {
         }
         return out;
       },
+      'metrics.points': ({ namespace, app, since }: { namespace: string; app: string; since?: number }) => ({ intervalMs: this.metrics.intervalMs, points: this.metrics.pointsOf(namespace, app, since) }),
+      'metrics.totals': () => this.metrics.totals(),
       'apps.sync': ({ apps }: { apps: GatewayApp[] }) => {
         const keep = new Set(apps.map((a) => `${a.namespace}/${a.name}`));
         for (const a of this.routes.list()) if (!keep.has(`${a.namespace}/${a.name}`)) this.routes.deleteApp(a.namespace, a.name);
@@ -618,6 +652,8 @@ export class DataPlane {
    */
   async close(how: { keepWorkers?: boolean } = {}): Promise<void> {
     const keep = how.keepWorkers ?? this.opts.keepWorkers;
+    this.metrics.stop();
+    this.metricsServer?.close();
     await this.stopControlPlane(keep ? 'SIGUSR2' : 'SIGTERM');
     if (keep) for (const w of this.workers.values()) w.release();
     else await Promise.all([...this.workers.values()].map((w) => w.stop(5000)));

@@ -217,17 +217,19 @@ function unsupportedCoding(value: string): MoltError {
 }
 
 /** Sends a gateway error: JSON `{ error: { code, message } }` with the status of its code. */
-function sendError(res: GatewayResponse, err: unknown, requestId?: string, close = false): void {
+/** Answers with molt's JSON error for `err`; returns the status sent. */
+function sendError(res: GatewayResponse, err: unknown, requestId?: string, close = false): number {
   const { status, body } = errorResponse(err);
   if (res.headersSent) {
     res.destroy();
-    return;
+    return status;
   }
   const payload = JSON.stringify(body);
   const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
   if (requestId) headers['x-request-id'] = requestId;
   if (close) headers.connection = 'close';
   res.writeHead(status, headers).end(payload);
+  return status;
 }
 
 /**
@@ -377,15 +379,15 @@ export class Gateway {
         .end(req.method === 'HEAD' ? undefined : html);
     };
     const name = `${route.app}${route.namespace === 'default' ? '' : ` (${route.namespace})`}`;
-    if (!routes) return sendError(res, new MoltError('MOLT_ERR_APP_NOT_FOUND', `no app ${route.app} in namespace ${route.namespace}`), requestId);
+    if (!routes) return void sendError(res, new MoltError('MOLT_ERR_APP_NOT_FOUND', `no app ${route.app} in namespace ${route.namespace}`), requestId);
     if (url.pathname === '/.molt/login' && (req.method === 'GET' || req.method === 'HEAD')) return page(200, loginPage(name, safeNext(url.searchParams.get('next'))));
     if (req.method !== 'POST' || (url.pathname !== '/.molt/login' && url.pathname !== '/.molt/logout')) {
-      return sendError(res, new MoltError('MOLT_ERR_NOT_FOUND', `${url.pathname} is molt's, not the app's: GET /.molt/login, POST /.molt/login, POST /.molt/logout`), requestId);
+      return void sendError(res, new MoltError('MOLT_ERR_NOT_FOUND', `${url.pathname} is molt's, not the app's: GET /.molt/login, POST /.molt/login, POST /.molt/logout`), requestId);
     }
     // A form posted from another site would sign the browser in or out without its user.
     const origin = req.headers.origin;
     if (origin !== undefined && origin !== `${secure ? 'https' : 'http'}://${req.headers.host}`) {
-      return sendError(res, new MoltError('MOLT_ERR_FORBIDDEN', `a sign-in form must be posted from ${route.host} itself, not from ${origin.slice(0, 200)}`), requestId);
+      return void sendError(res, new MoltError('MOLT_ERR_FORBIDDEN', `a sign-in form must be posted from ${route.host} itself, not from ${origin.slice(0, 200)}`), requestId);
     }
     if (url.pathname === '/.molt/logout') {
       res.writeHead(303, { location: '/.molt/login', 'set-cookie': SessionCookies.clear(secure), 'content-length': 0, 'x-request-id': requestId }).end();
@@ -425,27 +427,27 @@ export class Gateway {
   }
 
   private dispatch(req: GatewayRequest, res: GatewayResponse, route: ParsedRoute, routes: AppRoutes, facts: RequestFacts, requestId: string): void {
+    // Counted from here: the time a request waits for a worker is the client's time too.
+    const started = performance.now();
+    const refused = (err: unknown) => routes.stats.record(sendError(res, err, requestId), performance.now() - started);
     let acquired: Target | Promise<Target>;
     try {
       acquired = routes.acquire();
     } catch (err) {
-      sendError(res, err, requestId);
+      refused(err);
       return;
     }
     const head = requestHead(req, route.path, route.prefix, facts, requestId);
-    if (acquired instanceof Promise) {
-      acquired.then(
-        (t) => this.proxy(req, res, route, routes, t, head, facts, requestId, false),
-        (err) => sendError(res, err, requestId),
-      );
-    } else this.proxy(req, res, route, routes, acquired, head, facts, requestId, false);
+    if (acquired instanceof Promise) acquired.then((t) => this.proxy(req, res, route, routes, t, head, facts, requestId, started, false), refused);
+    else this.proxy(req, res, route, routes, acquired, head, facts, requestId, started, false);
   }
 
-  private proxy(req: GatewayRequest, res: GatewayResponse, route: ParsedRoute, routes: AppRoutes, target: Target, head: string, facts: RequestFacts, requestId: string, retried: boolean): void {
+  private proxy(req: GatewayRequest, res: GatewayResponse, route: ParsedRoute, routes: AppRoutes, target: Target, head: string, facts: RequestFacts, requestId: string, started: number, retried: boolean): void {
     target.begin();
     const conn = target.pool.acquire();
     let active = true;
     let paused = false;
+    let answered = 0;
     const finish = () => {
       if (active) {
         active = false;
@@ -475,6 +477,7 @@ export class Gateway {
         }
         headers.push('x-request-id', requestId);
         if (status >= 500) target.serverErrors++;
+        answered = status;
         res.writeHead(status, statusMessage, headers);
       },
       // SSE and other streams: every chunk is written as it arrives, never buffered whole.
@@ -488,19 +491,22 @@ export class Gateway {
       onComplete() {
         finish();
         res.end();
+        routes.stats.record(answered, performance.now() - started);
       },
       onError: (err) => {
         const responded = res.headersSent;
         finish();
         if (responded || res.destroyed) {
           res.destroy();
+          // An answer cut short is not the one the app meant: the client saw a failure.
+          routes.stats.record(responded ? 502 : answered, performance.now() - started);
           return;
         }
         // A reused keep-alive connection the worker closed at the same moment: retry once, elsewhere
         // if possible (nodejs/node#47130). Only bodiless idempotent requests are safe to resend.
         if (!retried && conn.reused && !facts.hasBody && IDEMPOTENT.has(req.method ?? '') && isRetryable(err)) {
           const next = routes.pickReady() ?? target;
-          this.proxy(req, res, route, routes, next, head, facts, requestId, true);
+          this.proxy(req, res, route, routes, next, head, facts, requestId, started, true);
           return;
         }
         const error =
@@ -510,7 +516,7 @@ export class Gateway {
               ? new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} of ${route.namespace}/${route.app} closed the connection (${err.code}); see \`molt app logs\``, { cause: err })
               : new MoltError('MOLT_ERR_UPSTREAM', `worker ${target.workerId} failed: ${err.message}`, { cause: err });
         this.opts.onUpstreamError?.({ requestId, ns: route.namespace, app: route.app, workerId: target.workerId, status: error.status, message: error.message });
-        sendError(res, error, requestId);
+        routes.stats.record(sendError(res, error, requestId), performance.now() - started);
       },
     });
 

@@ -1,4 +1,5 @@
 import { MoltError } from '../errors.js';
+import { AppStats } from './app-stats.js';
 import { Target, type WorkerAddress } from './target.js';
 
 export interface QueueLimits {
@@ -17,6 +18,8 @@ interface Waiter {
 /** The gateway's view of one app: whether it is public or paused, its targets, its waiting requests. */
 export class AppRoutes {
   targets: Target[] = [];
+  /** What the gateway answered for the app, for its figures. */
+  readonly stats = new AppStats();
   public = false;
   /** Hostnames the app claimed (its config's `domains`). */
   domains: string[] = [];

@@ -12,6 +12,19 @@ export const SESSION_COOKIE = 'molt_session';
 /** Under TLS the `__Host-` prefix makes the browser keep it on this host, path /, Secure. */
 export const SECURE_SESSION_COOKIE = `__Host-${SESSION_COOKIE}`;
 
+/** A kind of session cookie: its name and SameSite policy. */
+export interface CookieKind {
+  name: string;
+  sameSite: 'Lax' | 'Strict';
+}
+
+export const APP_COOKIE: CookieKind = { name: SESSION_COOKIE, sameSite: 'Lax' };
+/** The dashboard's session on the server's own host (see control-plane/dashboard.ts). */
+export const DASHBOARD_COOKIE: CookieKind = { name: 'molt_dashboard', sameSite: 'Strict' };
+
+/** Under TLS the `__Host-` prefix makes the browser keep it on this host, path /, Secure. */
+export const cookieName = (kind: CookieKind, secure: boolean) => (secure ? `__Host-${kind.name}` : kind.name);
+
 export interface SessionOptions {
   /** HMAC key (the control plane's, the same on every server of a database). */
   key: Buffer;
@@ -38,15 +51,18 @@ export class Sessions {
     return `${token.id}.${expires}.${this.sign(host, token.id, expires)}`;
   }
 
-  /** The `Set-Cookie` of a new session (HttpOnly, SameSite=Lax, this host only, Secure under TLS). */
-  cookie(host: string, token: TokenRow, secure: boolean): string {
-    const name = secure ? SECURE_SESSION_COOKIE : SESSION_COOKIE;
-    return `${name}=${this.issue(host, token)}; Path=/; Max-Age=${Math.floor(this.opts.ttlMs / 1000)}; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
+  /**
+   * The `Set-Cookie` of a new session: HttpOnly, this host only, Secure (and `__Host-`) under TLS;
+   * SameSite=Lax for an app's host (a link from elsewhere opens the app signed in), Strict for the
+   * dashboard (nothing from another site is ever sent with it).
+   */
+  cookie(host: string, token: TokenRow, secure: boolean, kind: CookieKind = APP_COOKIE): string {
+    return `${cookieName(kind, secure)}=${this.issue(host, token)}; Path=/; Max-Age=${Math.floor(this.opts.ttlMs / 1000)}; HttpOnly; SameSite=${kind.sameSite}${secure ? '; Secure' : ''}`;
   }
 
   /** The `Set-Cookie` that ends a session. */
-  static clear(secure: boolean): string {
-    return `${secure ? SECURE_SESSION_COOKIE : SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
+  static clear(secure: boolean, kind: CookieKind = APP_COOKIE): string {
+    return `${cookieName(kind, secure)}=; Path=/; Max-Age=0; HttpOnly; SameSite=${kind.sameSite}${secure ? '; Secure' : ''}`;
   }
 
   /**

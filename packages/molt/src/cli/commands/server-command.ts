@@ -136,6 +136,8 @@ export function serverCommand(program: Command): void {
     .option('--keep-workers', 'on stop, leave the workers running for the next `molt server` on this data dir to adopt')
     .option('--takeover', 'take over from the molt server running on this data dir (to upgrade molt itself): same port, workers adopted, no request failed')
     .option('--takeover-drain-ms <n>', 'when taken over, how long in-flight requests and streams may take before they are cut', '30000')
+    .option('--metrics-interval-ms <n>', 'how often the dashboard\'s figures (requests, errors, latency, workers\' CPU and memory) are read; an hour of them is kept', '5000')
+    .option('--metrics-listen <host:port>', 'also serve /metrics for Prometheus here, without a token (on the main port it needs the server admin token)')
     .option('--example [dir]', 'deploy the example app (examples/get-start) and print how to call it')
     .action(
       run(async (opts: {
@@ -171,6 +173,8 @@ export function serverCommand(program: Command): void {
         maxLogMb: string;
         example?: string | boolean;
         logFormat?: string;
+        metricsIntervalMs: string;
+        metricsListen?: string;
       }) => {
         const dataDir = resolve(opts.dataDir);
         if (opts.takeover) return takeOver(dataDir);
@@ -206,6 +210,8 @@ export function serverCommand(program: Command): void {
           scratchMb: positive(opts.scratchMb, '--scratch-mb'),
           maxLogMb: positive(opts.maxLogMb, '--max-log-mb'),
           logFormat,
+          metricsIntervalMs: positive(opts.metricsIntervalMs, '--metrics-interval-ms'),
+          metricsListen: opts.metricsListen,
         });
         console.log(`molt server listening on ${server.url} (data in ${dataDir})`);
         console.log(`workers: ${server.isolation}`);

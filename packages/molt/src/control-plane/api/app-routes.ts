@@ -181,6 +181,13 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
     if (done || !follow) finish();
   });
 
+  /** The app's figures as the data plane reads them every few seconds, kept for an hour: after `since` (ms since the epoch). */
+  api.get<{ Params: AppParams; Querystring: { since?: string } }>('/namespaces/:ns/apps/:app/metrics', async (req) => {
+    requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
+    await apps.get(req.params.ns, req.params.app);
+    return cp.dp.metricPoints(req.params.ns, req.params.app, Number(req.query.since ?? 0) || 0);
+  });
+
   api.get<{ Params: { ns: string; id: string } }>('/namespaces/:ns/rollouts/:id', async (req) => {
     requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     const r = await cp.store.getRollout(req.params.id);
