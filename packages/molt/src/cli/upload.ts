@@ -1,4 +1,6 @@
+import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Header } from 'tar';
@@ -68,4 +70,20 @@ export function uploadArchive(root: string, scanned: ScannedTree, plan: UploadPl
     yield Buffer.alloc(1024); // end of archive
   }
   return Readable.from(blocks(), { objectMode: false });
+}
+
+/**
+ * A release (or any tree) as one file: the same archive an upload sends, holding every file.
+ * `POST …/releases` takes it as it is (what the dashboard's upload does).
+ */
+export async function writeTreeFile(root: string, scanned: ScannedTree, file: string): Promise<void> {
+  const seen = new Set<string>();
+  const all: UploadPlan = { paths: [], bytes: 0 };
+  for (const e of scanned.tree.entries) {
+    if (e.type !== 'file' || seen.has(e.hash)) continue;
+    seen.add(e.hash);
+    all.paths.push(e.path);
+    all.bytes += e.size;
+  }
+  await pipeline(uploadArchive(root, scanned, all), createWriteStream(file));
 }

@@ -127,6 +127,11 @@ export class DataPlaneClient {
     return this.call('metrics.points', { namespace, app, since });
   }
 
+  /** The last figures of each app of a namespace, by app name. */
+  latestMetrics(namespace: string): Promise<Record<string, MetricPoint>> {
+    return this.call('metrics.latest', { namespace });
+  }
+
   /** Every app's and worker's totals, for Prometheus. */
   metricTotals(): Promise<MetricTotals> {
     return this.call('metrics.totals');

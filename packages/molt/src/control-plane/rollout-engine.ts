@@ -335,7 +335,10 @@ export class RolloutEngine {
     const watchCanary = async (id: string, watch?: { until: string; serverErrorsBefore: number }) => {
       const serverErrors = async () => (await this.dp.targetStats([id]).catch(() => ({}) as Record<string, { serverErrors: number }>))[id]?.serverErrors ?? 0;
       const w = watch ?? { until: new Date(Date.now() + opts.canaryWindowMs).toISOString(), serverErrorsBefore: await serverErrors() };
-      if (!watch) await progress({ workerId: id, ...w });
+      if (!watch) {
+        await progress({ workerId: id, ...w });
+        await ev('worker.canary', `worker ${id} is the canary: its 5xx answers are watched until ${w.until}`, 'info', id);
+      }
       const until = Date.parse(w.until);
       while (Date.now() < until && !crash) await sleep(Math.min(100, until - Date.now()));
       const now = await serverErrors();
@@ -343,6 +346,7 @@ export class RolloutEngine {
       const errors = now >= w.serverErrorsBefore ? now - w.serverErrorsBefore : now;
       if (!crash && errors > 0) throw new Error(`canary worker ${id} answered ${errors} request(s) with a 5xx status within ${opts.canaryWindowMs} ms`);
       await progress({ workerId: id, ...w, done: true });
+      if (!crash) await ev('worker.canary.passed', `canary worker ${id} answered no request with a 5xx status; the other workers follow`, 'info', id);
     };
     try {
       if (crash) throw new Error(crash);
@@ -369,7 +373,8 @@ export class RolloutEngine {
         }
         upgraded.push(id);
         if (r.retainedModules > opts.maxRetainedModules) overBudget.push(id);
-        await ev('worker.upgraded', `worker ${id} runs release ${to.releaseId.slice(0, 12)} (swap ${r.durationMs.toFixed(1)} ms)`, 'info', id);
+        const steps = r.phases ? `: loaded ${r.phases.loadMs} ms, suspended ${r.phases.suspendMs} ms, migrated ${r.phases.migrateMs} ms, swapped ${r.phases.swapMs} ms` : '';
+        await ev('worker.upgraded', `worker ${id} runs release ${to.releaseId.slice(0, 12)} (swap ${r.durationMs.toFixed(1)} ms${steps})`, 'info', id);
         if (upgraded.length === 1 && opts.canaryWindowMs > 0) await watchCanary(id);
         if (crash) throw new Error(crash);
       }

@@ -616,6 +616,7 @@ export class DataPlane {
       },
       'metrics.points': ({ namespace, app, since }: { namespace: string; app: string; since?: number }) => ({ intervalMs: this.metrics.intervalMs, points: this.metrics.pointsOf(namespace, app, since) }),
       'metrics.totals': () => this.metrics.totals(),
+      'metrics.latest': ({ namespace }: { namespace: string }) => this.metrics.latestOf(namespace),
       'apps.sync': ({ apps }: { apps: GatewayApp[] }) => {
         const keep = new Set(apps.map((a) => `${a.namespace}/${a.name}`));
         for (const a of this.routes.list()) if (!keep.has(`${a.namespace}/${a.name}`)) this.routes.deleteApp(a.namespace, a.name);

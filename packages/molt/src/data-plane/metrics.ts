@@ -128,6 +128,17 @@ export class Metrics {
     for (const key of this.series.keys()) if (!live.has(key)) (this.series.delete(key), this.lastCounts.delete(key));
   }
 
+  /** The last reading of each app of a namespace, by app name. */
+  latestOf(namespace: string): Record<string, MetricPoint> {
+    const out: Record<string, MetricPoint> = {};
+    for (const [key, points] of this.series) {
+      const [ns, app] = key.split('/') as [string, string];
+      const last = points.at(-1);
+      if (ns === namespace && last) out[app] = last;
+    }
+    return out;
+  }
+
   /** An app's readings after `since` (ms since the epoch), oldest first. */
   pointsOf(namespace: string, app: string, since = 0): MetricPoint[] {
     return (this.series.get(`${namespace}/${app}`) ?? []).filter((p) => p.t > since);

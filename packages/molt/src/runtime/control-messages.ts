@@ -45,6 +45,18 @@ export interface UpgradeRequest {
   env?: { from: Record<string, string>; to: Record<string, string> };
 }
 
+/**
+ * How long each step of a swap took in the worker (ms): loading the new modules, suspending the
+ * processes, migrating their state (codeChange, apply steps, configChange), and the swap itself
+ * with the resume. What the dashboard shows per worker.
+ */
+export interface UpgradePhases {
+  loadMs: number;
+  suspendMs: number;
+  migrateMs: number;
+  swapMs: number;
+}
+
 export type UpgradeResult =
-  | { ok: true; durationMs: number; retainedModules: number; release: string }
+  | { ok: true; durationMs: number; retainedModules: number; release: string; phases?: UpgradePhases }
   | { ok: false; phase: 'load' | 'suspend' | 'codeChange' | 'apply' | 'configChange'; module?: string; error: string };

@@ -17,7 +17,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { AppModule, CodeChange } from '@molt/app';
 import { MANIFEST_FILE } from '../release/manifest.js';
 import type { ReleaseManifest } from '../store/types.js';
-import type { UpgradeInstruction, UpgradeRequest, UpgradeResult } from './control-messages.js';
+import type { UpgradeInstruction, UpgradePhases, UpgradeRequest, UpgradeResult } from './control-messages.js';
 import type { AppSlot } from './serve-fetch.js';
 import { appExport } from './app-export.js';
 
@@ -99,8 +99,8 @@ export class HotUpgrader {
     this.busy = true;
     const t0 = performance.now();
     try {
-      await this.run(req);
-      return { ok: true, durationMs: performance.now() - t0, retainedModules: this.retainedModules, release: this.current.id };
+      const phases = await this.run(req);
+      return { ok: true, durationMs: performance.now() - t0, retainedModules: this.retainedModules, release: this.current.id, phases };
     } catch (err) {
       if (err instanceof UpgradeFailure) return { ok: false, phase: err.phase, module: err.module, error: err.message };
       return { ok: false, phase: 'load', error: err instanceof Error ? err.message : String(err) };
@@ -109,7 +109,14 @@ export class HotUpgrader {
     }
   }
 
-  private async run(req: UpgradeRequest): Promise<void> {
+  private async run(req: UpgradeRequest): Promise<UpgradePhases> {
+    let mark = performance.now();
+    const lap = () => {
+      const now = performance.now();
+      const ms = Math.round((now - mark) * 1000) / 1000;
+      mark = now;
+      return ms;
+    };
     const from = this.current;
     const change = (i?: UpgradeInstruction): CodeChange => ({ from: from.id, to: req.toRelease, direction: req.direction, extra: i?.extra });
     // The instruction that names each process; a module that is added or changed wins over one removed (a moved process).
@@ -149,6 +156,7 @@ export class HotUpgrader {
       throw new UpgradeFailure('load', target.manifest.entry, err);
     }
 
+    const loadMs = lap();
     // What happens to each process.
     const liveSpecs = this.processes.specs();
     const live = new Set(liveSpecs.keys());
@@ -184,6 +192,8 @@ export class HotUpgrader {
     // 2. Suspend in order, 3. codeChange (on copies: a throw leaves every state as it was), 4. apply.
     const suspended: string[] = [];
     const newStates = new Map<string, unknown>();
+    let suspendMs = 0;
+    let migrateMs = 0;
     try {
       for (const n of ordered) {
         try {
@@ -194,6 +204,7 @@ export class HotUpgrader {
           throw new UpgradeFailure('suspend', byProcess.get(n)?.module, err);
         }
       }
+      suspendMs = lap();
       for (const n of migrating) {
         try {
           newStates.set(n, await migrationOf(n)!(await this.processes.stateCopy(n), change(byProcess.get(n))));
@@ -221,6 +232,7 @@ export class HotUpgrader {
           throw new UpgradeFailure('configChange', target.manifest.entry, err);
         }
       }
+      migrateMs = lap();
     } catch (err) {
       for (const n of suspended) this.processes.resume(n);
       throw err;
@@ -243,6 +255,7 @@ export class HotUpgrader {
     this.current = { id: req.toRelease, ...target };
     for (const n of added) await this.processes.start(staged.get(n)!);
     for (const n of suspended) this.processes.resume(n);
+    return { loadMs, suspendMs, migrateMs, swapMs: lap() };
   }
 
   /**

@@ -119,6 +119,8 @@ export interface Store {
   finishRollout(id: string, phase: RolloutPhase, reason?: string | null, event?: Omit<EventRow, 'id'>): Promise<EventRow | undefined>;
   /** One rollout. */
   getRollout(id: string): Promise<RolloutRow | undefined>;
+  /** An app's latest rollout (the one under way, or the last to end). */
+  lastRollout(namespace: string, app: string): Promise<RolloutRow | undefined>;
   /** Rollouts still marked running (for recovery at start). */
   listRunningRollouts(): Promise<RolloutRow[]>;
   /** Records how far a rollout has come (written before the step it allows). */

@@ -4,6 +4,7 @@ import type { ReleaseRow } from '../../store/types.js';
 import { Client } from '../client.js';
 import { namespaceOf, sourceOptions } from '../context.js';
 import { describeWork, pushRelease } from '../deploy.js';
+import { writeTreeFile } from '../upload.js';
 import { printJson, run, say } from '../output.js';
 import { stamp, table } from '../table.js';
 import { describeUpgrade, planFile, serverSide } from '../plan-view.js';
@@ -16,10 +17,12 @@ export function releaseCommands(program: Command): void {
   sourceOptions(release.command('build'))
     .description('build a content-addressed release of the app in the current directory')
     .option('--push', 'upload it to the server (only the files it lacks)')
+    .option('--out <file>', 'also write it as one release file (a tar archive), to upload in the dashboard or with POST /api/v1/namespaces/<ns>/releases')
     .option('-n, --namespace <ns>', 'namespace to push to')
     .option('--json', 'print the manifest as JSON')
     .action(
-      run(async (opts: { dir: string; file?: string; push?: boolean; namespace?: string; json?: boolean }) => {
+      run(async (opts: { dir: string; file?: string; push?: boolean; out?: string; namespace?: string; json?: boolean }) => {
+        if (opts.push && opts.out) throw new MoltError('MOLT_ERR_BAD_REQUEST', 'give --push or --out, not both: --out writes a file to upload later');
         if (opts.push) {
           const { built } = await pushRelease(Client.fromProfile(), namespaceOf(opts), resolve(opts.dir), opts.file, say);
           if (opts.json) printJson({ id: built.id, manifest: built.manifest });
@@ -28,11 +31,13 @@ export function releaseCommands(program: Command): void {
         }
         const { buildRelease } = await import('../../release/build-release.js');
         const built = await buildRelease(resolve(opts.dir), { file: opts.file });
-        if (opts.json) return printJson({ id: built.id, dir: built.dir, manifest: built.manifest });
+        if (opts.out) await writeTreeFile(built.dir, built.scanned, resolve(opts.out));
+        if (opts.json) return printJson({ id: built.id, dir: built.dir, manifest: built.manifest, ...(opts.out ? { file: resolve(opts.out) } : {}) });
         console.log(`release ${built.id}`);
         console.log(`  app ${built.manifest.app} ${built.manifest.version}, node ${built.manifest.node}, ${built.manifest.modules.length} module(s), ${built.scanned.tree.entries.length} file(s)`);
         console.log(`  ${describeWork(built)}`);
         console.log(`  in ${built.dir}`);
+        if (opts.out) console.log(`  written to ${resolve(opts.out)}`);
       }),
     );
   sourceOptions(release.command('plan'))

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { MoltError } from '../../errors.js';
 import type { EventRow } from '../../store/types.js';
+import type { MetricPoint } from '../../data-plane/metrics.js';
 import { READ_RIGHT, requireRole } from '../auth.js';
 import { type ApiContext, ndjson, principal } from './context.js';
 import type { PlanOverride, StrategyRequest } from '../app-service.js';
@@ -9,12 +10,17 @@ type AppParams = { ns: string; app: string };
 const FINAL_EVENTS = new Set(['rollout.succeeded', 'rollout.failed']);
 
 export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void {
-  const summary = async (ns: string, name: string) => {
+  /** Figures of the namespace's apps; none (rather than an error) while the data plane cannot say. */
+  const figuresOf = (ns: string) => cp.dp.latestMetrics(ns).catch(() => ({}) as Record<string, MetricPoint>);
+  const summary = async (ns: string, name: string, figures?: Record<string, MetricPoint>) => {
     const app = await apps.get(ns, name);
     const rev = app.currentRevision ? await cp.store.getRevision(ns, name, app.currentRevision) : undefined;
     const workers = await cp.store.listWorkers(ns, name);
+    const last = (figures ?? (await figuresOf(ns)))[name];
     return {
       ...app,
+      lastRollout: (await cp.store.lastRollout(ns, name)) ?? null,
+      figures: last ? { rps: last.rps, errorsPerSec: last.errorsPerSec, p50Ms: last.p50Ms, p99Ms: last.p99Ms, at: last.t } : null,
       release: rev?.releaseId ?? null,
       spec: rev?.spec ?? (await cp.store.listRevisions(ns, name)).at(-1)?.spec ?? null,
       workers: { running: workers.filter((w) => w.status === 'RUNNING').length, total: workers.length },
@@ -29,7 +35,8 @@ export function appRoutes(api: FastifyInstance, { cp, apps }: ApiContext): void 
   api.get<{ Params: { ns: string } }>('/namespaces/:ns/apps', async (req) => {
     requireRole(principal(req), req.params.ns, 'deployer', READ_RIGHT);
     const rows = await cp.store.listApps(req.params.ns);
-    return { apps: await Promise.all(rows.map((a) => summary(a.namespace, a.name))) };
+    const figures = await figuresOf(req.params.ns);
+    return { apps: await Promise.all(rows.map((a) => summary(a.namespace, a.name, figures))) };
   });
 
   api.post<{ Params: { ns: string }; Body: { config: unknown; releaseId: string; immutable?: boolean } }>(
