@@ -73,7 +73,9 @@ export function Chart({ title, unit, times, series, marks }: { title: string; un
     plot.current?.setData([times.map((t) => t / 1000), ...series.map((s) => s.values)] as uPlot.AlignedData);
   }, [times, series, marks]);
 
-  const latest = series.map((s) => `${s.label} ${s.values.at(-1) ?? 'no data'}${s.values.at(-1) === undefined || s.values.at(-1) === null ? '' : ` ${unit}`}`).join(', ');
+  const peak = (v: (number | null)[]) => v.reduce<number | null>((m, x) => (x === null ? m : m === null || x > m ? x : m), null);
+  const said = (v: number | null | undefined) => (v === null || v === undefined ? 'no data' : `${v} ${unit}`);
+  const latest = series.map((s) => `${s.label} ${said(s.values.at(-1))} (peak ${said(peak(s.values))})`).join(', ');
   return (
     <figure class="chart">
       <figcaption>{title}</figcaption>

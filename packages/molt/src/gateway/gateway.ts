@@ -83,6 +83,16 @@ interface RequestFacts {
   chunked: boolean;
 }
 
+/**
+ * Responses a browser may run as a page (HTML, XML, SVG, or no type it could sniff from). On a path
+ * route they come from the server's own origin, the dashboard's: the sandbox gives such a page an
+ * origin of its own (opaque), so its scripts cannot call the API with a visitor's dashboard
+ * session or reach the dashboard's window. Apps that serve pages to browsers belong on a host of
+ * their own (`--domain`, `domains`), where none of this applies.
+ */
+const ACTIVE_CONTENT = /html|xml|svg/i;
+export const PATH_ROUTE_SANDBOX = 'sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads';
+
 const hasMoltToken = (value: string) => value.includes('molt_') && MOLT_TOKEN.test(value);
 
 function readRequest(req: GatewayRequest): RequestFacts {
@@ -104,7 +114,7 @@ function readRequest(req: GatewayRequest): RequestFacts {
         continue;
       }
     } else if (lower === 'content-length') length = value;
-    else if (lower === 'cookie' && value.includes('molt_session')) {
+    else if (lower === 'cookie' && (value.includes('molt_session') || value.includes('molt_dashboard'))) {
       const { session, rest } = takeSessionCookie(value);
       facts.session ??= session;
       if (!rest) continue;
@@ -466,16 +476,20 @@ export class Gateway {
       onHead(status, statusMessage, raw) {
         clearTimeout(timer);
         const headers: string[] = [];
+        let contentType: string | undefined;
         for (let i = 0; i < raw.length; i += 2) {
           const name = raw[i]!;
           if (isResponseHopByHop(name)) continue;
           let value = raw[i + 1]!;
+          if (name.length === 12 && name.toLowerCase() === 'content-type') contentType = value;
           // Fitted to the route the client used (see app-host.ts).
           if (name.length === 10 && name.toLowerCase() === 'set-cookie') value = fitCookie(value, route.prefix);
           else if (name.length === 8 && route.prefix && name.toLowerCase() === 'location') value = prefixLocation(value, route.prefix, hostName(facts.host));
           headers.push(name, value);
         }
         headers.push('x-request-id', requestId);
+        // A page of an app on a path route would run on the dashboard's origin: it runs in a sandbox.
+        if (!route.host && (contentType === undefined || ACTIVE_CONTENT.test(contentType))) headers.push('content-security-policy', PATH_ROUTE_SANDBOX);
         if (status >= 500) target.serverErrors++;
         answered = status;
         res.writeHead(status, statusMessage, headers);

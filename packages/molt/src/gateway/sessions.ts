@@ -82,9 +82,13 @@ export class Sessions {
   }
 }
 
+const DASHBOARD_NAMES = new Set([cookieName(DASHBOARD_COOKIE, false), cookieName(DASHBOARD_COOKIE, true)]);
+
 /**
- * Takes molt's session cookie out of a `Cookie` header: its value, and the header without it (what
- * the app gets; empty when nothing else was in it).
+ * Takes molt's cookies out of a `Cookie` header: the app session's value, and the header without
+ * it or the dashboard's session (what the app gets; empty when nothing else was in it). An app on
+ * a path route shares the dashboard's host, so the browser sends it the dashboard's cookie: it is
+ * never passed on, or app code could act with the session of whoever visits it.
  */
 export function takeSessionCookie(header: string): { session?: string; rest: string } {
   let session: string | undefined;
@@ -93,6 +97,7 @@ export function takeSessionCookie(header: string): { session?: string; rest: str
     const eq = pair.indexOf('=');
     const name = (eq < 0 ? pair : pair.slice(0, eq)).trim();
     if (name === SESSION_COOKIE || name === SECURE_SESSION_COOKIE) session ??= pair.slice(eq + 1).trim();
+    else if (DASHBOARD_NAMES.has(name)) continue;
     else if (pair.trim()) kept.push(pair.trim());
   }
   return { session, rest: kept.join('; ') };
