@@ -7,6 +7,7 @@ import { benchSandbox } from './sandbox.mjs';
 import { benchPlatform, benchScale } from './platform.mjs';
 import { benchBuilds } from './builds.mjs';
 import { benchTls } from './tls.mjs';
+import { benchDashboard } from './dashboard.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -148,4 +149,17 @@ if (only.has('model')) {
   console.log(`\nmodel-based hot upgrade run: ${runs} runs of up to ${steps} steps`);
   const r = spawnSync('npx', ['vitest', 'run', 'test/model'], { stdio: 'inherit', env: { ...process.env, MOLT_MODEL_RUNS: runs, MOLT_MODEL_STEPS: steps } });
   if (r.status !== 0) process.exitCode = 1;
+}
+
+if (want('dashboard')) {
+  const d = await benchDashboard({ seconds, runs: 5 });
+  console.log('| dashboard budget | measured | budget |');
+  console.log('| --- | ---: | ---: |');
+  console.log(`| first load, gzipped (${d.bundle.files.map((f) => f.file).join(', ')}) | ${fmt(d.bundle.gzip / 1024, 1)} KiB (${fmt(d.bundle.bytes / 1024, 1)} KiB raw) | 150 KiB |`);
+  console.log(`| first contentful paint of / (real server, median of 5) | ${fmt(d.paint.paintMs)} ms | 1,000 ms |`);
+  console.log(`| signed-in reload until the apps table shows (median of 5) | ${fmt(d.paint.appsMs)} ms | |`);
+  for (const [name, f] of [['apps list, 100 apps × 5 workers, 100 events/s', d.list], ['one app (5 workers, an hour of figures), same stream', d.app]]) {
+    console.log(`| frames over ${seconds} s: ${name} (${f.rows} rows) | p50 ${fmt(f.p50, 1)} ms, p99 ${fmt(f.p99, 1)} ms, max ${fmt(f.max, 1)} ms; ${f.over50} of ${f.frames} over 50 ms | 16.7 ms frames |`);
+  }
+  console.log('');
 }
