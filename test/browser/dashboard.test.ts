@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, ServerProcess, tempDir, waitFor, writeApp } from '../helpers.js';
+import { copyExample, ROOT, ServerProcess, tempDir, waitFor, writeApp } from '../helpers.js';
 import { launchChromium } from './chromium.js';
 
 /** The screenshots of the main views the docs show, made by this test run. */
@@ -265,6 +265,29 @@ describe('the dashboard in headless Chromium', () => {
     await p.reload();
     await p.getByLabel('Token').waitFor();
     await other.close();
+  });
+
+  it('shows volumes with their revisions, files and the apps that follow them; releases with their modules; nodes', async () => {
+    const example = copyExample();
+    const prepared = await server.molt(['app', 'prepare'], { cwd: example });
+    expect(prepared.code, prepared.stderr).toBe(0);
+    const created = await server.molt(['app', 'create'], { cwd: example });
+    expect(created.code, created.stderr).toBe(0);
+    await page.goto(`${server.url}/#/volumes`);
+    await page.getByRole('link', { name: 'get-start-volume' }).click();
+    await page.getByRole('heading', { name: 'get-start-volume' }).waitFor();
+    await waitFor(async () => ((await page.locator('main').textContent()) ?? '').includes('default/get-start (follows)'), 10_000, 'the app that follows the volume');
+    expect(await page.locator('table.tree').textContent()).toContain('my-model');
+    await page.screenshot({ path: join(SHOTS, 'volume.png'), fullPage: true });
+    await page.goto(`${server.url}/#/releases`);
+    await page.locator('main tbody tr').first().waitFor();
+    const counterRelease = page.locator('main tbody tr', { hasText: 'counter' }).first();
+    await counterRelease.getByRole('link').click();
+    await page.getByRole('heading', { name: /^Release / }).waitFor();
+    expect(await page.locator('main table').textContent()).toContain('counter.js');
+    await page.goto(`${server.url}/#/nodes`);
+    await page.locator('article.node').waitFor();
+    expect(await page.locator('article.node').textContent()).toMatch(/of \d+ cores requested/);
   });
 
   it('works at 375 px wide: nothing overflows the page, tables scroll in their own box', async () => {
