@@ -19,7 +19,7 @@ if (run.status !== 0) {
 const rows = existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : [];
 const cell = (s) => String(s).replaceAll('|', '\\|').replaceAll('\n', ' ');
 // The order of docs/security.md's sections; files run in parallel, so records arrive in any order.
-const ORDER = ['worker sandbox', 'uploads and trees', 'blobs', 'limits and quotas', 'data dir', 'gateway', 'worker output and control'];
+const ORDER = ['worker sandbox', 'uploads and trees', 'blobs', 'limits and quotas', 'data dir', 'gateway', 'worker output and control', 'app hosts and browser sessions', 'the dashboard and its session'];
 const rank = (b) => (ORDER.includes(b) ? ORDER.indexOf(b) : ORDER.length);
 const boundaries = [...new Set(rows.map((r) => r.boundary))].sort((a, b) => rank(a) - rank(b));
 const out = [START, ''];

@@ -84,6 +84,11 @@ describe('the dashboard in headless Chromium', () => {
     expect(csp).toContain("default-src 'none'");
     expect(csp).not.toContain('unsafe-inline');
     expect(res.headers.get('x-frame-options')).toBe('DENY');
+    // The API's answers are never pages either.
+    const apiAnswer = await fetch(`${server.url}/api/v1/whoami`, { headers: { authorization: `Bearer ${server.adminToken}` } });
+    expect(apiAnswer.headers.get('content-security-policy')).toContain("default-src 'none'");
+    expect(apiAnswer.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(((await apiAnswer.json()) as { role: string }).role).toBe('admin');
 
     await page.goto(server.url);
     await page.getByLabel('Token').waitFor();

@@ -126,6 +126,11 @@ function buildApi(cp: ControlPlane): FastifyInstance {
   api.setNotFoundHandler((req, reply) => {
     void reply.code(404).send(new MoltError('MOLT_ERR_NOT_FOUND', `no API route ${req.method} ${req.url.split('?')[0]}; see \`molt --help\``).toJSON());
   });
+  // No answer of the API is a page: opened in a browser, nothing in it runs or is sniffed as one.
+  api.addHook('onSend', async (_req, reply) => {
+    if (!reply.hasHeader('content-security-policy')) reply.header('content-security-policy', "default-src 'none'; frame-ancestors 'none'; base-uri 'none'");
+    reply.header('x-content-type-options', 'nosniff');
+  });
   api.get('/api/v1/health', async () => ({ ok: true }));
   api.register(
     async (v1) => {

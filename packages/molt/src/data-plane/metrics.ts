@@ -177,7 +177,7 @@ export async function listenMetrics(address: string, totals: () => MetricTotals)
       return;
     }
     prometheusText(totals()).then(
-      (text) => res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE }).end(req.method === 'HEAD' ? undefined : text),
+      (text) => res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'x-content-type-options': 'nosniff' }).end(req.method === 'HEAD' ? undefined : text),
       () => res.writeHead(500).end(),
     );
   });
