@@ -4,6 +4,7 @@ import type { AppConfig, AppSpec } from './app-spec.js';
 
 /** How long a worker taken out of service has for its requests in flight, unless its config says (`rollout.drainTimeoutMs`). */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+export const DEFAULT_STOP_GRACE_MS = 5_000;
 /** A volume of the app's namespace, or `owner-namespace/name`. */
 const VOLUME_REF = /^([a-z][a-z0-9-]{0,62}\/)?[a-z][a-z0-9-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -198,7 +199,7 @@ export function validateAppConfig(input: unknown, source = 'app config', limits:
     }
   }
 
-  const rollout = { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS, stopGraceMs: 5_000 };
+  const rollout = { maxSurge: 1, maxUnavailable: 0, drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS, stopGraceMs: DEFAULT_STOP_GRACE_MS };
   if (c.rollout !== undefined) {
     if (!isObject(c.rollout)) p.add('rollout', `must be an object (got ${show(c.rollout)})`, 'set e.g. rollout: { maxSurge: 1 }');
     else {

@@ -25,7 +25,7 @@ import { Scheduler } from './resources/scheduler.js';
 import { VolumeService } from './volume-service.js';
 import { describeExit } from './worker-process.js';
 import { listDir } from '../list-dir.js';
-import { DEFAULT_DRAIN_TIMEOUT_MS } from '../config/validate-config.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS } from '../config/validate-config.js';
 
 export interface ControlPlaneOptions {
   dataDir: string;
@@ -151,7 +151,7 @@ export class ControlPlane {
     const crashedDuring = new Map<string, string>();
     const apps = await this.store.listApps();
     const byKey = new Map(apps.map((a) => [`${a.namespace}/${a.name}`, a]));
-    const strays: { id: string; reason: string }[] = [];
+    const strays: { id: string; reason: string; drainTimeoutMs: number; stopGraceMs: number }[] = [];
     /** Adopted workers an older molt's worker runtime runs, by app: replaced one by one once recovered. */
     const outdated = new Map<string, { namespace: string; app: string; ids: string[]; rev: RevisionRow; from: string }>();
     const exited: string[] = [];
@@ -179,7 +179,7 @@ export class ControlPlane {
             entry.ids.push(w.id);
             outdated.set(key, entry);
           }
-          if (rev.revision !== app.currentRevision && rev.revision !== app.permanentRevision && rev.revision !== rollout?.toRevision) strays.push({ id: w.id, reason: `its rollout was cut short when the control plane restarted; revision ${app.currentRevision} serves` });
+          if (rev.revision !== app.currentRevision && rev.revision !== app.permanentRevision && rev.revision !== rollout?.toRevision) strays.push({ id: w.id, reason: `its rollout was cut short when the control plane restarted; revision ${app.currentRevision} serves`, drainTimeoutMs: rev.spec.rollout.drainTimeoutMs, stopGraceMs: rev.spec.rollout.stopGraceMs });
           continue;
         }
       }
@@ -192,8 +192,8 @@ export class ControlPlane {
         // Half-started (its start was the previous control plane's), draining (its stop was), or of no app: it goes,
         // drained first (it may have been routed still, or have requests in flight); recorded once it is gone.
         const detail = w.status === 'TERMINATING' ? (w.detail ?? 'stopped: it was draining when the control plane restarted') : 'stopped: the control plane restarted while it started';
-        const drainMs = (await this.store.getRevision(w.namespace, w.app, w.revision))?.spec.rollout.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
-        this.retire(w.id, drainMs, () => this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() }));
+        const policy = (await this.store.getRevision(w.namespace, w.app, w.revision))?.spec.rollout;
+        this.retire(w.id, policy?.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS, policy?.stopGraceMs ?? DEFAULT_STOP_GRACE_MS, () => this.store.setWorkerStatus(w.id, 'TERMINATED', { detailStatus: null, detail, deletedAt: new Date().toISOString() }));
         continue;
       }
       const exit = info?.exit;
@@ -207,7 +207,7 @@ export class ControlPlane {
       if (crash && rollout && (rollout.strategy === 'hot' || w.revision === rollout.toRevision)) crashedDuring.set(`${w.namespace}/${w.app}`, `worker ${w.id} crashed while the control plane was down (${describeExit(exit!)})`);
     }
     // Processes the store does not know as live: nothing decides for them, so they stop.
-    for (const info of running.values()) if (info.state !== 'exited') this.retire(info.id, DEFAULT_DRAIN_TIMEOUT_MS);
+    for (const info of running.values()) if (info.state !== 'exited') this.retire(info.id, DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS);
     // Exits are recorded now: the data plane may forget them.
     for (const id of exited) this.dp.forgetWorker(id);
     // A rollout that cannot go on (its revision or its plan is gone) fails, with the reason.
@@ -229,7 +229,7 @@ export class ControlPlane {
       if (last?.status === 'pending') await this.store.setRevisionStatus(app.namespace, app.name, last.revision, 'failed', `${who} stopped before its rollout started; run the update again`);
     }
     await this.dp.syncApps(await Promise.all(apps.map((a) => this.gatewayView(a))));
-    for (const s of strays) await this.supervisor.stopWorker(s.id, { drainTimeoutMs: 30_000, graceMs: 5000, reason: s.reason });
+    for (const s of strays) await this.supervisor.stopWorker(s.id, { drainTimeoutMs: s.drainTimeoutMs, graceMs: s.stopGraceMs, reason: s.reason });
     for (const app of apps) {
       if (!app.probationUntil) continue;
       const key = `${app.namespace}/${app.name}`;
@@ -338,9 +338,9 @@ export class ControlPlane {
   }
 
   /** Drains and stops a worker no one wants, in the background (recovery does not wait on its drain); `then` once it is gone. */
-  private retire(id: string, drainMs: number, then?: () => Promise<unknown>): void {
+  private retire(id: string, drainMs: number, graceMs: number, then?: () => Promise<unknown>): void {
     const done = this.dp
-      .retireWorker(id, drainMs, 5000)
+      .retireWorker(id, drainMs, graceMs)
       .then(then)
       .catch(() => {})
       .finally(() => this.retiring.delete(done));
