@@ -113,6 +113,10 @@ describe('while the control plane stays down', () => {
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('MOLT_ERR_CONTROL_PLANE_DOWN');
     const app = await fetch(server.route('default', 'served', '/'), { headers: { authorization: `Bearer ${server.adminToken}` } });
     expect(await app.text()).toBe('hello');
+    // The CLI reads through the restart: it asks again after each Retry-After until the API is back.
+    const listed = await server.molt(['app', 'list']);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain('served');
     await waitFor(async () => (await server.api('GET', '/api/v1/namespaces/default/apps')).status === 200, 15_000, 'the API to answer again');
   });
 });

@@ -31,6 +31,10 @@ export function serverBase(server: string): string {
   return `${url.origin}${url.pathname.replace(/\/+$/, '').replace(/\/api\/v1$/, '')}`;
 }
 
+/** How long a read waits for a restarting control plane (503 MOLT_ERR_CONTROL_PLANE_DOWN) before it gives up. */
+const RESTART_PATIENCE_MS = 30_000;
+const IDEMPOTENT = new Set(['GET', 'HEAD']);
+
 /** A thin client of the molt HTTP API. */
 export class Client {
   constructor(
@@ -107,15 +111,23 @@ export class Client {
   }
 
   private async send(method: string, path: string, body?: BodyInit, headers: Record<string, string> = {}): Promise<Response> {
-    let res: Response;
-    try {
-      res = await fetch(`${this.server}${path}`, { method, headers: this.headers(headers), body, duplex: 'half' } as RequestInit);
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause;
-      throw new ApiError(0, 'MOLT_ERR_UNREACHABLE', `cannot reach the molt server at ${this.server} (${cause?.code ?? (err as Error).message}); is \`molt server\` running?`);
+    const giveUpAt = Date.now() + RESTART_PATIENCE_MS;
+    for (;;) {
+      let res: Response;
+      try {
+        res = await fetch(`${this.server}${path}`, { method, headers: this.headers(headers), body, duplex: 'half' } as RequestInit);
+      } catch (err) {
+        const cause = (err as { cause?: { code?: string } }).cause;
+        throw new ApiError(0, 'MOLT_ERR_UNREACHABLE', `cannot reach the molt server at ${this.server} (${cause?.code ?? (err as Error).message}); is \`molt server\` running?`);
+      }
+      if (res.ok) return res;
+      const err = this.apiError(res.status, await res.text());
+      // The control plane restarts (the data plane said so, and kept the request from it): a read is
+      // asked again after the Retry-After it gave, for a while. A change is not: it may have reached it.
+      const wait = Number(res.headers.get('retry-after') ?? 1) * 1000;
+      if (err.code !== 'MOLT_ERR_CONTROL_PLANE_DOWN' || !IDEMPOTENT.has(method) || Date.now() + wait > giveUpAt) throw err;
+      await new Promise((r) => setTimeout(r, wait));
     }
-    if (!res.ok) throw this.apiError(res.status, await res.text());
-    return res;
   }
 
   /**
