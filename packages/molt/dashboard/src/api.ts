@@ -1,14 +1,7 @@
 /** The public API, as the CLI calls it, with the session cookie instead of a bearer token. */
+import { ApiError } from '../../src/cli/api-error.ts';
 
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { ApiError };
 
 type Listener = () => void;
 const signedOut = new Set<Listener>();

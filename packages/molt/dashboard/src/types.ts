@@ -4,23 +4,13 @@ export type { LogLine } from '../../src/control-plane/log-hub.ts';
 export type { MetricPoint } from '../../src/data-plane/metrics.ts';
 export type { UpdateResult } from '../../src/control-plane/app-service.ts';
 import type { AppSpec } from '../../src/config/app-spec.ts';
-import type { RolloutRow, WorkerRow } from '../../src/store/types.ts';
+import type { ResolvedVolume, RolloutRow, WorkerRow } from '../../src/store/types.ts';
 export type { AppSpec };
 
 export interface Principal {
   tokenId: string;
   namespace: string;
   role: 'admin' | 'deployer' | 'invoker';
-}
-
-export interface AppVolume {
-  ref: string;
-  volumeId: string;
-  namespace: string;
-  name: string;
-  revision: string;
-  treeHash: string;
-  useLatest: boolean;
 }
 
 export interface AppSummary {
@@ -34,7 +24,7 @@ export interface AppSummary {
   release: string | null;
   spec: AppSpec | null;
   workers: { running: number; total: number };
-  volumes: AppVolume[];
+  volumes: ResolvedVolume[];
   limits: string[];
   isolation: string[];
   route: string;

@@ -1,17 +1,9 @@
 import { Readable } from 'node:stream';
 import { MoltError } from '../errors.js';
 import { currentProfile } from './profile.js';
+import { ApiError } from './api-error.js';
 
-/** An API error as the CLI shows it: the server's code and message. */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { ApiError };
 
 /**
  * The server URL as requests are built on it: it must be an http(s) URL; a trailing `/api/v1` (a
