@@ -9,6 +9,7 @@ import { AppsView } from './views/apps.tsx';
 import { AppView } from './views/app.tsx';
 import { NodesView, ReleasesView, TokensView, VolumesView } from './views/resources.tsx';
 import { useRoute } from './router.ts';
+import { Problem } from './views/problem.tsx';
 
 function Login({ onIn, problem }: { onIn: (p: Principal) => void; problem?: string }) {
   const [token, setToken] = useState('');
@@ -36,11 +37,7 @@ function Login({ onIn, problem }: { onIn: (p: Principal) => void; problem?: stri
         <p id="login-help">Sign in with a molt token: the admin token of the server, or one made by <code>molt token create</code>.</p>
         <label for="token">Token</label>
         <input id="token" name="token" type="password" autocomplete="off" required value={token} onInput={(e) => setToken((e.target as HTMLInputElement).value)} />
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <Problem error={error} />
         <button type="submit" disabled={busy}>
           {busy ? 'Signing in…' : 'Sign in'}
         </button>

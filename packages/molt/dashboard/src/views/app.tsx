@@ -9,6 +9,7 @@ import type { AppSummary, EventRow, LogLine, MetricPoint, Principal, RevisionRow
 import { appStatus, outcome } from './apps.tsx';
 import { Progress } from './progress.tsx';
 import { UpgradeFlow } from './upgrade.tsx';
+import { Problem } from './problem.tsx';
 
 const TABS = [
   ['overview', 'Overview'],
@@ -44,11 +45,7 @@ export function AppView({ me, namespace, app, tab }: { me: Principal; namespace:
       <h1 id="app-title">
         {app} {s && <span class={`badge ${s.tone}`}>{s.label}</span>}
       </h1>
-      {summary.error && (
-        <p class="error" role="alert">
-          {summary.error}
-        </p>
-      )}
+      <Problem error={summary.error} />
       {a && (
         <dl class="facts">
           <dt>Revision</dt>
@@ -179,11 +176,7 @@ function Overview({ namespace, app }: { namespace: string; app: string }) {
     <>
       <section aria-labelledby="figures-title">
         <h2 id="figures-title">Figures, last hour</h2>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <Problem error={error} />
         <div class="charts">
           <Chart title="Requests and 5xx per second" unit="/s" times={times} series={series.traffic} marks={marks} />
           <Chart title="Latency (gateway)" unit="ms" times={times} series={series.latency} marks={marks} />
@@ -270,11 +263,7 @@ function History({ me, namespace, app, running }: { me: Principal; namespace: st
   return (
     <section aria-labelledby="history-title">
       <h2 id="history-title">History</h2>
-      {(error || history.error) && (
-        <p class="error" role="alert">
-          {error ?? history.error}
-        </p>
-      )}
+      <Problem error={error ?? history.error} />
       {rollout && <Progress namespace={namespace} app={app} rolloutId={rollout} onDone={() => history.reload()} />}
       <div class="scroll">
         <table class="history">
@@ -388,11 +377,7 @@ function Logs({ namespace, app }: { namespace: string; app: string }) {
           Clear
         </button>
       </div>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Problem error={error} />
       <ol class="logs" aria-live="off" aria-label={`Log lines of ${app}`}>
         {lines.map((l) => (
           <li class={l.stream}>
@@ -454,11 +439,7 @@ function Events({ namespace, app }: { namespace: string; app: string }) {
   return (
     <section aria-labelledby="events-title">
       <h2 id="events-title">Events</h2>
-      {stored.error && (
-        <p class="error" role="alert">
-          {stored.error}
-        </p>
-      )}
+      <Problem error={stored.error} />
       <ol class="events" reversed>
         {[...events].reverse().slice(0, 300).map((e) => (
           <li class={e.level} data-type={e.type}>

@@ -3,6 +3,7 @@ import { ago, rate, short } from '../format.ts';
 import { useLive, useNamespaces } from '../hooks.ts';
 import { href } from '../router.ts';
 import type { AppSummary, Principal } from '../types.ts';
+import { Problem } from './problem.tsx';
 
 /** What an app is doing, in a word, for the list. */
 export function appStatus(a: AppSummary): { label: string; tone: 'ok' | 'busy' | 'warn' | 'bad' } {
@@ -34,11 +35,7 @@ export function AppsView({ me }: { me: Principal }) {
   return (
     <section aria-labelledby="apps-title">
       <h1 id="apps-title">Apps</h1>
-      {(namespaces.error || apps.error) && (
-        <p class="error" role="alert">
-          {namespaces.error ?? apps.error}
-        </p>
-      )}
+      <Problem error={namespaces.error ?? apps.error} />
       {apps.data && rows.length === 0 && <p>No apps yet. Deploy one with <code>npx molt app create</code> in its directory.</p>}
       {rows.length > 0 && (
         <div class="scroll">

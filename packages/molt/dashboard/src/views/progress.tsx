@@ -2,6 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { appPath, streamNdjson } from '../api.ts';
 import { live } from '../live.ts';
 import type { EventRow } from '../types.ts';
+import { Problem } from './problem.tsx';
 
 /** The steps a worker goes through in a hot upgrade, and in a rolling one. */
 export const HOT_STEPS = ['loading', 'suspended', 'migrated', 'swapped', 'canary', 'permanent'] as const;
@@ -151,11 +152,7 @@ export function Progress({ namespace, app, rolloutId, onDone }: { namespace: str
       <p role="status" aria-live="polite" class={state.outcome ? (state.outcome.ok ? 'outcome ok' : 'outcome bad') : 'outcome'} data-outcome={state.outcome ? (state.outcome.ok ? 'succeeded' : 'failed') : 'running'}>
         {state.outcome ? `${state.outcome.ok ? 'Succeeded' : 'Failed'}: ${state.outcome.message}` : state.aborting ? `Rolling back: ${state.aborting}` : 'In progress…'}
       </p>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Problem error={error} />
       <div class="scroll">
         <table>
           <caption class="sr-only">Steps per worker</caption>

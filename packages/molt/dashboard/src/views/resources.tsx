@@ -4,14 +4,7 @@ import { bytes, short, when } from '../format.ts';
 import { useLive, useNamespaces } from '../hooks.ts';
 import { href } from '../router.ts';
 import type { AppSummary, NamespaceView, NodeView, Principal, ReleaseRow, TokenRow, VolumeRevisionRow, VolumeRow } from '../types.ts';
-
-function Problem({ error }: { error?: string }) {
-  return error ? (
-    <p class="error" role="alert">
-      {error}
-    </p>
-  ) : null;
-}
+import { Problem } from './problem.tsx';
 
 /** Every namespace's rows of one list endpoint, flattened. */
 function useEach<T>(me: Principal, path: (ns: string) => string, pick: (body: any) => T[], relevant?: (type: string) => boolean) {

@@ -4,6 +4,7 @@ import { bytes, short, when } from '../format.ts';
 import { useLive } from '../hooks.ts';
 import type { AppSummary, ReleaseRow, UpdateResult } from '../types.ts';
 import { Progress } from './progress.tsx';
+import { Problem } from './problem.tsx';
 
 type Step = { op: string; module: string; fn?: string; reason?: string };
 
@@ -171,11 +172,7 @@ export function UpgradeFlow({ namespace, app, summary }: { namespace: string; ap
         </button>
       </form>
       {busy && <p role="status">{busy}</p>}
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Problem error={error} />
       {plan && (
         <>
           <Plan plan={plan.result} summary={summary} />
