@@ -141,6 +141,11 @@ export class RolloutEngine {
     return rollout;
   }
 
+  /** Ends a rollout with its final event (`rollout.succeeded` or `rollout.failed`), written with it. */
+  private finish(rollout: RolloutRow, phase: 'succeeded' | 'failed', reason: string | null, message: string) {
+    return this.events.finishRollout(rollout.id, phase, reason, { namespace: rollout.namespace, app: rollout.app, type: `rollout.${phase}`, message, level: phase === 'failed' ? 'error' : 'info' });
+  }
+
   /** Runs a recorded rollout in the background, from its start or from where a restart cut it short. */
   private launch(rollout: RolloutRow, to: RevisionRow, hot?: HotRollout, resumed?: Resumed): void {
     const app = { namespace: rollout.namespace, name: rollout.app };
@@ -154,7 +159,7 @@ export class RolloutEngine {
         // The app is not left locked: the lock goes and the rollout ends failed (if it had not ended).
         const reason = `internal error: ${err instanceof Error ? err.message : String(err)}`;
         await this.unlock(app.namespace, app.name).catch(() => {});
-        await this.events.finishRollout(rollout.id, 'failed', reason, { namespace: app.namespace, app: app.name, level: 'error', type: 'rollout.failed', message: `revision ${to.revision} failed: ${reason}` }).catch(() => {});
+        await this.finish(rollout, 'failed', reason, `revision ${to.revision} failed: ${reason}`).catch(() => {});
       });
     void this.track(rollout.id, run);
   }
@@ -221,8 +226,6 @@ export class RolloutEngine {
     const { namespace, app } = rollout;
     const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'info') =>
       this.events.append({ namespace, app, rolloutId: rollout.id, type, message, level });
-    const final = (phase: 'succeeded' | 'failed', reason: string | null, message: string) =>
-      this.events.finishRollout(rollout.id, phase, reason, { namespace, app, type: `rollout.${phase}`, message, level: phase === 'failed' ? 'error' : 'info' });
     const { workers: desired } = to.spec;
     const { maxSurge, maxUnavailable, drainTimeoutMs, stopGraceMs } = to.spec.rollout;
     // The target's workers are new (only a resumed rollout finds some ready already); the rest are old.
@@ -269,7 +272,7 @@ export class RolloutEngine {
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (previous > 0) await this.store.setRevisionStatus(namespace, app, previous, 'superseded');
       this.lastFailure.delete(`${namespace}/${app}`);
-      await final('succeeded', null, `revision ${to.revision} serves all traffic`);
+      await this.finish(rollout, 'succeeded', null, `revision ${to.revision} serves all traffic`);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       const serving = rollout.fromRevision > 0 ? `revision ${rollout.fromRevision} keeps serving` : 'the app has no revision that serves yet';
@@ -280,7 +283,7 @@ export class RolloutEngine {
       await this.store.setRevisionStatus(namespace, app, to.revision, 'failed', reason);
       await this.supervisor.dropPending(namespace, app, to.revision, 'its rollout was aborted');
       await this.unlock(namespace, app);
-      await final('failed', reason, `revision ${to.revision} failed: ${reason}`);
+      await this.finish(rollout, 'failed', reason, `revision ${to.revision} failed: ${reason}`);
       // Old workers drained during the rollout are replaced so the app is back to its size.
       await this.supervisor.reconcile(namespace, app).catch(() => {});
     } finally {
@@ -300,8 +303,6 @@ export class RolloutEngine {
     const opts = { ...DEFAULT_HOT, ...to.spec.hot };
     const ev = (type: string, message: string, level: 'info' | 'warn' | 'error' = 'info', workerId: string | null = null) =>
       this.events.append({ namespace, app, rolloutId: rollout.id, workerId, type, message, level });
-    const final = (phase: 'succeeded' | 'failed', reason: string | null, message: string) =>
-      this.events.finishRollout(rollout.id, phase, reason, { namespace, app, type: `rollout.${phase}`, message, level: phase === 'failed' ? 'error' : 'info' });
     // The order `worker list` shows: oldest first; the first is the canary.
     const workers = this.supervisor
       .workersOf(namespace, app)
@@ -385,7 +386,7 @@ export class RolloutEngine {
       await this.unlock(namespace, app, { currentRevision: to.revision, permanentRevision: permanent, probationUntil });
       await this.store.setRevisionStatus(namespace, app, to.revision, 'active');
       if (from.revision > 0) await this.store.setRevisionStatus(namespace, app, from.revision, 'superseded');
-      await final('succeeded', null, `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
+      await this.finish(rollout, 'succeeded', null, `revision ${to.revision} serves all traffic (hot: no worker restarted)`);
       this.watchProbation(namespace, app, probationUntil);
       for (const id of overBudget) await this.queueRecycle(namespace, app, id, to, { message: `retains more than ${opts.maxRetainedModules} module versions`, reason: 'too many retained module versions' });
     } catch (err) {
@@ -407,7 +408,7 @@ export class RolloutEngine {
       }
       await this.store.setRevisionStatus(namespace, app, to.revision, 'ghosted', reason);
       await this.unlock(namespace, app);
-      await final('failed', reason, `revision ${to.revision} failed: ${reason}; release ${to.releaseId.slice(0, 12)} is not tried hot again until \`molt app update --retry\``);
+      await this.finish(rollout, 'failed', reason, `revision ${to.revision} failed: ${reason}; release ${to.releaseId.slice(0, 12)} is not tried hot again until \`molt app update --retry\``);
       await this.supervisor.reconcile(namespace, app).catch(() => {});
     } finally {
       unsubscribe();

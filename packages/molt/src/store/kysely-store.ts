@@ -386,7 +386,7 @@ export class KyselyStore implements Store {
 
   async lastRollout(namespace: string, app: string): Promise<RolloutRow | undefined> {
     const r = await this.db.selectFrom('rollouts').selectAll().where('namespace', '=', namespace).where('app', '=', app).orderBy('createdAt', 'desc').orderBy('id', 'desc').limit(1).executeTakeFirst();
-    return r ? this.getRollout(r.id) : undefined;
+    return r && toRollout(r);
   }
 
   async getRollout(id: string): Promise<RolloutRow | undefined> {
