@@ -178,8 +178,13 @@ describe('a server restart', () => {
     const invoker = await server.createToken('default', 'invoker');
     // Start an update that is slow to become ready, and kill the server in the middle of it.
     simpleApp(dir, { name: 'durable', body: 'three', extra: 'await new Promise((r) => setTimeout(r, 5000));' });
-    const pending = server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir });
-    await waitFor(async () => (await server.api('GET', '/api/v1/namespaces/default/apps/durable')).body.app.rolloutId, 10_000);
+    let ended: { code: number; stdout: string; stderr: string } | undefined;
+    const pending = server.molt(['app', 'update', '--strategy', 'rolling'], { cwd: dir }).then((r) => (ended = r));
+    // The build and upload come first; on a loaded machine they take a while.
+    await waitFor(async () => {
+      if (ended) throw new Error(`the update ended before its rollout was seen (exit ${ended.code}): ${ended.stdout}${ended.stderr}`);
+      return (await server.api('GET', '/api/v1/namespaces/default/apps/durable')).body.app.rolloutId;
+    }, 30_000, 'the rollout of revision 3 to start');
     await server.stop('SIGKILL');
     await pending;
 
